@@ -1,0 +1,235 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ory/fosite"
+)
+
+// stringList is a []string kept in one TEXT column as a JSON array.
+type stringList []string
+
+func (l stringList) Value() (driver.Value, error) {
+	if l == nil {
+		return "[]", nil
+	}
+	b, err := json.Marshal([]string(l))
+	return string(b), err
+}
+
+func (l *stringList) Scan(src any) error {
+	var b []byte
+	switch v := src.(type) {
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	case nil:
+		*l = nil
+		return nil
+	default:
+		return fmt.Errorf("storage: cannot scan %T into a string list", src)
+	}
+	return json.Unmarshal(b, (*[]string)(l))
+}
+
+// Client is a fosite client: deputy calls it an app. An app that may use
+// client_credentials has an owner, whose authority its tokens carry.
+type Client struct {
+	ID                      string     `db:"id"`
+	Name                    string     `db:"name"`
+	IconURL                 string     `db:"icon_url"`
+	RedirectURIs            stringList `db:"redirect_uris"`
+	GrantTypes              stringList `db:"grant_types"`
+	ResponseTypes           stringList `db:"response_types"`
+	Scopes                  stringList `db:"scopes"`
+	Audience                stringList `db:"audience"`
+	TokenEndpointAuthMethod string     `db:"token_endpoint_auth_method"`
+	Public                  bool       `db:"public"`
+	// FirstParty clients skip the host's consent screen.
+	FirstParty  bool           `db:"first_party"`
+	OwnerUserID sql.NullString `db:"owner_user_id"`
+	CreatedAt   time.Time      `db:"created_at"`
+	UpdatedAt   time.Time      `db:"updated_at"`
+
+	// SecretHashes are the SHA-256 hashes of the client's live secrets,
+	// filled by GetClient. Any of them authenticates the client.
+	SecretHashes [][]byte `db:"-"`
+}
+
+var (
+	_ fosite.Client                   = (*Client)(nil)
+	_ fosite.ClientWithSecretRotation = (*Client)(nil)
+)
+
+func (c *Client) GetID() string { return c.ID }
+
+// GetHashedSecret returns the first live secret's hash; fosite tries
+// GetRotatedHashes for the rest, which is how several secrets coexist.
+func (c *Client) GetHashedSecret() []byte {
+	if len(c.SecretHashes) == 0 {
+		return nil
+	}
+	return c.SecretHashes[0]
+}
+
+func (c *Client) GetRotatedHashes() [][]byte {
+	if len(c.SecretHashes) < 2 {
+		return nil
+	}
+	return c.SecretHashes[1:]
+}
+
+func (c *Client) GetRedirectURIs() []string          { return c.RedirectURIs }
+func (c *Client) GetGrantTypes() fosite.Arguments    { return fosite.Arguments(c.GrantTypes) }
+func (c *Client) GetResponseTypes() fosite.Arguments { return fosite.Arguments(c.ResponseTypes) }
+func (c *Client) GetScopes() fosite.Arguments        { return fosite.Arguments(c.Scopes) }
+func (c *Client) IsPublic() bool                     { return c.Public }
+func (c *Client) GetAudience() fosite.Arguments      { return fosite.Arguments(c.Audience) }
+
+// Owner returns the owning user's id, or "" for an unowned client.
+func (c *Client) Owner() string { return c.OwnerUserID.String }
+
+// SetOwner sets the owning user ("" for none).
+func (c *Client) SetOwner(userID string) {
+	c.OwnerUserID = sql.NullString{String: userID, Valid: userID != ""}
+}
+
+const clientColumns = `id, name, icon_url, redirect_uris, grant_types, response_types, scopes, audience,
+	token_endpoint_auth_method, public, first_party, owner_user_id, created_at, updated_at`
+
+// CreateClient inserts c, setting its timestamps. ErrConflict if the id exists.
+func (s *Store) CreateClient(ctx context.Context, c *Client) error {
+	c.CreatedAt = now()
+	c.UpdatedAt = c.CreatedAt
+	if c.TokenEndpointAuthMethod == "" {
+		c.TokenEndpointAuthMethod = "client_secret_basic"
+	}
+	_, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
+		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.OwnerUserID, c.CreatedAt, c.UpdatedAt)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("storage: client %q: %w", c.ID, ErrConflict)
+	}
+	return err
+}
+
+// UpdateClient replaces the mutable fields of the client with c.ID.
+func (s *Store) UpdateClient(ctx context.Context, c *Client) error {
+	c.UpdatedAt = now()
+	res, err := s.exec(ctx, `UPDATE clients SET name = ?, icon_url = ?, redirect_uris = ?, grant_types = ?,
+		response_types = ?, scopes = ?, audience = ?, token_endpoint_auth_method = ?, public = ?,
+		first_party = ?, owner_user_id = ?, updated_at = ? WHERE id = ?`,
+		c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
+		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.OwnerUserID, c.UpdatedAt, c.ID)
+	if err != nil {
+		return err
+	}
+	return oneRow(res)
+}
+
+// DeleteClient removes the client; its secrets and every token it was issued
+// go with it (ON DELETE CASCADE), so those tokens stop introspecting at once.
+func (s *Store) DeleteClient(ctx context.Context, id string) error {
+	res, err := s.exec(ctx, `DELETE FROM clients WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	return oneRow(res)
+}
+
+// clientRow is a client joined with at most one of its secrets.
+type clientRow struct {
+	Client
+	SecretHash []byte `db:"secret_hash"`
+}
+
+// GetClient loads a client and all its secret hashes in one round trip; it
+// implements fosite.ClientManager. fosite.ErrNotFound when there is none.
+func (s *Store) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	return s.Client(ctx, id)
+}
+
+// Client is GetClient with the concrete type.
+func (s *Store) Client(ctx context.Context, id string) (*Client, error) {
+	var rows []clientRow
+	err := s.selectAll(ctx, &rows, `SELECT c.id, c.name, c.icon_url, c.redirect_uris, c.grant_types,
+		c.response_types, c.scopes, c.audience, c.token_endpoint_auth_method, c.public, c.first_party,
+		c.owner_user_id, c.created_at, c.updated_at, s.secret_hash
+		FROM clients c LEFT JOIN client_secrets s ON s.client_id = c.id
+		WHERE c.id = ? ORDER BY s.created_at DESC`, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("storage: client %q: %w", id, fosite.ErrNotFound)
+	}
+	c := rows[0].Client
+	for _, r := range rows {
+		if r.SecretHash != nil {
+			c.SecretHashes = append(c.SecretHashes, r.SecretHash)
+		}
+	}
+	return &c, nil
+}
+
+// ListClients returns clients, newest first; ownerUserID "" lists all.
+func (s *Store) ListClients(ctx context.Context, ownerUserID string) ([]*Client, error) {
+	var cs []*Client
+	var err error
+	if ownerUserID == "" {
+		err = s.selectAll(ctx, &cs, `SELECT `+clientColumns+` FROM clients ORDER BY created_at DESC, id`)
+	} else {
+		err = s.selectAll(ctx, &cs, `SELECT `+clientColumns+` FROM clients WHERE owner_user_id = ? ORDER BY created_at DESC, id`, ownerUserID)
+	}
+	return cs, err
+}
+
+// ClientAssertionJWTValid reports fosite.ErrJTIKnown when jti was seen and
+// has not expired.
+func (s *Store) ClientAssertionJWTValid(ctx context.Context, jti string) error {
+	var exp time.Time
+	err := s.get(ctx, &exp, `SELECT expires_at FROM oauth2_jti WHERE jti = ?`, jti)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if exp.After(time.Now()) {
+		return fosite.ErrJTIKnown
+	}
+	return nil
+}
+
+// SetClientAssertionJWT records jti until exp, sweeping expired ids first as
+// fosite's contract asks. A jti still live is fosite.ErrJTIKnown.
+func (s *Store) SetClientAssertionJWT(ctx context.Context, jti string, exp time.Time) error {
+	return s.InTx(ctx, func(ctx context.Context) error {
+		if _, err := s.exec(ctx, `DELETE FROM oauth2_jti WHERE expires_at < ?`, now()); err != nil {
+			return err
+		}
+		_, err := s.exec(ctx, `INSERT INTO oauth2_jti (jti, expires_at) VALUES (?, ?)`, jti, exp.UTC())
+		if isUniqueViolation(err) {
+			return fosite.ErrJTIKnown
+		}
+		return err
+	})
+}
+
+func oneRow(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fosite.ErrNotFound
+	}
+	return nil
+}

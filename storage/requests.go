@@ -1,0 +1,352 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/openid"
+	"github.com/ory/fosite/handler/pkce"
+	fositestorage "github.com/ory/fosite/storage"
+)
+
+var (
+	_ fosite.ClientManager               = (*Store)(nil)
+	_ oauth2.AuthorizeCodeStorage        = (*Store)(nil)
+	_ oauth2.AccessTokenStorage          = (*Store)(nil)
+	_ oauth2.RefreshTokenStorage         = (*Store)(nil)
+	_ oauth2.TokenRevocationStorage      = (*Store)(nil)
+	_ oauth2.CoreStorage                 = (*Store)(nil)
+	_ pkce.PKCERequestStorage            = (*Store)(nil)
+	_ openid.OpenIDConnectRequestStorage = (*Store)(nil)
+	_ fositestorage.Transactional        = (*Store)(nil)
+)
+
+// requestTable names a table holding one kind of fosite request.
+type requestTable string
+
+const (
+	codesTable   requestTable = "oauth2_authorize_codes"
+	accessTable  requestTable = "oauth2_access_tokens"
+	refreshTable requestTable = "oauth2_refresh_tokens"
+	pkceTable    requestTable = "oauth2_pkce"
+	oidcTable    requestTable = "oauth2_oidc"
+)
+
+// secretFormFields never reach a row: they are credentials, and a database
+// dump must not be a key ring.
+var secretFormFields = []string{
+	"client_secret", "password", "code", "code_verifier", "refresh_token",
+	"token", "subject_token", "actor_token", "assertion", "client_assertion",
+	"access_token", "id_token_hint",
+}
+
+// sanitizedForm copies form without the secret fields.
+func sanitizedForm(form url.Values) url.Values {
+	out := make(url.Values, len(form))
+	for k, v := range form {
+		out[k] = v
+	}
+	for _, k := range secretFormFields {
+		delete(out, k)
+	}
+	return out
+}
+
+// requestRow is a stored fosite request.
+type requestRow struct {
+	Signature         string       `db:"signature"`
+	RequestID         string       `db:"request_id"`
+	ClientID          string       `db:"client_id"`
+	Subject           string       `db:"subject"`
+	RequestedAt       time.Time    `db:"requested_at"`
+	ExpiresAt         sql.NullTime `db:"expires_at"`
+	RequestedScopes   stringList   `db:"requested_scopes"`
+	GrantedScopes     stringList   `db:"granted_scopes"`
+	RequestedAudience stringList   `db:"requested_audience"`
+	GrantedAudience   stringList   `db:"granted_audience"`
+	FormData          string       `db:"form_data"`
+	SessionData       string       `db:"session_data"`
+	Active            bool         `db:"active"`
+}
+
+const requestColumns = `signature, request_id, client_id, subject, requested_at, expires_at,
+	requested_scopes, granted_scopes, requested_audience, granted_audience, form_data, session_data, active`
+
+func newRequestRow(signature string, r fosite.Requester, expiryOf fosite.TokenType) (*requestRow, error) {
+	row := &requestRow{
+		Signature:         signature,
+		RequestID:         r.GetID(),
+		ClientID:          r.GetClient().GetID(),
+		RequestedAt:       r.GetRequestedAt().UTC(),
+		RequestedScopes:   stringList(r.GetRequestedScopes()),
+		GrantedScopes:     stringList(r.GetGrantedScopes()),
+		RequestedAudience: stringList(r.GetRequestedAudience()),
+		GrantedAudience:   stringList(r.GetGrantedAudience()),
+		Active:            true,
+	}
+	if row.RequestedAt.IsZero() {
+		row.RequestedAt = now()
+	}
+	form, err := json.Marshal(sanitizedForm(r.GetRequestForm()))
+	if err != nil {
+		return nil, fmt.Errorf("storage: encode form: %w", err)
+	}
+	row.FormData = string(form)
+	if sess := r.GetSession(); sess != nil {
+		b, err := json.Marshal(sess)
+		if err != nil {
+			return nil, fmt.Errorf("storage: encode session: %w", err)
+		}
+		row.SessionData = string(b)
+		row.Subject = sess.GetSubject()
+		if exp := sess.GetExpiresAt(expiryOf); !exp.IsZero() {
+			row.ExpiresAt = sql.NullTime{Time: exp.UTC(), Valid: true}
+		}
+	} else {
+		row.SessionData = "{}"
+	}
+	return row, nil
+}
+
+// toRequest rebuilds the fosite request; session, when not nil, is filled
+// from the stored session and becomes the request's session.
+func (row *requestRow) toRequest(client fosite.Client, session fosite.Session) (*fosite.Request, error) {
+	r := &fosite.Request{
+		ID:                row.RequestID,
+		RequestedAt:       row.RequestedAt,
+		Client:            client,
+		RequestedScope:    fosite.Arguments(row.RequestedScopes),
+		GrantedScope:      fosite.Arguments(row.GrantedScopes),
+		RequestedAudience: fosite.Arguments(row.RequestedAudience),
+		GrantedAudience:   fosite.Arguments(row.GrantedAudience),
+		Form:              url.Values{},
+		Session:           session,
+	}
+	if err := json.Unmarshal([]byte(row.FormData), &r.Form); err != nil {
+		return nil, fmt.Errorf("storage: decode form of request %s: %w", row.RequestID, err)
+	}
+	if session != nil {
+		if err := json.Unmarshal([]byte(row.SessionData), session); err != nil {
+			return nil, fmt.Errorf("storage: decode session of request %s: %w", row.RequestID, err)
+		}
+	}
+	return r, nil
+}
+
+func (s *Store) createRequest(ctx context.Context, t requestTable, signature string, r fosite.Requester, expiryOf fosite.TokenType) error {
+	row, err := newRequestRow(signature, r, expiryOf)
+	if err != nil {
+		return err
+	}
+	_, err = s.exec(ctx, `INSERT INTO `+string(t)+` (`+requestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		row.Signature, row.RequestID, row.ClientID, row.Subject, row.RequestedAt, row.ExpiresAt,
+		row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
+		row.FormData, row.SessionData, row.Active)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("storage: %s: %w", t, ErrConflict)
+	}
+	return err
+}
+
+// joinedRequestRow is a stored request with its client's columns, so a token
+// lookup is one indexed query and not two.
+type joinedRequestRow struct {
+	requestRow
+	C Client `db:"c"`
+}
+
+const joinedClientColumns = `c.id AS "c.id", c.name AS "c.name", c.icon_url AS "c.icon_url",
+	c.redirect_uris AS "c.redirect_uris", c.grant_types AS "c.grant_types",
+	c.response_types AS "c.response_types", c.scopes AS "c.scopes", c.audience AS "c.audience",
+	c.token_endpoint_auth_method AS "c.token_endpoint_auth_method", c.public AS "c.public",
+	c.first_party AS "c.first_party", c.owner_user_id AS "c.owner_user_id",
+	c.created_at AS "c.created_at", c.updated_at AS "c.updated_at"`
+
+// getRequest loads a request by signature. An inactive request is returned
+// together with inactiveErr, as fosite's reuse detection requires.
+func (s *Store) getRequest(ctx context.Context, t requestTable, signature string, session fosite.Session, inactiveErr error) (fosite.Requester, error) {
+	var row joinedRequestRow
+	err := s.get(ctx, &row, `SELECT r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
+		r.requested_scopes, r.granted_scopes, r.requested_audience, r.granted_audience, r.form_data,
+		r.session_data, r.active, `+joinedClientColumns+`
+		FROM `+string(t)+` r JOIN clients c ON c.id = r.client_id WHERE r.signature = ?`, signature)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("storage: %s: %w", t, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	client := row.C
+	req, err := row.toRequest(&client, session)
+	if err != nil {
+		return nil, err
+	}
+	if !row.Active && inactiveErr != nil {
+		return req, inactiveErr
+	}
+	return req, nil
+}
+
+func (s *Store) deleteRequest(ctx context.Context, t requestTable, signature string) error {
+	res, err := s.exec(ctx, `DELETE FROM `+string(t)+` WHERE signature = ?`, signature)
+	if err != nil {
+		return err
+	}
+	if err := oneRow(res); err != nil {
+		return fmt.Errorf("storage: %s: %w", t, err)
+	}
+	return nil
+}
+
+// Authorization codes.
+
+func (s *Store) CreateAuthorizeCodeSession(ctx context.Context, signature string, r fosite.Requester) error {
+	return s.createRequest(ctx, codesTable, signature, r, fosite.AuthorizeCode)
+}
+
+func (s *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
+	return s.getRequest(ctx, codesTable, signature, session, fosite.ErrInvalidatedAuthorizeCode)
+}
+
+// InvalidateAuthorizeCodeSession marks a code used; a second use then finds
+// it inactive and fosite revokes everything issued from it (RFC 6749 §4.1.2).
+func (s *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature string) error {
+	res, err := s.exec(ctx, `UPDATE oauth2_authorize_codes SET active = FALSE WHERE signature = ?`, signature)
+	if err != nil {
+		return err
+	}
+	return oneRow(res)
+}
+
+// Access tokens.
+
+func (s *Store) CreateAccessTokenSession(ctx context.Context, signature string, r fosite.Requester) error {
+	return s.createRequest(ctx, accessTable, signature, r, fosite.AccessToken)
+}
+
+// GetAccessTokenSession returns fosite.ErrNotFound for a revoked token:
+// revocation deletes access tokens, there is nothing to detect reuse of.
+func (s *Store) GetAccessTokenSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
+	req, err := s.getRequest(ctx, accessTable, signature, session, fosite.ErrInactiveToken)
+	if errors.Is(err, fosite.ErrInactiveToken) {
+		return nil, fmt.Errorf("storage: access token: %w", ErrNotFound)
+	}
+	return req, err
+}
+
+func (s *Store) DeleteAccessTokenSession(ctx context.Context, signature string) error {
+	return s.deleteRequest(ctx, accessTable, signature)
+}
+
+// RevokeAccessToken deletes every access token of the request.
+func (s *Store) RevokeAccessToken(ctx context.Context, requestID string) error {
+	_, err := s.exec(ctx, `DELETE FROM oauth2_access_tokens WHERE request_id = ?`, requestID)
+	return err
+}
+
+// Refresh tokens.
+
+func (s *Store) CreateRefreshTokenSession(ctx context.Context, signature, accessSignature string, r fosite.Requester) error {
+	if err := s.createRequest(ctx, refreshTable, signature, r, fosite.RefreshToken); err != nil {
+		return err
+	}
+	if accessSignature == "" {
+		return nil
+	}
+	_, err := s.exec(ctx, `UPDATE oauth2_refresh_tokens SET access_signature = ? WHERE signature = ?`, accessSignature, signature)
+	return err
+}
+
+// GetRefreshTokenSession returns an inactive (rotated or revoked) token with
+// fosite.ErrInactiveToken, so fosite can detect reuse and revoke the family.
+func (s *Store) GetRefreshTokenSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
+	return s.getRequest(ctx, refreshTable, signature, session, fosite.ErrInactiveToken)
+}
+
+func (s *Store) DeleteRefreshTokenSession(ctx context.Context, signature string) error {
+	return s.deleteRequest(ctx, refreshTable, signature)
+}
+
+// RevokeRefreshToken deactivates every refresh token of the request. They are
+// kept, inactive, so that a later use is recognised as reuse.
+func (s *Store) RevokeRefreshToken(ctx context.Context, requestID string) error {
+	_, err := s.exec(ctx, `UPDATE oauth2_refresh_tokens SET active = FALSE WHERE request_id = ?`, requestID)
+	return err
+}
+
+// RotateRefreshToken retires the request's refresh token and its access
+// tokens, as fosite v0.49 defines rotation: the old refresh token turns
+// inactive (a replay is then detected as reuse) and the access tokens
+// issued with it stop working. fosite then stores the new pair under the
+// same request id.
+func (s *Store) RotateRefreshToken(ctx context.Context, requestID string, refreshSignature string) error {
+	return s.InTx(ctx, func(ctx context.Context) error {
+		if err := s.RevokeRefreshToken(ctx, requestID); err != nil {
+			return err
+		}
+		return s.RevokeAccessToken(ctx, requestID)
+	})
+}
+
+// PKCE.
+
+func (s *Store) CreatePKCERequestSession(ctx context.Context, signature string, r fosite.Requester) error {
+	return s.createRequest(ctx, pkceTable, signature, r, fosite.AuthorizeCode)
+}
+
+func (s *Store) GetPKCERequestSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
+	return s.getRequest(ctx, pkceTable, signature, session, nil)
+}
+
+func (s *Store) DeletePKCERequestSession(ctx context.Context, signature string) error {
+	return s.deleteRequest(ctx, pkceTable, signature)
+}
+
+// OpenID Connect requests, keyed by authorization code.
+
+func (s *Store) CreateOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) error {
+	return s.createRequest(ctx, oidcTable, code, r, fosite.AuthorizeCode)
+}
+
+func (s *Store) GetOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) (fosite.Requester, error) {
+	return s.getRequest(ctx, oidcTable, code, r.GetSession(), nil)
+}
+
+func (s *Store) DeleteOpenIDConnectSession(ctx context.Context, code string) error {
+	return s.deleteRequest(ctx, oidcTable, code)
+}
+
+// DeleteExpired removes every row that expired before the given time: stored
+// requests of every kind and seen JWT ids. It returns how many rows went.
+func (s *Store) DeleteExpired(ctx context.Context, before time.Time) (int64, error) {
+	before = before.UTC()
+	var total int64
+	for _, q := range expirySweeps {
+		res, err := s.exec(ctx, q, before)
+		if err != nil {
+			return total, fmt.Errorf("storage: delete expired: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	return total, nil
+}
+
+// expirySweeps are the statements DeleteExpired runs, each with one time
+// argument. Tables that later migrations add list their sweep here.
+var expirySweeps = []string{
+	`DELETE FROM oauth2_authorize_codes WHERE expires_at < ?`,
+	`DELETE FROM oauth2_access_tokens WHERE expires_at < ?`,
+	`DELETE FROM oauth2_refresh_tokens WHERE expires_at < ?`,
+	`DELETE FROM oauth2_pkce WHERE expires_at < ?`,
+	`DELETE FROM oauth2_oidc WHERE expires_at < ?`,
+	`DELETE FROM oauth2_jti WHERE expires_at < ?`,
+	`DELETE FROM agent_grants WHERE expires_at < ?`,
+}

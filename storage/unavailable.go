@@ -1,0 +1,76 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/lib/pq"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// IsUnavailable reports whether err, returned by a Store method, means the
+// database could not be reached or could not serve the request right now
+// (connection refused or reset, a backend terminated by an administrator or
+// a restart, a server shutting down or out of connections, a database locked
+// past its busy timeout, a deadline passed waiting for it) rather than that
+// the request itself was wrong. HTTP layers answer it with 503 and a
+// Retry-After instead of a 500: the same request will work once the
+// database is back, and the pool reconnects on its own.
+//
+// A cancelled context is not unavailability: the caller went away.
+func IsUnavailable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNABORTED) ||
+		errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		return pqUnavailable(string(pqErr.Code))
+	}
+	var sqErr *sqlite.Error
+	if errors.As(err, &sqErr) {
+		switch sqErr.Code() & 0xff { // the primary result code
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_FULL:
+			return true
+		}
+	}
+	return false
+}
+
+// pqUnavailable classifies PostgreSQL SQLSTATEs: class 08 (connection
+// exception), 57P01–57P03 (admin_shutdown, crash_shutdown,
+// cannot_connect_now), 53300 too_many_connections, and 25006
+// read_only_sql_transaction (a write that reached a standby during failover).
+func pqUnavailable(code string) bool {
+	switch {
+	case strings.HasPrefix(code, "08"):
+		return true
+	}
+	switch code {
+	case "57P01", "57P02", "57P03", "53300", "25006":
+		return true
+	}
+	return false
+}
