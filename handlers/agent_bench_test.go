@@ -1,0 +1,65 @@
+package handlers
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/deputyauth/deputy/storage/storagetest"
+)
+
+// BenchmarkVerifyAgentToken measures one verification. The target is under
+// 100 µs and at most 20 allocations; `make bench` reports it, no test asserts it.
+func BenchmarkVerifyAgentToken(b *testing.B) {
+	for _, alg := range []string{AlgEdDSA, AlgES256} {
+		b.Run(alg, func(b *testing.B) {
+			s := storagetest.SQLite.Open(b)
+			ctx := context.Background()
+			k, err := NewKeyring(ctx, KeyringConfig{Store: s, SystemSecret: testSecret, Algorithm: alg})
+			if err != nil {
+				b.Fatal(err)
+			}
+			m := &Minter{Keys: k, Store: s, Directory: newDirectory(), Issuer: testIssuer}
+			tok, err := m.Mint(ctx, MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: agentClientID})
+			if err != nil {
+				b.Fatal(err)
+			}
+			v := &AgentVerifier{Keys: k, Issuer: testIssuer}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(ctx, tok.Token, testOrg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkMiddlewareAgentToken is the whole middleware path of a request
+// carrying an agent token.
+func BenchmarkMiddlewareAgentToken(b *testing.B) {
+	s := storagetest.SQLite.Open(b)
+	ctx := context.Background()
+	k, err := NewKeyring(ctx, KeyringConfig{Store: s, SystemSecret: testSecret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := &Minter{Keys: k, Store: s, Directory: newDirectory(), Issuer: testIssuer}
+	tok, err := m.Mint(ctx, MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: agentClientID})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mw := &Middleware{Agent: &AgentVerifier{Keys: k, Issuer: testIssuer}, Org: func(*http.Request) string { return testOrg }}
+	h := mw.RequireScopes(readScope)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatal(rec.Code)
+		}
+	}
+}

@@ -1,0 +1,218 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/x/errorsx"
+
+	"github.com/deputyauth/deputy/scope"
+)
+
+// The agent-token grant and the RFC 8693 token type it takes and returns.
+const (
+	GrantTypeAgentToken      = "urn:deputy:params:oauth:grant-type:agent-token"
+	TokenTypeAccessToken     = "urn:ietf:params:oauth:token-type:access_token"
+	subjectAccessTokenPrefix = "dpy_at_"
+)
+
+var _ fosite.TokenEndpointHandler = (*AgentTokenGrantHandler)(nil)
+
+// AgentTokenGrantHandler is the urn:deputy:params:oauth:grant-type:agent-token
+// grant, shaped like RFC 8693 token exchange: an agent platform (a
+// confidential client allowed the grant) presents a user's access token and
+// an agent session, and gets a short-lived agent token that is read-only
+// unless the user approved more for that session. Nothing is stored.
+type AgentTokenGrantHandler struct {
+	Minter *Minter
+	// AccessTokenStrategy and AccessTokenStorage resolve the subject token,
+	// exactly as fosite's introspection does.
+	AccessTokenStrategy oauth2.AccessTokenStrategy
+	AccessTokenStorage  oauth2.AccessTokenStorage
+	// NewSession returns an empty session to decode the subject token's
+	// stored session into. Default: *fosite.DefaultSession, which reads the
+	// subject of fosite's and openid's default sessions alike.
+	NewSession func() fosite.Session
+	Config     interface {
+		fosite.AudienceStrategyProvider
+	}
+	Logger *slog.Logger
+}
+
+// AgentTokenGrantFactory returns a compose.Factory for the grant, to list
+// beside fosite's own factories in compose.Compose. The strategy must be an
+// oauth2.AccessTokenStrategy and the storage an oauth2.AccessTokenStorage.
+// newSession is the host's session constructor, used to decode subject
+// tokens' stored sessions; nil means *fosite.DefaultSession. A session with a
+// GetOrganization() string method binds its token to that organization.
+func AgentTokenGrantFactory(m *Minter, newSession func() fosite.Session) compose.Factory {
+	return func(config fosite.Configurator, storage interface{}, strategy interface{}) interface{} {
+		return &AgentTokenGrantHandler{
+			Minter:              m,
+			AccessTokenStrategy: strategy.(oauth2.AccessTokenStrategy),
+			AccessTokenStorage:  storage.(oauth2.AccessTokenStorage),
+			NewSession:          newSession,
+			Config:              config,
+			Logger:              m.Logger,
+		}
+	}
+}
+
+func (c *AgentTokenGrantHandler) CanSkipClientAuth(ctx context.Context, requester fosite.AccessRequester) bool {
+	return false
+}
+
+func (c *AgentTokenGrantHandler) CanHandleTokenEndpointRequest(ctx context.Context, requester fosite.AccessRequester) bool {
+	return requester.GetGrantTypes().ExactOne(GrantTypeAgentToken)
+}
+
+// HandleTokenEndpointRequest checks everything that needs no database: the
+// client, and the shape of every parameter.
+func (c *AgentTokenGrantHandler) HandleTokenEndpointRequest(ctx context.Context, request fosite.AccessRequester) error {
+	if !c.CanHandleTokenEndpointRequest(ctx, request) {
+		return errorsx.WithStack(fosite.ErrUnknownRequest)
+	}
+	client := request.GetClient()
+	if client.IsPublic() {
+		return errorsx.WithStack(fosite.ErrUnauthorizedClient.WithHint("A public client may not use the agent-token grant."))
+	}
+	if !client.GetGrantTypes().Has(GrantTypeAgentToken) {
+		return errorsx.WithStack(fosite.ErrUnauthorizedClient.WithHintf("The OAuth 2.0 Client is not allowed to use authorization grant '%s'.", GrantTypeAgentToken))
+	}
+	form := request.GetRequestForm()
+	if len(form["subject_token"]) != 1 || form.Get("subject_token") == "" {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint("Exactly one 'subject_token' is required."))
+	}
+	if form.Get("subject_token_type") != TokenTypeAccessToken {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("'subject_token_type' must be '%s'.", TokenTypeAccessToken))
+	}
+	if len(form["agent_session_id"]) != 1 || !ValidAgentSessionID(form.Get("agent_session_id")) {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint("'agent_session_id' must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'."))
+	}
+	if len(form["organization"]) != 1 || !ValidOrganization(form.Get("organization")) {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint("'organization' is required: 1 to 128 printable characters without spaces."))
+	}
+	if aud := request.GetRequestedAudience(); len(aud) > 0 {
+		if err := c.Config.GetAudienceStrategy(ctx)(client.GetAudience(), aud); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PopulateTokenEndpointResponse resolves the subject token, computes the
+// scopes and mints the token, answering in RFC 8693's shape.
+func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Context, request fosite.AccessRequester, response fosite.AccessResponder) error {
+	if !c.CanHandleTokenEndpointRequest(ctx, request) {
+		return errorsx.WithStack(fosite.ErrUnknownRequest)
+	}
+	form := request.GetRequestForm()
+	userID, presented, err := c.subject(ctx, form.Get("subject_token"), form.Get("organization"))
+	if err != nil {
+		return err
+	}
+	client := request.GetClient()
+	tok, err := c.Minter.Mint(ctx, MintRequest{
+		UserID:         userID,
+		Organization:   form.Get("organization"),
+		AgentSessionID: form.Get("agent_session_id"),
+		ClientID:       client.GetID(),
+		SubjectScopes:  presented,
+		ClientScopes:   append([]string{}, client.GetScopes()...),
+		Requested:      request.GetRequestedScopes(),
+		Audience:       request.GetRequestedAudience(),
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrInvalidAgentSession), errors.Is(err, ErrInvalidOrganization):
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint(err.Error()))
+	case errors.Is(err, scope.ErrUserNotFound), errors.Is(err, scope.ErrUserDisabled):
+		return errorsx.WithStack(fosite.ErrInvalidGrant.WithHint("The user of the subject token can no longer act."))
+	case errors.Is(err, ErrNoScopes):
+		return errorsx.WithStack(fosite.ErrInvalidScope.WithHint("None of the requested scopes can be granted to this agent session."))
+	default:
+		c.logger().ErrorContext(ctx, "deputy: minting an agent token", "client_id", client.GetID(), "err", err)
+		return errorsx.WithStack(fosite.ErrServerError.WithWrap(err))
+	}
+	for _, s := range tok.Scopes {
+		request.GrantScope(s)
+	}
+	for _, a := range request.GetRequestedAudience() {
+		request.GrantAudience(a)
+	}
+	request.GetSession().SetExpiresAt(fosite.AccessToken, tok.ExpiresAt)
+	response.SetAccessToken(tok.Token)
+	response.SetTokenType("Bearer")
+	response.SetExtra("issued_token_type", TokenTypeAccessToken)
+	response.SetExtra("expires_in", tok.ExpiresIn())
+	response.SetExtra("scope", scope.Join(tok.Scopes))
+	return nil
+}
+
+// subject resolves a deputy access token to its user and the scopes it
+// presents. The scopes are never nil (scope.Intersect returns an empty
+// slice), so that a token granted nothing caps at nothing.
+func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string) (string, []string, error) {
+	bad := func(hint string) error {
+		return errorsx.WithStack(fosite.ErrInvalidGrant.WithHint(hint))
+	}
+	// Only a stored access token: never an agent token (no chaining), a
+	// refresh token or an authorization code.
+	if !strings.HasPrefix(token, subjectAccessTokenPrefix) || len(token) > 1024 {
+		return "", nil, bad("The subject token is not an access token issued by this server.")
+	}
+	session := c.newSession()
+	sig := c.AccessTokenStrategy.AccessTokenSignature(ctx, token)
+	or, err := c.AccessTokenStorage.GetAccessTokenSession(ctx, sig, session)
+	if errors.Is(err, fosite.ErrNotFound) {
+		return "", nil, bad("The subject token is unknown, revoked or expired.")
+	}
+	if err != nil {
+		c.logger().ErrorContext(ctx, "deputy: looking up a subject token", "err", err)
+		return "", nil, errorsx.WithStack(fosite.ErrServerError.WithWrap(err))
+	}
+	// The HMAC check and the expiry; the lookup above found the row by
+	// signature only.
+	if err := c.AccessTokenStrategy.ValidateAccessToken(ctx, or, token); err != nil {
+		return "", nil, bad("The subject token is invalid or expired.")
+	}
+	if exp := or.GetSession().GetExpiresAt(fosite.AccessToken); exp.IsZero() || !exp.After(time.Now()) {
+		return "", nil, bad("The subject token has expired.")
+	}
+	user := or.GetSession().GetSubject()
+	if user == "" {
+		return "", nil, bad("The subject token does not act for a user.")
+	}
+	// A subject token bound to one organization lends no authority in another.
+	if o, ok := or.GetSession().(interface{ GetOrganization() string }); ok {
+		if bound := o.GetOrganization(); bound != "" && bound != org {
+			return "", nil, bad("The subject token is bound to another organization.")
+		}
+	}
+	// What the token was granted, and its client is still allowed today.
+	presented := scope.Intersect(or.GetGrantedScopes(), or.GetClient().GetScopes())
+	if presented == nil {
+		presented = []string{}
+	}
+	return user, presented, nil
+}
+
+func (c *AgentTokenGrantHandler) newSession() fosite.Session {
+	if c.NewSession != nil {
+		return c.NewSession()
+	}
+	return &fosite.DefaultSession{}
+}
+
+func (c *AgentTokenGrantHandler) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}

@@ -1,0 +1,182 @@
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ory/fosite"
+)
+
+// ClientSecretPrefix starts every app secret deputy generates, so that secret
+// scanners and people recognise one.
+const ClientSecretPrefix = "dpy_cs_"
+
+// SecretDisplayPrefixLen is how many leading characters of a secret are kept
+// in clear for recognition: the prefix and five random characters (30 bits,
+// too few to help a guess at the other 226).
+const SecretDisplayPrefixLen = 12
+
+// NewClientSecret returns a fresh secret (ClientSecretPrefix and 32 random
+// bytes, base64url), its SHA-256 hash, and its display prefix.
+func NewClientSecret() (secret string, hash []byte, displayPrefix string, err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, "", err
+	}
+	secret = ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(secret))
+	return secret, sum[:], secret[:SecretDisplayPrefixLen], nil
+}
+
+var errSecretMismatch = errors.New("deputy: client secret does not match")
+
+var _ fosite.Hasher = (*SHA256Hasher)(nil)
+
+// SHA256Hasher is the fosite.Hasher for deputy's client secrets. The secrets
+// are server-generated with 256 bits of entropy, so a slow password hash
+// would buy no resistance to guessing and would cost the token endpoint its
+// throughput; a single SHA-256 compared in constant time suffices.
+type SHA256Hasher struct {
+	// OnMatch, if set, is told which stored hash authenticated a client.
+	// It must not block: it runs on the token endpoint's hot path.
+	OnMatch func(hash []byte)
+}
+
+func (h *SHA256Hasher) Hash(_ context.Context, data []byte) ([]byte, error) {
+	sum := sha256.Sum256(data)
+	return sum[:], nil
+}
+
+func (h *SHA256Hasher) Compare(_ context.Context, hash, data []byte) error {
+	sum := sha256.Sum256(data)
+	if len(hash) != sha256.Size || subtle.ConstantTimeCompare(hash, sum[:]) != 1 {
+		return errSecretMismatch
+	}
+	if h.OnMatch != nil {
+		h.OnMatch(hash)
+	}
+	return nil
+}
+
+// SecretToucher records when a secret last authenticated.
+type SecretToucher interface {
+	TouchClientSecret(ctx context.Context, hash []byte, at time.Time) error
+}
+
+// SecretUsage keeps client_secrets.last_used_at roughly current without a
+// write per token request: each secret is written at most once per Interval,
+// by a background goroutine, and a use that finds the queue full is dropped
+// (last_used_at is a hint for people, not an audit record).
+type SecretUsage struct {
+	store    SecretToucher
+	interval time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu     sync.Mutex
+	last   map[[sha256.Size]byte]time.Time
+	closed bool
+
+	queue chan touch
+	done  chan struct{}
+}
+
+type touch struct {
+	hash []byte
+	at   time.Time
+}
+
+// DefaultSecretUsageInterval is how often at most one secret's last_used_at
+// is written.
+const DefaultSecretUsageInterval = time.Minute
+
+// NewSecretUsage starts the writer; Close stops it. interval <= 0 means
+// DefaultSecretUsageInterval; a nil log means slog.Default().
+func NewSecretUsage(store SecretToucher, interval time.Duration, log *slog.Logger) *SecretUsage {
+	return newSecretUsage(store, interval, log, time.Now)
+}
+
+func newSecretUsage(store SecretToucher, interval time.Duration, log *slog.Logger, now func() time.Time) *SecretUsage {
+	if interval <= 0 {
+		interval = DefaultSecretUsageInterval
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	u := &SecretUsage{
+		store:    store,
+		interval: interval,
+		log:      log,
+		now:      now,
+		last:     map[[sha256.Size]byte]time.Time{},
+		queue:    make(chan touch, 256),
+		done:     make(chan struct{}),
+	}
+	go u.run()
+	return u
+}
+
+// Used notes that the secret with this hash authenticated. It never blocks.
+func (u *SecretUsage) Used(hash []byte) {
+	if len(hash) != sha256.Size {
+		return
+	}
+	var k [sha256.Size]byte
+	copy(k[:], hash)
+	t := u.now()
+
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return
+	}
+	if prev, ok := u.last[k]; ok && t.Sub(prev) < u.interval {
+		return
+	}
+	select {
+	case u.queue <- touch{hash: k[:], at: t}:
+		u.last[k] = t
+	default: // writer behind: try again on a later use
+	}
+	// Forget secrets not seen for a while, so deleted ones do not pile up.
+	if len(u.last) > 4096 {
+		for h, at := range u.last {
+			if t.Sub(at) >= u.interval {
+				delete(u.last, h)
+			}
+		}
+	}
+}
+
+func (u *SecretUsage) run() {
+	defer close(u.done)
+	for t := range u.queue {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := u.store.TouchClientSecret(ctx, t.hash, t.at); err != nil {
+			u.log.Warn("deputy: recording client secret use", "err", err)
+		}
+		cancel()
+	}
+}
+
+// Close writes what is queued and stops the writer. Uses after Close are
+// ignored.
+func (u *SecretUsage) Close() {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		<-u.done
+		return
+	}
+	u.closed = true
+	close(u.queue)
+	u.mu.Unlock()
+	<-u.done
+}

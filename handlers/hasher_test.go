@@ -1,0 +1,141 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/storagetest"
+)
+
+func TestNewClientSecret(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for range 100 {
+		secret, hash, prefix, err := NewClientSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(secret, ClientSecretPrefix))
+		if !strings.HasPrefix(secret, ClientSecretPrefix) || err != nil || len(raw) != 32 {
+			t.Fatalf("secret %q is not %s + base64url(32 bytes)", secret, ClientSecretPrefix)
+		}
+		if sum := sha256.Sum256([]byte(secret)); !bytes.Equal(hash, sum[:]) {
+			t.Fatal("hash is not SHA-256 of the secret")
+		}
+		if prefix != secret[:SecretDisplayPrefixLen] {
+			t.Fatalf("display prefix %q", prefix)
+		}
+		if seen[secret] {
+			t.Fatal("secret repeated")
+		}
+		seen[secret] = true
+	}
+}
+
+func TestSHA256HasherCompare(t *testing.T) {
+	t.Parallel()
+	secret, hash, _, err := NewClientSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var matched [][]byte
+	h := &SHA256Hasher{OnMatch: func(b []byte) { matched = append(matched, b) }}
+	if got, _ := h.Hash(context.Background(), []byte(secret)); !bytes.Equal(got, hash) {
+		t.Error("Hash disagrees with NewClientSecret")
+	}
+	for _, tc := range []struct {
+		name   string
+		hash   []byte
+		secret string
+		ok     bool
+	}{
+		{"right secret", hash, secret, true},
+		{"wrong secret", hash, secret[:len(secret)-1] + "x", false},
+		{"the hash as the secret", hash, string(hash), false},
+		{"empty secret", hash, "", false},
+		{"no stored hash", nil, secret, false},
+		{"truncated stored hash", hash[:16], secret, false},
+	} {
+		matched = nil
+		err := h.Compare(context.Background(), tc.hash, []byte(tc.secret))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v", tc.name, err)
+		}
+		if tc.ok != (len(matched) == 1) {
+			t.Errorf("%s: OnMatch called %d times", tc.name, len(matched))
+		}
+	}
+}
+
+// countingToucher is the real store, counting its writes.
+type countingToucher struct {
+	*storage.Store
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *countingToucher) TouchClientSecret(ctx context.Context, hash []byte, at time.Time) error {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return c.Store.TouchClientSecret(ctx, hash, at)
+}
+
+// TestSecretUsageThrottle: a secret used on every request is written at
+// most once a minute, and last_used_at ends at the latest write.
+func TestSecretUsageThrottle(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		c := &storage.Client{ID: "robot", Name: "robot", GrantTypes: []string{"client_credentials"}}
+		c.SetOwner("alice")
+		if err := s.CreateClient(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		_, hash, prefix, err := NewClientSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateClientSecret(ctx, c.ID, hash, prefix); err != nil {
+			t.Fatal(err)
+		}
+
+		var mu sync.Mutex
+		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		now := t0
+		clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+		advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+
+		store := &countingToucher{Store: s}
+		u := newSecretUsage(store, time.Minute, nil, clock)
+		for range 100 {
+			u.Used(hash) // a burst: one write
+		}
+		advance(59 * time.Second)
+		u.Used(hash) // still within the minute: none
+		advance(2 * time.Second)
+		u.Used(hash) // a minute after the first write: one more
+		u.Used(hash)
+		u.Used([]byte("not a hash"))
+		u.Close()
+		u.Used(hash) // after Close: ignored, and no panic
+
+		if store.writes != 2 {
+			t.Errorf("%d writes, want 2", store.writes)
+		}
+		ss, err := s.ListClientSecrets(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ss) != 1 || !ss[0].LastUsedAt.Valid || !ss[0].LastUsedAt.Time.Equal(t0.Add(61*time.Second)) {
+			t.Errorf("last_used_at = %+v, want %s", ss[0].LastUsedAt, t0.Add(61*time.Second))
+		}
+	})
+}

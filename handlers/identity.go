@@ -1,0 +1,62 @@
+// Package handlers holds deputy's fosite token-endpoint handlers (owned client
+// credentials, the agent-token grant), agent JWT minting and verification, and
+// the resource-server middleware.
+package handlers
+
+import (
+	"context"
+	"errors"
+)
+
+// Identity kinds.
+const (
+	// KindAgent is a dpy_agt_ agent capability token.
+	KindAgent = "agent"
+	// KindAccess is a stored dpy_at_ access token.
+	KindAccess = "access"
+)
+
+// ErrInvalidToken is what a verifier returns (wrapped) for a token that is not
+// valid here: malformed, expired, wrongly signed, revoked, another
+// organization's. The middleware answers it with 401 invalid_token; any other
+// error is internal (logged, and still 401 to the caller, never a 500 for
+// token text).
+var ErrInvalidToken = errors.New("deputy: invalid token")
+
+// Identity is who a verified token speaks for.
+type Identity struct {
+	// Subject is the user the token acts for.
+	Subject string
+	// Organization the token is bound to ("" where the IdP has none).
+	Organization string
+	// AgentSession is the agent session id of an agent token; "" otherwise.
+	AgentSession string
+	// ClientID is the OAuth2 client that obtained the token (for an agent
+	// token, the agent platform: the actor).
+	ClientID string
+	// Scopes the token carries, normalized.
+	Scopes []string
+	// Kind is KindAgent or KindAccess.
+	Kind string
+}
+
+// AccessTokenVerifier checks an opaque dpy_at_ access token. org is the
+// organization of the request; a token bound to another organization is
+// invalid. Errors wrapping ErrInvalidToken mean "not valid"; other errors are
+// internal.
+type AccessTokenVerifier interface {
+	VerifyAccessToken(ctx context.Context, token string, org string) (*Identity, error)
+}
+
+type identityKey struct{}
+
+// WithIdentity returns ctx carrying id.
+func WithIdentity(ctx context.Context, id *Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// IdentityFrom returns the identity the middleware verified for this request.
+func IdentityFrom(ctx context.Context) (*Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(*Identity)
+	return id, ok && id != nil
+}
