@@ -1,0 +1,178 @@
+// Package consent turns a user's "yes" into an agent grant: a scope-capped,
+// expiring approval bound to (organization, user, agent session). It serves
+// the approval page, the approval API, and the user's list of grants.
+//
+// The approver is whoever the host's SessionAuthenticator says is logged in
+// through a first-party browser session, never an identity taken from the
+// request body and never a bearer token: an agent holding its user's token
+// must not be able to approve for itself. Mutating routes refuse cross-origin
+// requests with net/http.CrossOriginProtection, and pages refuse to be framed.
+package consent
+
+import (
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
+)
+
+// Defaults of Config.
+const (
+	DefaultGrantLifespan = time.Hour
+	DefaultLoginURL      = "/login"
+	// MaxBodyBytes caps a POST body; a larger one is answered 413.
+	MaxBodyBytes = 64 << 10
+)
+
+// Template names a Config.Templates override must define.
+const (
+	TemplateApprove = "approve.html"
+	TemplateDone    = "done.html"
+	TemplateGrants  = "grants.html"
+	TemplateError   = "error.html"
+)
+
+// Config is what the consent handler needs from the host. Store, Directory
+// and Sessions are required.
+type Config struct {
+	Store     *storage.Store
+	Directory scope.Directory
+	Sessions  SessionAuthenticator
+	// Catalog describes scopes on the page. When it has entries, a request
+	// naming a scope outside it is refused; when empty, any syntactically
+	// valid scope may be requested.
+	Catalog *scope.Catalog
+	// GrantLifespan is how long an approval lasts from the moment it is
+	// given; a re-approval restarts it. Default 1 hour.
+	GrantLifespan time.Duration
+	// LoginURL is where the page sends a visitor without a session, with
+	// return_to=<the page's path and query>. Default /login.
+	LoginURL string
+	// Templates replaces the embedded page templates. It must define
+	// approve.html, done.html, grants.html and error.html; see the *Page
+	// types for the data each receives. html/template escapes everything.
+	Templates *template.Template
+	// TrustedOrigins are extra origins ("https://app.example.com") allowed
+	// to POST and DELETE cross-origin. Default none.
+	TrustedOrigins []string
+	// Logger receives internal errors with detail. Default slog.Default().
+	Logger *slog.Logger
+	// Clock is the time approvals are stamped with. Default time.Now; tests
+	// set it to move expiry without sleeping.
+	Clock func() time.Time
+}
+
+// Handler serves the consent routes. Build it with New and mount it with
+// Register.
+type Handler struct {
+	store     *storage.Store
+	directory scope.Directory
+	sessions  SessionAuthenticator
+	catalog   *scope.Catalog
+	lifespan  time.Duration
+	loginURL  string
+	tmpl      *template.Template
+	log       *slog.Logger
+	clock     func() time.Time
+	cop       *http.CrossOriginProtection
+
+	// Paths of the routes as mounted, so pages link correctly under a
+	// subrouter with a path prefix.
+	approvePath, donePath, grantsPath, cssPath string
+}
+
+// New checks cfg and fills in its defaults.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Store == nil || cfg.Directory == nil || cfg.Sessions == nil {
+		return nil, errors.New("consent: Config needs Store, Directory and Sessions")
+	}
+	h := &Handler{
+		store:     cfg.Store,
+		directory: cfg.Directory,
+		sessions:  cfg.Sessions,
+		catalog:   cfg.Catalog,
+		lifespan:  cfg.GrantLifespan,
+		loginURL:  cfg.LoginURL,
+		tmpl:      cfg.Templates,
+		log:       cfg.Logger,
+		clock:     cfg.Clock,
+		cop:       http.NewCrossOriginProtection(),
+
+		approvePath: "/agent/approve",
+		donePath:    "/agent/approve/done",
+		grantsPath:  "/agent/grants",
+		cssPath:     "/agent/static/consent.css",
+	}
+	if h.catalog == nil {
+		h.catalog = scope.NewCatalog()
+	}
+	if h.lifespan <= 0 {
+		h.lifespan = DefaultGrantLifespan
+	}
+	if h.loginURL == "" {
+		h.loginURL = DefaultLoginURL
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.clock == nil {
+		h.clock = time.Now
+	}
+	if h.tmpl == nil {
+		h.tmpl = defaultTemplates
+	}
+	for _, name := range []string{TemplateApprove, TemplateDone, TemplateGrants, TemplateError} {
+		if h.tmpl.Lookup(name) == nil {
+			return nil, fmt.Errorf("consent: Templates does not define %q", name)
+		}
+	}
+	for _, o := range cfg.TrustedOrigins {
+		if err := h.cop.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("consent: trusted origin: %w", err)
+		}
+	}
+	h.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.fail(w, r, http.StatusForbidden, "cross_origin", "cross-origin request refused: approvals must come from this site's own pages")
+	}))
+	return h, nil
+}
+
+// Register mounts the consent routes on r:
+//
+//	GET    /agent/approve              the approval page
+//	POST   /agent/approve              approve or deny (JSON or form)
+//	GET    /agent/approve/done         the confirmation page after a form post
+//	GET    /agent/grants               the caller's grants (JSON, or HTML for browsers)
+//	DELETE /agent/grants/{id}          revoke one (JSON API)
+//	POST   /agent/grants/{id}/revoke   revoke one (form on the grants page)
+//	GET    /agent/static/consent.css   the pages' stylesheet
+//
+// POST and DELETE routes refuse cross-origin requests.
+func (h *Handler) Register(r *mux.Router) {
+	guard := func(f http.HandlerFunc) http.Handler { return h.cop.Handler(f) }
+
+	page := r.Handle("/agent/approve", http.HandlerFunc(h.approvePage)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/agent/approve", guard(h.approve)).Methods(http.MethodPost)
+	done := r.Handle("/agent/approve/done", http.HandlerFunc(h.donePage)).Methods(http.MethodGet, http.MethodHead)
+	grants := r.Handle("/agent/grants", http.HandlerFunc(h.listGrants)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/agent/grants/{id}", guard(h.revoke)).Methods(http.MethodDelete)
+	r.Handle("/agent/grants/{id}/revoke", guard(h.revoke)).Methods(http.MethodPost)
+	css := r.Handle("/agent/static/consent.css", http.HandlerFunc(serveCSS)).Methods(http.MethodGet, http.MethodHead)
+
+	// Under a PathPrefix subrouter the mounted paths carry the prefix.
+	for _, p := range []struct {
+		route *mux.Route
+		dst   *string
+	}{{page, &h.approvePath}, {done, &h.donePath}, {grants, &h.grantsPath}, {css, &h.cssPath}} {
+		if u, err := p.route.URLPath(); err == nil {
+			*p.dst = u.Path
+		}
+	}
+}
