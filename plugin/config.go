@@ -1,0 +1,87 @@
+// Package plugin is deputy's public face: plugin.New(Config) returns the fosite
+// factories to compose and mounts deputy's HTTP routes.
+package plugin
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/deputyauth/deputy/consent"
+	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
+)
+
+// Directory is the host's source of truth about user authority.
+type Directory = scope.Directory
+
+// SessionAuthenticator resolves a first-party browser session to a user.
+type SessionAuthenticator = consent.SessionAuthenticator
+
+// ScopeEntry describes one scope of the catalog.
+type ScopeEntry = scope.Entry
+
+// Errors a Directory returns when a user can no longer act.
+var (
+	ErrUserNotFound = scope.ErrUserNotFound
+	ErrUserDisabled = scope.ErrUserDisabled
+	ErrNoSession    = consent.ErrNoSession
+)
+
+// Config is everything the host tells deputy. Store, Directory, Sessions and
+// SystemSecret are required; every other field has a default that works.
+type Config struct {
+	// Store is deputy's database, opened and migrated by the host.
+	Store *storage.Store
+	// Directory answers which scopes a user holds today.
+	Directory Directory
+	// Sessions resolves the first-party browser session.
+	Sessions SessionAuthenticator
+	// IsAdmin reports whether userID may manage every user's apps.
+	// Default: nobody is.
+	IsAdmin func(ctx context.Context, userID string) bool
+
+	// SystemSecret keys fosite's token HMAC and encrypts signing keys at
+	// rest. At least 32 bytes; every replica must share it.
+	SystemSecret []byte
+	// Issuer is the IdP's public base URL, e.g. https://idp.example.com.
+	// Default: http://127.0.0.1:8080.
+	Issuer string
+
+	// Scopes is the scope catalog shown on consent pages. Scopes not in it
+	// are read-only iff they end in ":read".
+	Scopes []ScopeEntry
+
+	// LoginURL is where pages send a visitor without a session; deputy adds
+	// return_to=<the page>. Default: /login.
+	LoginURL string
+
+	// AccessTokenLifespan of opaque access tokens. Default 1h.
+	AccessTokenLifespan time.Duration
+	// RefreshTokenLifespan. Default 30 days.
+	RefreshTokenLifespan time.Duration
+	// AuthorizeCodeLifespan. Default 10 minutes.
+	AuthorizeCodeLifespan time.Duration
+	// AgentTokenLifespan. Default 5 minutes, at most 1 hour.
+	AgentTokenLifespan time.Duration
+	// AgentTokenAlgorithm signs agent tokens: "EdDSA" (default) or "ES256".
+	AgentTokenAlgorithm string
+	// GrantLifespan is how long an approval lasts. Default 1 hour.
+	GrantLifespan time.Duration
+
+	// Logger receives internal errors with detail. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultIssuer                = "http://127.0.0.1:8080"
+	DefaultLoginURL              = "/login"
+	DefaultAccessTokenLifespan   = time.Hour
+	DefaultRefreshTokenLifespan  = 30 * 24 * time.Hour
+	DefaultAuthorizeCodeLifespan = 10 * time.Minute
+	DefaultAgentTokenLifespan    = 5 * time.Minute
+	MaxAgentTokenLifespan        = time.Hour
+	DefaultAgentTokenAlgorithm   = "EdDSA"
+	DefaultGrantLifespan         = time.Hour
+)

@@ -1,0 +1,309 @@
+package plugin_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gorilla/mux"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/deputyauth/deputy/plugin"
+	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
+)
+
+// directory is a small in-test Directory: per user, per organization,
+// scopes; org "" answers the union across organizations, as the demo does.
+type directory struct {
+	mu       sync.Mutex
+	scopes   map[string]map[string][]string
+	disabled map[string]bool
+	calls    []string // "user@org" of every call
+}
+
+func newDirectory() *directory {
+	return &directory{scopes: map[string]map[string][]string{}, disabled: map[string]bool{}}
+}
+
+func (d *directory) set(user, org string, scopes ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.scopes[user] == nil {
+		d.scopes[user] = map[string][]string{}
+	}
+	d.scopes[user][org] = scopes
+}
+
+func (d *directory) disable(user string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.disabled[user] = true
+}
+
+func (d *directory) remove(user string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.scopes, user)
+}
+
+func (d *directory) UserScopes(_ context.Context, user, org string) ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, user+"@"+org)
+	orgs, ok := d.scopes[user]
+	if !ok {
+		return nil, scope.ErrUserNotFound
+	}
+	if d.disabled[user] {
+		return nil, scope.ErrUserDisabled
+	}
+	if org == "" {
+		var all []string
+		for _, s := range orgs {
+			all = append(all, s...)
+		}
+		return scope.Normalize(all), nil
+	}
+	return append([]string(nil), orgs[org]...), nil
+}
+
+// cookieSessions is the test's first-party session: a "session" cookie
+// whose value is the user id.
+type cookieSessions struct{}
+
+func (cookieSessions) Authenticate(r *http.Request) (string, error) {
+	c, err := r.Cookie("session")
+	if err != nil || c.Value == "" {
+		return "", plugin.ErrNoSession
+	}
+	return c.Value, nil
+}
+
+var catalog = []plugin.ScopeEntry{
+	{Name: "docs:read", Description: "Read documents"},
+	{Name: "docs:write", Description: "Change documents", Write: true},
+	{Name: "admin:read", Description: "Read the admin console"},
+}
+
+const admin = "carol"
+
+type env struct {
+	t     *testing.T
+	store *storage.Store
+	dir   *directory
+	p     *plugin.Plugin
+	srv   *httptest.Server
+	// bodies is every apps API response body, for the show-once test.
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+func newEnv(t *testing.T, s *storage.Store) *env {
+	t.Helper()
+	dir := newDirectory()
+	dir.set("alice", "acme", "docs:read", "docs:write")
+	dir.set("alice", "globex", "admin:read")
+	dir.set("bob", "acme", "docs:read")
+	dir.set(admin, "", "docs:read")
+	p, err := plugin.New(plugin.Config{
+		Store:        s,
+		Directory:    dir,
+		Sessions:     cookieSessions{},
+		IsAdmin:      func(_ context.Context, u string) bool { return u == admin },
+		SystemSecret: bytes.Repeat([]byte("k"), 32),
+		Scopes:       catalog,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	r := mux.NewRouter()
+	p.Register(r)
+	// The host's authorize endpoint: its login is the session cookie, its
+	// consent a yes.
+	r.HandleFunc(plugin.AuthorizePath, func(w http.ResponseWriter, r *http.Request) {
+		user, err := cookieSessions{}.Authenticate(r)
+		if err != nil {
+			http.Error(w, "log in", http.StatusUnauthorized)
+			return
+		}
+		p.Authorize(w, r, user, r.URL.Query().Get("organization"))
+	})
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	return &env{t: t, store: s, dir: dir, p: p, srv: srv}
+}
+
+// call makes an apps API request as user ("" for none) and returns the
+// status and body.
+func (e *env) call(user, method, path string, body any) (int, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		js, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(js)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if user != "" {
+		req.AddCookie(&http.Cookie{Name: "session", Value: user})
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if resp.StatusCode == http.StatusInternalServerError {
+		e.t.Errorf("%s %s: 500: %s", method, path, out)
+	}
+	e.mu.Lock()
+	e.bodies = append(e.bodies, out)
+	e.mu.Unlock()
+	return resp.StatusCode, out
+}
+
+// must decodes a response that must have the given status.
+func (e *env) must(status int, got int, body []byte, v any) {
+	e.t.Helper()
+	if got != status {
+		e.t.Fatalf("status %d, want %d: %s", got, status, body)
+	}
+	if v != nil {
+		if err := json.Unmarshal(body, v); err != nil {
+			e.t.Fatalf("decode %s: %v", body, err)
+		}
+	}
+}
+
+func (e *env) createApp(user string, in map[string]any) plugin.App {
+	e.t.Helper()
+	var app plugin.App
+	st, body := e.call(user, http.MethodPost, "/api/apps", in)
+	e.must(http.StatusCreated, st, body, &app)
+	return app
+}
+
+// ccApp creates a client_credentials app of user with scopes.
+func (e *env) ccApp(user string, scopes ...string) plugin.App {
+	return e.createApp(user, map[string]any{"name": user + "'s robot", "scopes": scopes})
+}
+
+func (e *env) createSecret(user, appID string) plugin.Secret {
+	e.t.Helper()
+	var s plugin.Secret
+	st, body := e.call(user, http.MethodPost, "/api/apps/"+appID+"/secrets", nil)
+	e.must(http.StatusCreated, st, body, &s)
+	return s
+}
+
+// token fetches a client_credentials token with golang.org/x/oauth2.
+func (e *env) token(clientID, secret, org string, style oauth2.AuthStyle, scopes ...string) (*oauth2.Token, error) {
+	cfg := clientcredentials.Config{
+		ClientID:     clientID,
+		ClientSecret: secret,
+		TokenURL:     e.srv.URL + plugin.TokenPath,
+		Scopes:       scopes,
+		AuthStyle:    style,
+	}
+	if org != "" {
+		cfg.EndpointParams = url.Values{"organization": {org}}
+	}
+	return cfg.Token(context.Background())
+}
+
+func (e *env) mustToken(clientID, secret, org string, scopes ...string) *oauth2.Token {
+	e.t.Helper()
+	tok, err := e.token(clientID, secret, org, oauth2.AuthStyleInHeader, scopes...)
+	if err != nil {
+		e.t.Fatalf("token: %v", err)
+	}
+	return tok
+}
+
+// oauthErrorCode is the RFC 6749 error code of a failed token request.
+func oauthErrorCode(err error) string {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		return re.ErrorCode
+	}
+	return ""
+}
+
+// form posts an authenticated form to an OAuth2 endpoint.
+func (e *env) form(path, clientID, secret string, v url.Values) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(v.Encode()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if clientID != "" {
+		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 500 {
+		e.t.Errorf("POST %s: %d: %s", path, resp.StatusCode, body)
+	}
+	return resp.StatusCode, body
+}
+
+// introspector is a resource server's own app, used to call introspection.
+type introspector struct{ id, secret string }
+
+func (e *env) resourceServer() introspector {
+	e.t.Helper()
+	e.dir.set("rs-owner", "", "docs:read")
+	app := e.ccApp("rs-owner", "docs:read")
+	s := e.createSecret("rs-owner", app.ID)
+	return introspector{app.ID, s.Secret}
+}
+
+type introspection struct {
+	Active   bool   `json:"active"`
+	Sub      string `json:"sub"`
+	Scope    string `json:"scope"`
+	ClientID string `json:"client_id"`
+	Org      string `json:"org"`
+	Exp      int64  `json:"exp"`
+}
+
+func (e *env) introspect(as introspector, token string) introspection {
+	e.t.Helper()
+	st, body := e.form(plugin.IntrospectionPath, as.id, as.secret, url.Values{"token": {token}})
+	var out introspection
+	e.must(http.StatusOK, st, body, &out)
+	return out
+}

@@ -1,0 +1,189 @@
+package plugin
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/gorilla/mux"
+	"github.com/ory/fosite"
+
+	"github.com/deputyauth/deputy/handlers"
+)
+
+// maxBody caps every request body deputy reads.
+const maxBody = 64 << 10
+
+func (p *Plugin) registerOAuth2(r *mux.Router) {
+	r.HandleFunc(TokenPath, p.token).Methods(http.MethodPost)
+	r.HandleFunc(IntrospectionPath, p.introspect).Methods(http.MethodPost)
+	r.HandleFunc(RevocationPath, p.revoke).Methods(http.MethodPost)
+	r.HandleFunc(MetadataPath, p.metadata).Methods(http.MethodGet, http.MethodHead)
+}
+
+// logOAuthError logs the detail of errors that are deputy's fault; fosite
+// answers them to the client as a bare server_error.
+func (p *Plugin) logOAuthError(r *http.Request, endpoint string, err error) {
+	if err == nil || !errors.Is(err, fosite.ErrServerError) && !errors.Is(err, fosite.ErrTemporarilyUnavailable) {
+		return
+	}
+	detail := err.Error()
+	var rfc *fosite.RFC6749Error
+	if errors.As(err, &rfc) {
+		detail = rfc.GetDescription() + " " + rfc.Debug()
+		if c := rfc.Cause(); c != nil {
+			detail += ": " + c.Error()
+		}
+	}
+	p.cfg.Logger.ErrorContext(r.Context(), "deputy: "+endpoint, "err", detail)
+}
+
+// token is the RFC 6749 token endpoint.
+func (p *Plugin) token(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	provider := p.Provider()
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	ar, err := provider.NewAccessRequest(ctx, r, handlers.NewSession("", ""))
+	if err != nil {
+		p.logOAuthError(r, "token endpoint", err)
+		provider.WriteAccessError(ctx, w, ar, err)
+		return
+	}
+	resp, err := provider.NewAccessResponse(ctx, ar)
+	if err != nil {
+		p.logOAuthError(r, "token endpoint", err)
+		provider.WriteAccessError(ctx, w, ar, err)
+		return
+	}
+	provider.WriteAccessResponse(ctx, w, ar, resp)
+}
+
+// introspect is the RFC 7662 endpoint. The caller authenticates as a client
+// (HTTP Basic) or with an access token of its own; the answer re-checks the
+// token's user (handlers.UserCheckingValidator).
+func (p *Plugin) introspect(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	provider := p.Provider()
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	ir, err := provider.NewIntrospectionRequest(ctx, r, handlers.NewSession("", ""))
+	if err != nil {
+		p.logOAuthError(r, "introspection endpoint", unwrapInactive(err))
+		provider.WriteIntrospectionError(ctx, w, err)
+		return
+	}
+	provider.WriteIntrospectionResponse(ctx, w, ir)
+}
+
+// unwrapInactive digs the cause out of fosite's "token is inactive", which
+// hides a Directory outage behind a plain active:false.
+func unwrapInactive(err error) error {
+	var rfc *fosite.RFC6749Error
+	if errors.As(err, &rfc) && errors.Is(err, fosite.ErrInactiveToken) && rfc.Cause() != nil {
+		return rfc.Cause()
+	}
+	return err
+}
+
+// revoke is the RFC 7009 endpoint: 200 for a revoked or unknown token.
+func (p *Plugin) revoke(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	provider := p.Provider()
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	err := provider.NewRevocationRequest(ctx, r)
+	p.logOAuthError(r, "revocation endpoint", err)
+	provider.WriteRevocationResponse(ctx, w, err)
+}
+
+// Metadata is the RFC 8414 authorization server metadata document.
+type Metadata struct {
+	Issuer                                     string   `json:"issuer"`
+	AuthorizationEndpoint                      string   `json:"authorization_endpoint"`
+	TokenEndpoint                              string   `json:"token_endpoint"`
+	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
+	RevocationEndpoint                         string   `json:"revocation_endpoint"`
+	JWKSURI                                    string   `json:"jwks_uri"`
+	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
+	ResponseTypesSupported                     []string `json:"response_types_supported"`
+	GrantTypesSupported                        []string `json:"grant_types_supported"`
+	TokenEndpointAuthMethodsSupported          []string `json:"token_endpoint_auth_methods_supported"`
+	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
+	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
+	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+}
+
+// Metadata returns the document served at MetadataPath.
+func (p *Plugin) Metadata() Metadata {
+	iss := p.cfg.Issuer
+	p.mu.Lock()
+	grants := append([]string(nil), p.grantTypes...)
+	p.mu.Unlock()
+	var scopes []string
+	for _, e := range p.catalog.Entries() {
+		scopes = append(scopes, e.Name)
+	}
+	return Metadata{
+		Issuer:                            iss,
+		AuthorizationEndpoint:             iss + AuthorizePath,
+		TokenEndpoint:                     iss + TokenPath,
+		IntrospectionEndpoint:             iss + IntrospectionPath,
+		RevocationEndpoint:                iss + RevocationPath,
+		JWKSURI:                           iss + JWKSPath,
+		ScopesSupported:                   scopes,
+		ResponseTypesSupported:            []string{"code"},
+		GrantTypesSupported:               grants,
+		TokenEndpointAuthMethodsSupported: []string{"client_secret_basic", "client_secret_post"},
+		// fosite's introspection takes HTTP Basic or a bearer token, not
+		// client_secret_post.
+		IntrospectionEndpointAuthMethodsSupported: []string{"client_secret_basic"},
+		RevocationEndpointAuthMethodsSupported:    []string{"client_secret_basic", "client_secret_post"},
+		CodeChallengeMethodsSupported:             []string{"S256"},
+	}
+}
+
+func (p *Plugin) metadata(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	if err := json.NewEncoder(w).Encode(p.Metadata()); err != nil {
+		p.cfg.Logger.WarnContext(r.Context(), "deputy: writing metadata", "err", err)
+	}
+}
+
+// Authorize completes an authorization request (GET/POST /oauth2/auth) for
+// userID, whom the host has logged in and who has consented to the client's
+// requested scopes in org. The scopes granted are those requested that the
+// client may have and the user holds today; a user who can no longer act is
+// answered access_denied. Errors go back to the client as fosite writes them.
+func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, userID, org string) {
+	ctx := r.Context()
+	provider := p.Provider()
+	ar, err := provider.NewAuthorizeRequest(ctx, r)
+	if err != nil {
+		p.logOAuthError(r, "authorize endpoint", err)
+		provider.WriteAuthorizeError(ctx, w, ar, err)
+		return
+	}
+	granted, err := handlers.EffectiveScopes(ctx, p.cfg.Directory, ar.GetClient(), userID, org, ar.GetRequestedScopes())
+	if err != nil {
+		if !errors.Is(err, ErrUserNotFound) && !errors.Is(err, ErrUserDisabled) {
+			p.cfg.Logger.ErrorContext(ctx, "deputy: authorize endpoint", "err", err)
+			provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrServerError)
+			return
+		}
+		provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrAccessDenied.WithHint("The user can no longer act."))
+		return
+	}
+	for _, s := range granted {
+		ar.GrantScope(s)
+	}
+	for _, a := range ar.GetRequestedAudience() {
+		ar.GrantAudience(a)
+	}
+	resp, err := provider.NewAuthorizeResponse(ctx, ar, handlers.NewSession(userID, org))
+	if err != nil {
+		p.logOAuthError(r, "authorize endpoint", err)
+		provider.WriteAuthorizeError(ctx, w, ar, err)
+		return
+	}
+	provider.WriteAuthorizeResponse(ctx, w, ar, resp)
+}
