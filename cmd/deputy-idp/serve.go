@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// shutdownGrace is how long in-flight requests get after SIGINT/SIGTERM.
+const shutdownGrace = 15 * time.Second
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("serve", stderr)
+	var (
+		common  commonFlags
+		listen  = fs.String("listen", envOr("DEPUTY_LISTEN", defaultListen), "address to listen on (env DEPUTY_LISTEN)")
+		issuer  = fs.String("issuer", os.Getenv("DEPUTY_ISSUER"), "public base URL (env DEPUTY_ISSUER; default http://<listen>)")
+		secret  = fs.String("system-secret", os.Getenv("DEPUTY_SYSTEM_SECRET"), "at least 32 bytes shared by every replica (env DEPUTY_SYSTEM_SECRET; generated next to an SQLite database when empty, required with PostgreSQL)")
+		noDemo  = fs.Bool("no-demo", envBool("DEPUTY_NO_DEMO"), "do not seed the demo organization and users (env DEPUTY_NO_DEMO)")
+		logJSON = fs.Bool("log-json", envBool("DEPUTY_LOG_JSON"), "write logs as JSON (env DEPUTY_LOG_JSON)")
+	)
+	common.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if *logJSON || common.json {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(h)
+	cfg := config{
+		Listen:       *listen,
+		DatabaseURL:  common.databaseURL,
+		Issuer:       *issuer,
+		SystemSecret: []byte(*secret),
+		Demo:         !*noDemo,
+		Logger:       log,
+		Out:          stdout,
+	}
+	if err := serve(ctx, cfg); err != nil {
+		log.Error("deputy-idp stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func envBool(name string) bool {
+	v, err := strconv.ParseBool(os.Getenv(name))
+	return err == nil && v
+}
+
+// serve runs the server until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, cfg config) error {
+	// Bind before building, so that a port in use fails fast and the banner
+	// can name the real address when the port was 0.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if cfg.Issuer == "" {
+		cfg.Issuer = defaultIssuer(ln.Addr().String())
+	}
+	handler, cleanup, err := newServer(ctx, cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer cleanup()
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	cfg.Logger.Info("deputy-idp listening", "addr", ln.Addr().String(), "issuer", issuerOr(cfg), "demo", cfg.Demo)
+	printBanner(cfg.Out, issuerOr(cfg), cfg.Demo)
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	cfg.Logger.Info("shutting down", "grace", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	cfg.Logger.Info("stopped")
+	return nil
+}
+
+func issuerOr(cfg config) string {
+	if iss, err := validateIssuer(cfg.Issuer); err == nil {
+		return iss
+	}
+	return cfg.Issuer
+}
+
+func printBanner(out io.Writer, issuer string, demo bool) {
+	fmt.Fprintf(out, "\ndeputy-idp is running at %s\n\n", issuer)
+	if demo {
+		fmt.Fprintf(out, "  Demo organization %q:\n", demoOrg)
+		fmt.Fprintf(out, "    alice / %s   (admin; projects:read projects:write members:read)\n", demoAlicePassword)
+		fmt.Fprintf(out, "    bob   / %s     (projects:read)\n\n", demoBobPassword)
+	}
+	fmt.Fprintf(out, "  Next:\n")
+	fmt.Fprintf(out, "    1. Sign in:              %s/login\n", issuer)
+	fmt.Fprintf(out, "    2. Create an owned app:  %s/settings/apps/new\n", issuer)
+	fmt.Fprintf(out, "    3. Fetch a token:        curl -u CLIENT_ID:SECRET -d grant_type=client_credentials %s/oauth2/token\n", issuer)
+	fmt.Fprintf(out, "    4. Call the sample API:  curl -H \"Authorization: Bearer TOKEN\" %s/api/orgs/%s/projects\n", issuer, demoOrg)
+	fmt.Fprintf(out, "  Metadata: %s/.well-known/oauth-authorization-server\n\n", issuer)
+	if demo {
+		fmt.Fprintf(out, "  The demo users have well-known passwords: run with --no-demo anywhere that matters.\n\n")
+	}
+}

@@ -1,0 +1,369 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
+)
+
+// The demo IdP keeps its users beside deputy's tables but outside deputy's
+// migrations: a real IdP already has a user store, and deputy must not own
+// it. The DDL is written so that both dialects accept it unchanged (TIMESTAMP
+// rather than TIMESTAMPTZ, every time written in UTC), and every statement is
+// idempotent so that replicas starting together do not trip over each other.
+var hostSchema = []string{
+	`CREATE TABLE IF NOT EXISTS idp_users (
+		id            TEXT PRIMARY KEY,
+		username      TEXT NOT NULL UNIQUE,
+		password_hash TEXT NOT NULL,
+		disabled      BOOLEAN NOT NULL DEFAULT FALSE,
+		admin         BOOLEAN NOT NULL DEFAULT FALSE,
+		created_at    TIMESTAMP NOT NULL
+	)`,
+	`CREATE TABLE IF NOT EXISTS idp_memberships (
+		user_id      TEXT NOT NULL REFERENCES idp_users (id) ON DELETE CASCADE,
+		organization TEXT NOT NULL,
+		scopes       TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (user_id, organization)
+	)`,
+	`CREATE TABLE IF NOT EXISTS idp_sessions (
+		id         TEXT PRIMARY KEY,
+		user_id    TEXT NOT NULL REFERENCES idp_users (id) ON DELETE CASCADE,
+		created_at TIMESTAMP NOT NULL,
+		expires_at TIMESTAMP NOT NULL
+	)`,
+	`CREATE INDEX IF NOT EXISTS idp_sessions_user_idx ON idp_sessions (user_id)`,
+	`CREATE INDEX IF NOT EXISTS idp_sessions_expires_idx ON idp_sessions (expires_at)`,
+	// The sample protected API's data.
+	`CREATE TABLE IF NOT EXISTS idp_projects (
+		id           TEXT PRIMARY KEY,
+		organization TEXT NOT NULL,
+		name         TEXT NOT NULL,
+		created_by   TEXT NOT NULL,
+		created_at   TIMESTAMP NOT NULL
+	)`,
+	`CREATE INDEX IF NOT EXISTS idp_projects_org_idx ON idp_projects (organization, created_at)`,
+}
+
+// hostLockKey serialises the host schema across PostgreSQL replicas: CREATE
+// TABLE IF NOT EXISTS is not safe against a concurrent identical CREATE there.
+const hostLockKey = 0x6465707574790002 // "deputy" + 2
+
+// Errors of the user store.
+var (
+	errUsernameTaken   = errors.New("username already taken")
+	errBadUsername     = errors.New("username must be 1–64 characters of letters, digits, '.', '_' or '-'")
+	errPasswordTooWeak = errors.New("password must be at least 8 characters")
+)
+
+// bcryptCost is bcrypt's default; tests lower it to keep the suite quick.
+var bcryptCost = bcrypt.DefaultCost
+
+// users is the host's user directory: accounts, organization memberships and
+// browser sessions.
+type users struct {
+	st *storage.Store
+}
+
+// user is one account.
+type user struct {
+	ID           string    `db:"id" json:"id"`
+	Username     string    `db:"username" json:"username"`
+	PasswordHash string    `db:"password_hash" json:"-"`
+	Disabled     bool      `db:"disabled" json:"disabled"`
+	Admin        bool      `db:"admin" json:"admin"`
+	CreatedAt    time.Time `db:"created_at" json:"createdAt"`
+}
+
+// membership is a user's authority in one organization.
+type membership struct {
+	UserID       string `db:"user_id" json:"-"`
+	Organization string `db:"organization" json:"organization"`
+	Scopes       string `db:"scopes" json:"-"`
+}
+
+func (m membership) scopeList() []string { return scope.Parse(m.Scopes) }
+
+// migrate creates the host tables if they are missing.
+func (u *users) migrate(ctx context.Context) error {
+	db := u.st.DB()
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		return fmt.Errorf("host schema: %w", err)
+	}
+	defer conn.Close()
+	if u.st.Dialect() == storage.Postgres {
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(hostLockKey)); err != nil {
+			return fmt.Errorf("host schema: lock: %w", err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(hostLockKey)) //nolint:errcheck
+	}
+	for _, stmt := range hostSchema {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("host schema: %w", err)
+		}
+	}
+	return nil
+}
+
+func validUsername(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// create adds an account. The id is random and never shown to the user as a
+// login name, so that renaming an account cannot hand its tokens to another.
+//
+// Usernames are kept in lower case and looked up case-insensitively, so that
+// "Alice" cannot be registered beside "alice" to impersonate her.
+func (u *users) create(ctx context.Context, username, password string, admin bool) (*user, error) {
+	username = strings.ToLower(username)
+	if !validUsername(username) {
+		return nil, errBadUsername
+	}
+	if len(password) < 8 {
+		return nil, errPasswordTooWeak
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
+	if err != nil {
+		return nil, fmt.Errorf("hash password: %w", err)
+	}
+	nu := &user{
+		ID:           "usr_" + storage.NewID(12),
+		Username:     username,
+		PasswordHash: string(hash),
+		Admin:        admin,
+		CreatedAt:    time.Now().UTC().Truncate(time.Microsecond),
+	}
+	_, err = u.st.DB().ExecContext(ctx, u.st.Rebind(`INSERT INTO idp_users (id, username, password_hash, disabled, admin, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`), nu.ID, nu.Username, nu.PasswordHash, false, nu.Admin, nu.CreatedAt)
+	if err != nil {
+		if _, lookErr := u.byUsername(ctx, username); lookErr == nil {
+			return nil, errUsernameTaken
+		}
+		return nil, fmt.Errorf("insert user: %w", err)
+	}
+	return nu, nil
+}
+
+// setMembership gives the user exactly scopes in org, replacing what they had.
+func (u *users) setMembership(ctx context.Context, userID, org string, scopes []string) error {
+	_, err := u.st.DB().ExecContext(ctx, u.st.Rebind(`INSERT INTO idp_memberships (user_id, organization, scopes)
+		VALUES (?, ?, ?) ON CONFLICT (user_id, organization) DO UPDATE SET scopes = excluded.scopes`),
+		userID, org, scope.Join(scope.Normalize(scopes)))
+	if err != nil {
+		return fmt.Errorf("set membership: %w", err)
+	}
+	return nil
+}
+
+// setDisabled disables or re-enables an account. Disabling also ends its
+// browser sessions; its tokens stop working through the Directory.
+func (u *users) setDisabled(ctx context.Context, userID string, disabled bool) error {
+	db := u.st.DB()
+	res, err := db.ExecContext(ctx, u.st.Rebind(`UPDATE idp_users SET disabled = ? WHERE id = ?`), disabled, userID)
+	if err != nil {
+		return fmt.Errorf("disable user: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return scope.ErrUserNotFound
+	}
+	if disabled {
+		if _, err := db.ExecContext(ctx, u.st.Rebind(`DELETE FROM idp_sessions WHERE user_id = ?`), userID); err != nil {
+			return fmt.Errorf("end sessions: %w", err)
+		}
+	}
+	return nil
+}
+
+// byID loads an account; scope.ErrUserNotFound when there is none.
+func (u *users) byID(ctx context.Context, id string) (*user, error) {
+	return u.one(ctx, `SELECT id, username, password_hash, disabled, admin, created_at FROM idp_users WHERE id = ?`, id)
+}
+
+// byUsername loads an account by login name; scope.ErrUserNotFound when there is none.
+func (u *users) byUsername(ctx context.Context, username string) (*user, error) {
+	return u.one(ctx, `SELECT id, username, password_hash, disabled, admin, created_at FROM idp_users WHERE username = ?`, strings.ToLower(username))
+}
+
+// lookup accepts an id or a username, for the CLI's --owner.
+func (u *users) lookup(ctx context.Context, idOrName string) (*user, error) {
+	if usr, err := u.byID(ctx, idOrName); err == nil || !errors.Is(err, scope.ErrUserNotFound) {
+		return usr, err
+	}
+	return u.byUsername(ctx, idOrName)
+}
+
+func (u *users) one(ctx context.Context, query string, arg any) (*user, error) {
+	var usr user
+	err := u.st.DB().GetContext(ctx, &usr, u.st.Rebind(query), arg)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, scope.ErrUserNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load user: %w", err)
+	}
+	usr.CreatedAt = usr.CreatedAt.UTC()
+	return &usr, nil
+}
+
+// memberships lists the user's organizations, by name.
+func (u *users) memberships(ctx context.Context, userID string) ([]membership, error) {
+	var ms []membership
+	err := u.st.DB().SelectContext(ctx, &ms, u.st.Rebind(`SELECT user_id, organization, scopes
+		FROM idp_memberships WHERE user_id = ? ORDER BY organization`), userID)
+	if err != nil {
+		return nil, fmt.Errorf("load memberships: %w", err)
+	}
+	return ms, nil
+}
+
+// dummyHash makes a failed lookup cost as much as a wrong password, so that
+// the login's timing does not tell which usernames exist.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("deputy-timing-equaliser"), bcrypt.DefaultCost)
+
+// errBadCredentials is the one answer to any failed login.
+var errBadCredentials = errors.New("invalid username or password")
+
+// checkPassword returns the account for a correct username and password of
+// an enabled account, and errBadCredentials otherwise, whichever part failed.
+func (u *users) checkPassword(ctx context.Context, username, password string) (*user, error) {
+	usr, err := u.byUsername(ctx, username)
+	if errors.Is(err, scope.ErrUserNotFound) {
+		bcrypt.CompareHashAndPassword(dummyHash, []byte(password)) //nolint:errcheck // timing only
+		return nil, errBadCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	if bcrypt.CompareHashAndPassword([]byte(usr.PasswordHash), []byte(password)) != nil || usr.Disabled {
+		return nil, errBadCredentials
+	}
+	return usr, nil
+}
+
+// Directory is deputy's view of the host's users: scopes come from
+// memberships, read fresh on every call so that a removed scope or a
+// disabled account takes effect at the next token request or introspection.
+type Directory struct{ users *users }
+
+// UserScopes implements scope.Directory. org "" is the union over every
+// organization the user belongs to: a user token from the authorization-code
+// flow is not bound to one organization, and the agent-token grant narrows it
+// to one later.
+func (d Directory) UserScopes(ctx context.Context, userID, org string) ([]string, error) {
+	usr, err := d.users.byID(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if usr.Disabled {
+		return nil, scope.ErrUserDisabled
+	}
+	ms, err := d.users.memberships(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var sets [][]string
+	for _, m := range ms {
+		if org == "" || m.Organization == org {
+			sets = append(sets, m.scopeList())
+		}
+	}
+	out := scope.Union(sets...)
+	if out == nil {
+		out = []string{}
+	}
+	return out, nil
+}
+
+// isAdmin backs plugin.Config.IsAdmin: an enabled admin account.
+func (u *users) isAdmin(ctx context.Context, userID string) bool {
+	usr, err := u.byID(ctx, userID)
+	return err == nil && usr.Admin && !usr.Disabled
+}
+
+// Sessions: the cookie carries 32 random bytes; the table keeps only their
+// SHA-256, so a leaked database (or backup) logs nobody in.
+
+// newSessionToken returns the cookie value and the id stored for it.
+func newSessionToken() (token, id string) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	token = base64.RawURLEncoding.EncodeToString(b[:])
+	return token, sessionID(token)
+}
+
+func sessionID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// createSession starts a browser session for userID and returns the token to
+// put in the cookie.
+func (u *users) createSession(ctx context.Context, userID string, ttl time.Duration) (string, time.Time, error) {
+	token, id := newSessionToken()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	exp := now.Add(ttl)
+	// Sweeping the user's expired sessions here keeps the table from growing
+	// without a background job.
+	db := u.st.DB()
+	if _, err := db.ExecContext(ctx, u.st.Rebind(`DELETE FROM idp_sessions WHERE user_id = ? AND expires_at < ?`), userID, now); err != nil {
+		return "", time.Time{}, fmt.Errorf("sweep sessions: %w", err)
+	}
+	_, err := db.ExecContext(ctx, u.st.Rebind(`INSERT INTO idp_sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`),
+		id, userID, now, exp)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("create session: %w", err)
+	}
+	return token, exp, nil
+}
+
+// sessionUser resolves a session token to an enabled user's id.
+func (u *users) sessionUser(ctx context.Context, token string) (string, error) {
+	if token == "" || len(token) > 128 {
+		return "", errNoSession
+	}
+	var userID string
+	err := u.st.DB().GetContext(ctx, &userID, u.st.Rebind(`SELECT s.user_id FROM idp_sessions s
+		JOIN idp_users u ON u.id = s.user_id
+		WHERE s.id = ? AND s.expires_at > ? AND u.disabled = ?`), sessionID(token), time.Now().UTC(), false)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errNoSession
+	}
+	if err != nil {
+		return "", fmt.Errorf("load session: %w", err)
+	}
+	return userID, nil
+}
+
+// deleteSession ends the session whose token is given; unknown tokens are fine.
+func (u *users) deleteSession(ctx context.Context, token string) error {
+	if token == "" {
+		return nil
+	}
+	_, err := u.st.DB().ExecContext(ctx, u.st.Rebind(`DELETE FROM idp_sessions WHERE id = ?`), sessionID(token))
+	return err
+}

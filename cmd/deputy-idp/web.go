@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+//go:embed web/templates/*.html
+var templateFiles embed.FS
+
+//go:embed web/static
+var staticFiles embed.FS
+
+// pages are the parsed templates, one set per page so that each page's
+// "content" block does not collide with another's.
+type pages map[string]*template.Template
+
+var templateFuncs = template.FuncMap{
+	"date": func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.UTC().Format("2006-01-02 15:04 UTC")
+	},
+	"join": func(s []string) string { return strings.Join(s, " ") },
+}
+
+func parsePages() (pages, error) {
+	names, err := fs.Glob(templateFiles, "web/templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	out := pages{}
+	for _, n := range names {
+		base := strings.TrimSuffix(strings.TrimPrefix(n, "web/templates/"), ".html")
+		if base == "layout" {
+			continue
+		}
+		t, err := template.New(base).Funcs(templateFuncs).ParseFS(templateFiles, "web/templates/layout.html", n)
+		if err != nil {
+			return nil, err
+		}
+		out[base] = t
+	}
+	return out, nil
+}
+
+// view is what every page template receives.
+type view struct {
+	Title string
+	Nav   string
+	User  *user
+	Flash string
+	Data  any
+}
+
+// render writes a page, buffering it so that a template error becomes a
+// clean 500 instead of half a page.
+func (s *server) render(w http.ResponseWriter, r *http.Request, status int, page string, v view) {
+	t, ok := s.pages[page]
+	if !ok {
+		s.internalError(w, r, "render", errUnknownPage(page))
+		return
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
+		s.internalError(w, r, "render "+page, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes()) //nolint:errcheck // the client went away
+}
+
+type errUnknownPage string
+
+func (e errUnknownPage) Error() string { return "unknown page " + string(e) }
+
+// internalError logs err with detail and answers generically.
+func (s *server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.log.ErrorContext(r.Context(), what, "err", err, "method", r.Method, "path", r.URL.Path)
+	if wantsJSON(r) {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": "internal error"})
+		return
+	}
+	http.Error(w, "Something went wrong on our side. It has been logged; please try again.", http.StatusInternalServerError)
+}
+
+// errorPage answers a browser with a short page.
+func (s *server) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	s.render(w, r, status, "error", view{Title: http.StatusText(status), User: s.currentUser(r), Data: msg})
+}
+
+func wantsJSON(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, "/api/") || strings.Contains(r.Header.Get("Accept"), "application/json")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v) //nolint:errcheck // the client went away
+}
+
+// contentSecurityPolicy allows nothing but this origin's stylesheet and
+// images: no scripts at all, no inline styles, no framing. form-action is
+// left out on purpose: after the consent page's Allow, the authorization
+// endpoint redirects to the client's redirect URI, and browsers apply
+// form-action to that redirect.
+const contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+// securityHeaders sets the headers every response carries. Pages that
+// others set (fosite's, the plugin's) get them too.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// noStore marks a response as not cacheable: pages with secrets or
+// per-user data must not land in a shared or back-button cache.
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+}
+
+// statusRecorder remembers the status for the access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// accessLog logs one line per request. It never logs query strings or
+// headers: they carry codes, tokens and secrets.
+func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", rec.status),
+			slog.Duration("duration", time.Since(start)))
+	})
+}
+
+// recoverPanics turns a panic into a logged 500, so that one bad request
+// cannot take the server down and nothing internal reaches the client.
+func recoverPanics(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.ErrorContext(r.Context(), "panic", "value", v, "method", r.Method, "path", r.URL.Path)
+				http.Error(w, "internal error", http.StatusInternalServerError)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
