@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ory/fosite"
+
+	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/plugin"
+)
+
+// enableAgentGrant adds the agent-token grant to p through the plugin's
+// extension point, the way a host does until plugin.New wires it itself:
+// a keyring over the plugin's store and secret, and a Minter on it. It must
+// run before p.Provider or p.Register composes the provider.
+func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) error {
+	cfg := p.Config()
+	keys, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{
+		Store:        cfg.Store,
+		SystemSecret: secret,
+		Algorithm:    cfg.AgentTokenAlgorithm,
+		Logger:       cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("agent keyring: %w", err)
+	}
+	m := &handlers.Minter{
+		Keys:      keys,
+		Store:     cfg.Store,
+		Directory: cfg.Directory,
+		Catalog:   p.Catalog(),
+		Issuer:    cfg.Issuer,
+		Lifespan:  cfg.AgentTokenLifespan,
+		Logger:    cfg.Logger,
+	}
+	// Subject tokens are decoded into the plugin's own session type, which
+	// carries the organization they are bound to.
+	newSession := func() fosite.Session { return p.NewSession("", "") }
+	return p.AddFactories(handlers.AgentTokenGrantFactory(m, newSession))
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/deputyauth/deputy/storage"
+)
+
+// CPU time is what a loaded, shared machine does not distort much: a token
+// costs about as many CPU microseconds whether or not other processes
+// compete for the cores, while tokens/s and latencies move with the
+// competition. The bench reports both, per cell: the CPU of its own process
+// (deputy's server and the load generator, which share it) and the CPU of
+// the PostgreSQL backends serving its pool.
+
+// appName marks the bench's PostgreSQL connections, so that their backends
+// can be told from everyone else's on a shared server.
+const appName = "deputy-bench"
+
+// clockTicks is Linux's USER_HZ, the unit of /proc/<pid>/stat times; it is
+// 100 on every architecture Go supports.
+const clockTicks = 100
+
+// selfCPU is the user+system CPU time of this process so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pgBackends returns the process ids of the server backends of this run's
+// connections, or nil when PostgreSQL is not local or not telling.
+func pgBackends(ctx context.Context, s *storage.Store) []int {
+	var pids []int
+	if err := s.DB().SelectContext(ctx, &pids, s.Rebind(`SELECT pid FROM pg_stat_activity WHERE application_name = ?`), appName); err != nil {
+		return nil
+	}
+	// A remote or containerised server's pids are not ours to read.
+	var local []int
+	for _, pid := range pids {
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err == nil && strings.HasPrefix(string(b), "postgres") {
+			local = append(local, pid)
+		}
+	}
+	return local
+}
+
+// procCPU sums the user+system CPU time of pids from /proc.
+func procCPU(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue // the backend ended; its time is lost, not invented
+		}
+		// The command name, in parentheses, may hold spaces: the fields
+		// that follow are counted from its closing parenthesis.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		// After ")": state is field 3 of stat(5), utime 14, stime 15.
+		if len(f) < 13 {
+			continue
+		}
+		u, err1 := strconv.ParseInt(f[11], 10, 64)
+		st, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 == nil && err2 == nil {
+			ticks += u + st
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// cpuMeter measures the CPU a measured phase used.
+type cpuMeter struct {
+	pids          []int
+	self0, pg0    time.Duration
+	Self, PG      time.Duration
+	PGMeasured    bool
+	selfMeasuring bool
+}
+
+func (m *cpuMeter) start(ctx context.Context, s *storage.Store) {
+	if s != nil && s.Dialect() == storage.Postgres {
+		m.pids = pgBackends(ctx, s)
+		m.PGMeasured = len(m.pids) > 0
+		m.pg0 = procCPU(m.pids)
+	}
+	m.self0 = selfCPU()
+}
+
+func (m *cpuMeter) stop() {
+	m.Self = selfCPU() - m.self0
+	if m.PGMeasured {
+		m.PG = procCPU(m.pids) - m.pg0
+	}
+}

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/storagetest"
+)
+
+// The SQL round trips of each grant, counted on the driver: deterministic,
+// so asserted here (issue 5). A client_credentials token is the client with
+// its secrets (one query) and the token insert; an agent token is the
+// client, the subject token and the grant lookup, and stores nothing.
+func TestGrantRoundTrips(t *testing.T) {
+	t.Parallel()
+	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
+		t.Parallel()
+		ctx := context.Background()
+		s, qc, err := storage.OpenCounting(ctx, b.NewDSN(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := startDeputy(ctx, "127.0.0.1:0", &database{Backend: b.Name, Store: s, Counter: qc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.stop)
+		if srv.agentOp == nil {
+			t.Fatalf("agent-token grant unavailable: %v", srv.agentErr)
+		}
+
+		tests := []struct {
+			name  string
+			op    op
+			limit float64
+		}{
+			{"client_credentials", srv.ccOp, 2},
+			{"agent-token", srv.agentOp, 3},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				// The median of several requests: a background write of the
+				// secrets' last-used time may land during any one of them.
+				sc, err := sqlPerRequest(ctx, qc, tt.op, true, 9)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sc.PerRequest > tt.limit {
+					t.Errorf("%s: %.0f SQL round trips per token, want at most %.0f; over 9 requests: %s", tt.name, sc.PerRequest, tt.limit, sc.Total)
+				}
+				if sc.Total.Begin != 0 {
+					t.Errorf("%s: %d transactions over 9 requests, want none: %s", tt.name, sc.Total.Begin, sc.Total)
+				}
+			})
+		}
+	})
+}
+
+func TestCheckLoopback(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		host string
+		ok   bool
+	}{
+		{"127.0.0.1", true},
+		{"127.0.0.1:0", true},
+		{"127.8.9.10:8080", true},
+		{"[::1]:5432", true},
+		{"::1", true},
+		{"localhost:5432", true},
+		{"", false},
+		{":8080", false},
+		{"0.0.0.0:8080", false},
+		{"10.0.0.1", false},
+		{"192.0.2.7:443", false},
+		{"[2001:db8::1]:80", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host, func(t *testing.T) {
+			t.Parallel()
+			err := checkLoopback(context.Background(), tt.host)
+			if tt.ok && err != nil {
+				t.Errorf("checkLoopback(%q) = %v, want nil", tt.host, err)
+			}
+			if !tt.ok && !errors.Is(err, errNotLoopback) {
+				t.Errorf("checkLoopback(%q) = %v, want errNotLoopback", tt.host, err)
+			}
+		})
+	}
+}
+
+// The dialer refuses a non-loopback address even if a URL got past the
+// flag checks.
+func TestLoopbackDialerRefuses(t *testing.T) {
+	t.Parallel()
+	_, err := loopbackDialer()(context.Background(), "tcp", "192.0.2.7:80")
+	if !errors.Is(err, errNotLoopback) {
+		t.Fatalf("dial 192.0.2.7:80 = %v, want errNotLoopback", err)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{nil, ""},
+		{[]string{"-clients", "1,8", "-cells", "baseline,floor", "-duration", "2s"}, ""},
+		{[]string{"-listen", "0.0.0.0:0"}, "not a loopback"},
+		{[]string{"-postgres", "postgres://u@192.0.2.7:5432/db"}, "not a loopback"},
+		{[]string{"-clients", "0"}, "-clients"},
+		{[]string{"-clients", "1,x"}, "-clients"},
+		{[]string{"-cells", "hydra"}, "unknown group"},
+		{[]string{"-duration", "0s"}, "-duration"},
+		{[]string{"-duration", "11m"}, "-duration"},
+		{[]string{"extra"}, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			_, err := parseFlags(tt.args)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("parseFlags(%q) = %v", tt.args, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("parseFlags(%q) = %v, want an error containing %q", tt.args, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		slices.Sort(out)
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = i + 1
+	}
+	tests := []struct {
+		name    string
+		samples []time.Duration
+		p       float64
+		want    time.Duration
+	}{
+		{"empty", nil, 0.5, 0},
+		{"one", ms(7), 0.99, 7 * time.Millisecond},
+		{"median of 1..100", ms(hundred...), 0.50, 50 * time.Millisecond},
+		{"p99 of 1..100", ms(hundred...), 0.99, 99 * time.Millisecond},
+		{"p99 of four is the max", ms(1, 2, 3, 40), 0.99, 40 * time.Millisecond},
+		{"p50 of four", ms(1, 2, 3, 40), 0.50, 2 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := percentile(tt.samples, tt.p); got != tt.want {
+				t.Errorf("percentile(%v, %v) = %v, want %v", tt.samples, tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+// runLoad counts errors and successes separately and stops on its own.
+func TestRunLoadCountsErrors(t *testing.T) {
+	t.Parallel()
+	var n int64
+	boom := errors.New("boom")
+	o := func(_ context.Context, _ *worker) error {
+		n++ // one client: no race
+		if n%2 == 0 {
+			return boom
+		}
+		return nil
+	}
+	r := runLoad(context.Background(), 1, 0, 20*time.Millisecond, nil, o, nil)
+	if r.Requests == 0 {
+		t.Fatal("no requests")
+	}
+	if want := r.Requests / 2; r.Errors != want {
+		t.Errorf("errors = %d of %d, want %d", r.Errors, r.Requests, want)
+	}
+	if r.FirstError != "boom" {
+		t.Errorf("first error = %q", r.FirstError)
+	}
+	if got, want := r.TokensPerSec(), float64(r.Requests-r.Errors)/r.Elapsed.Seconds(); got != want {
+		t.Errorf("tokens/s = %v, want %v", got, want)
+	}
+}
+
+func TestTargetsRatios(t *testing.T) {
+	t.Parallel()
+	rs := []*result{
+		{Group: groupBaseline, Cell: "baseline", Clients: 8, Available: true, TokensPerSec: 10},
+		{Group: groupFloor, Cell: "floor", Clients: 8, Available: true, TokensPerSec: 1000},
+		{Group: groupCCPostgres, Cell: "deputy", Clients: 8, Available: true, TokensPerSec: 500, P99Ms: 4},
+		{Group: groupAgtPostgres, Cell: "deputy", Clients: 8, Note: "not available: x"},
+	}
+	ts := targets(rs)
+	byName := map[string]target{}
+	for _, tg := range ts {
+		byName[tg.Name] = tg
+	}
+	check := func(name string, met *bool, measured string) {
+		t.Helper()
+		tg, ok := byName[name]
+		if !ok {
+			t.Fatalf("no target %q", name)
+		}
+		if (tg.Met == nil) != (met == nil) || (met != nil && *tg.Met != *met) || tg.Measured != measured {
+			t.Errorf("%s: met=%v measured=%q, want met=%v measured=%q", name, ptrStr(tg.Met), tg.Measured, ptrStr(met), measured)
+		}
+	}
+	yes, no := true, false
+	check("client_credentials on PostgreSQL vs baseline, 8 clients", &yes, "50.0×")
+	check("client_credentials on PostgreSQL vs floor, 8 clients", &yes, "50%")
+	check("client_credentials on PostgreSQL p99, 8 clients", &yes, "4.00 ms")
+	check("agent-token mint on PostgreSQL p99, 8 clients", nil, "not measured")
+	rs[2].TokensPerSec = 150
+	ts = targets(rs)
+	for _, tg := range ts {
+		byName[tg.Name] = tg
+	}
+	check("client_credentials on PostgreSQL vs baseline, 8 clients", &no, "15.0×")
+}
+
+func ptrStr(b *bool) string {
+	if b == nil {
+		return "nil"
+	}
+	if *b {
+		return "true"
+	}
+	return "false"
+}
