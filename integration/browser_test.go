@@ -1,0 +1,207 @@
+package integration
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/deputyauth/deputy/storage/storagetest"
+)
+
+// chromiumPath is Debian's Chromium, which .ci/run installs.
+func chromiumPath() string { return envOr("DEPUTY_CHROMIUM", "/usr/bin/chromium") }
+
+// newChrome starts a headless Chromium with a fresh profile for t. Without
+// Chromium the test is skipped, unless DEPUTY_REQUIRE_CHROMIUM=1 (CI), where
+// a missing browser is a failure: the test must run there.
+func newChrome(t *testing.T) context.Context {
+	t.Helper()
+	path := chromiumPath()
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("DEPUTY_REQUIRE_CHROMIUM") == "1" {
+			t.Fatalf("DEPUTY_REQUIRE_CHROMIUM=1 but there is no Chromium at %s: %v", path, err)
+		}
+		t.Skipf("no Chromium at %s (apt-get install -y chromium); browser test skipped", path)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
+	// The browser lives as long as the context of the first call, so that
+	// one has no deadline; the steps after it run under one.
+	if err := chromedp.Do(browserCtx); err != nil {
+		cancelBrowser()
+		cancelAlloc()
+		t.Fatalf("start Chromium: %v", err)
+	}
+	ctx, cancelSteps := context.WithTimeout(browserCtx, 3*time.Minute)
+	t.Cleanup(func() {
+		cancelSteps()
+		cancelBrowser()
+		cancelAlloc()
+	})
+	return ctx
+}
+
+// screenshots saves full-page PNGs into the test's artifact directory (or
+// DEPUTY_SCREENSHOT_DIR), and into docs/screenshots when
+// DEPUTY_UPDATE_SCREENSHOTS=1, where the README shows them.
+type screenshots struct {
+	t   *testing.T
+	dir string
+}
+
+func newScreenshots(t *testing.T) *screenshots {
+	dir := os.Getenv("DEPUTY_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = t.ArtifactDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &screenshots{t: t, dir: dir}
+}
+
+func (s *screenshots) take(name string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tgt *chromedp.Target) error {
+		// Quality 100 makes chromedp capture PNG.
+		png, err := chromedp.FullScreenshot(100)(ctx, tgt)
+		if err != nil {
+			return err
+		}
+		file := name + ".png"
+		if err := os.WriteFile(filepath.Join(s.dir, file), png, 0o644); err != nil {
+			return err
+		}
+		s.t.Logf("screenshot %s", filepath.Join(s.dir, file))
+		if os.Getenv("DEPUTY_UPDATE_SCREENSHOTS") == "1" {
+			docs := filepath.Join("..", "docs", "screenshots")
+			if err := os.MkdirAll(docs, 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(docs, file), png, 0o644)
+		}
+		return nil
+	})
+}
+
+// TestBrowser drives the pages a person uses, in Chromium: sign in, create
+// an app, see its secret once, and approve an agent's request.
+func TestBrowser(t *testing.T) {
+	ctx := newChrome(t)
+	shots := newScreenshots(t)
+	var tg *target
+	if os.Getenv("DEPUTY_URL") != "" {
+		tg = remoteTarget(t)
+	} else {
+		tg = startServer(t, storagetest.SQLite.NewDSN(t), newSecret(t))
+	}
+	// where describes the page the browser is on, for failure messages.
+	where := func() string {
+		loc, _ := chromedp.Run(ctx, chromedp.Location())
+		html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("html")))
+		return "at " + loc + "\n" + truncate([]byte(html))
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		// Each step has its own deadline, so a page that never shows what
+		// the test waits for fails that step instead of the whole test's
+		// time.
+		stepCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(stepCtx, steps...); err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, where())
+		}
+	}
+	get := func(what string, a chromedp.Action[string]) string {
+		t.Helper()
+		stepCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(stepCtx, a)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, where())
+		}
+		return v
+	}
+
+	// Sign in.
+	do("sign in",
+		chromedp.Navigate(tg.URL+"/login"),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.SendKeys(chromedp.CSS(`#username`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), alicePassword),
+		shots.take("01-login"),
+		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`#password`)),
+	)
+
+	// Create an app from the settings pages.
+	appName := randomName("ci-bot-")
+	do("create an app",
+		chromedp.Navigate(tg.URL+settingsNewAppPath),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=name]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), appName),
+		chromedp.Click(chromedp.CSS(`input[name=scopes][value="projects:read"]`)),
+		shots.take("02-create-app"),
+		chromedp.Submit(chromedp.CSS(`input[name=name]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`input[name=name]`)),
+		chromedp.WaitVisible(chromedp.Search(`//h1[contains(., "`+appName+`")]`)),
+		shots.take("03-app"),
+	)
+	appURL := get("app page", chromedp.Location())
+
+	// A new secret is shown once.
+	do("create a secret",
+		chromedp.Click(chromedp.CSS(`form[action$="/secrets"] button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.Search(`//*[contains(text(), "dpy_cs_")]`)),
+		shots.take("04-new-secret"),
+	)
+	// The whole secret, not the short display prefix a secrets list shows.
+	secret := get("read the secret", chromedp.Evaluate[string](`(document.body.innerText.match(/dpy_cs_[A-Za-z0-9_-]{32,}/) || [""])[0]`))
+	if secret == "" {
+		t.Fatal("no whole dpy_cs_ secret on the page after creating one")
+	}
+	do("reload", chromedp.Reload(), chromedp.WaitReady(chromedp.CSS(`body`)), shots.take("05-secret-gone"))
+	if html := get("page after reload", chromedp.OuterHTML(chromedp.CSS("html"))); strings.Contains(html, secret) {
+		t.Fatal("the secret is still on the page after a reload")
+	}
+	do("app page again", chromedp.Navigate(appURL), chromedp.WaitReady(chromedp.CSS(`body`)))
+	if html := get("app page again", chromedp.OuterHTML(chromedp.CSS("html"))); strings.Contains(html, secret) {
+		t.Fatal("the secret is on the app's page")
+	}
+
+	// Approve an agent's request for projects:write.
+	session := randomName("sess-")
+	q := url.Values{"organization": {demoOrg}, "session": {session}, "scope": {"projects:write"}}
+	do("approve",
+		chromedp.Navigate(tg.URL+"/agent/approve?"+q.Encode()),
+		chromedp.WaitVisible(chromedp.CSS(`button[value=approve]`)),
+		shots.take("06-approve"),
+		chromedp.Click(chromedp.CSS(`button[value=approve]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`button[value=approve]`)),
+		shots.take("07-approved"),
+		chromedp.Navigate(tg.URL+"/agent/grants"),
+		chromedp.WaitVisible(chromedp.Search(`//*[contains(text(), "`+session+`")]`)),
+		shots.take("08-grants"),
+	)
+}
+
+// settingsNewAppPath is the page with the form that creates an app.
+const settingsNewAppPath = "/settings/apps/new"
