@@ -47,8 +47,9 @@ type QueryCounts struct {
 	// Wire counts network round trips to PostgreSQL: each time the client
 	// writes after having read, it starts a new exchange and will wait for
 	// the answer. lib/pq runs a statement with arguments as two of them
-	// (parse and describe, then bind and execute) unless the DSN says
-	// binary_parameters=yes; a statement without arguments is one. Opening
+	// (parse and describe, then bind and execute) when binary_parameters
+	// is off, one when it is on (Open's default); a statement without
+	// arguments is one. Opening
 	// a connection costs several. Always 0 on SQLite, which has no wire.
 	Wire int64 `json:"wire"`
 }

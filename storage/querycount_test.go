@@ -202,8 +202,9 @@ func TestQueryCounterWire(t *testing.T) {
 		want     int64
 	}{
 		{"statement without arguments", "", false, 1},
-		{"statement with arguments", "", true, 2},
-		{"statement with arguments, binary_parameters", "binary_parameters=yes", true, 1},
+		// Open turns binary_parameters on unless the DSN says otherwise.
+		{"statement with arguments", "", true, 1},
+		{"statement with arguments, binary_parameters=no", "binary_parameters=no", true, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
