@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/storage"
 )
 
 //go:embed templates/*.html
@@ -55,16 +58,15 @@ func humanDuration(d time.Duration) string {
 // form posts to its own origin: no script, no inline style, no framing.
 const contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-// secure sets the headers every consent response carries. A framed Approve
-// button is clickjacking, so nothing here may be framed; and approvals are
-// per-user, so nothing may be cached or leak its URL in a Referer.
+// secure sets the headers every consent response carries, with the
+// helper every deputy page uses (handlers.SetSecurityHeaders). A framed
+// Approve button is clickjacking, so nothing here may be framed; approvals
+// are per-user, so nothing may be cached; the referrer policy keeps the
+// page's URL on this site (handlers.DefaultReferrerPolicy says why it is not
+// "no-referrer": that would break the Origin check of the form post).
 func secure(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", contentSecurityPolicy)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-store")
+	handlers.SetSecurityHeaders(w.Header(), contentSecurityPolicy)
+	handlers.SetNoStore(w.Header())
 }
 
 func serveCSS(w http.ResponseWriter, r *http.Request) {
@@ -126,11 +128,23 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, code,
 }
 
 // internal logs err with detail and answers generically: the client learns
-// nothing about the database or the directory.
+// nothing about the database or the directory. A database that cannot be
+// reached (storage.IsUnavailable) is a 503 with Retry-After: the same
+// request works once it is back, and nothing was written.
 func (h *Handler) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if storage.IsUnavailable(err) {
+		h.log.ErrorContext(r.Context(), "consent: "+what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
+		w.Header().Set("Retry-After", retryAfterUnavailable)
+		h.fail(w, r, http.StatusServiceUnavailable, "temporarily_unavailable", "the service is temporarily unavailable; try again shortly")
+		return
+	}
 	h.log.ErrorContext(r.Context(), "consent: "+what, "err", err, "method", r.Method, "path", r.URL.Path)
 	h.fail(w, r, http.StatusInternalServerError, "server_error", "internal error; try again later")
 }
+
+// retryAfterUnavailable is the Retry-After of a 503 answered while the
+// database is unavailable.
+const retryAfterUnavailable = "5"
 
 // render executes a template into a buffer first, so a template error is a
 // clean 500 rather than half a page.

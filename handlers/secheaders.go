@@ -32,16 +32,33 @@ func SecurityHeaders(next http.Handler) http.Handler {
 func SecurityHeadersCSP(csp string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			h := w.Header()
-			h.Set("Content-Security-Policy", csp)
-			h.Set("X-Content-Type-Options", "nosniff")
-			h.Set("Referrer-Policy", DefaultReferrerPolicy)
-			// CSP frame-ancestors supersedes it where supported; the header
-			// covers browsers that predate CSP level 2.
-			h.Set("X-Frame-Options", "DENY")
+			SetSecurityHeaders(w.Header(), csp)
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// SetSecurityHeaders sets on h the headers of SecurityHeadersCSP: csp (""
+// means DefaultContentSecurityPolicy), nosniff, DefaultReferrerPolicy and
+// X-Frame-Options DENY. It is for handlers that answer outside a
+// middleware chain, such as the consent pages, which a host may mount on
+// any router.
+func SetSecurityHeaders(h http.Header, csp string) {
+	if csp == "" {
+		csp = DefaultContentSecurityPolicy
+	}
+	h.Set("Content-Security-Policy", csp)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", DefaultReferrerPolicy)
+	// CSP frame-ancestors supersedes it where supported; the header
+	// covers browsers that predate CSP level 2.
+	h.Set("X-Frame-Options", "DENY")
+}
+
+// SetNoStore sets on h what NoStore sets.
+func SetNoStore(h http.Header) {
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
 }
 
 // NoStore marks every response of next as uncacheable, by browsers and by
@@ -49,9 +66,7 @@ func SecurityHeadersCSP(csp string) func(http.Handler) http.Handler {
 // any response carrying a secret). Pragma is for HTTP/1.0 caches.
 func NoStore(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Cache-Control", "no-store")
-		h.Set("Pragma", "no-cache")
+		SetNoStore(w.Header())
 		next.ServeHTTP(w, r)
 	})
 }

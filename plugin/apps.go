@@ -50,6 +50,7 @@ const (
 	apiErrUnauthorized   = "unauthenticated"
 	apiErrForbidden      = "forbidden"
 	apiErrInternal       = "internal_error"
+	apiErrUnavailable    = "temporarily_unavailable"
 	apiErrTooManySecrets = "too_many_secrets"
 )
 
@@ -137,7 +138,9 @@ type apiHandler func(w http.ResponseWriter, r *http.Request, caller string)
 func (p *Plugin) api(h apiHandler) http.Handler {
 	var cop http.CrossOriginProtection
 	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-store")
+		// Apps and their secrets are per-user, and a new secret is shown
+		// once: no response of this API may be cached.
+		handlers.SetNoStore(w.Header())
 		// A bearer token is software acting for someone; this API manages
 		// credentials and takes only the person's own session.
 		if auth := r.Header.Get("Authorization"); auth != "" {
@@ -145,6 +148,10 @@ func (p *Plugin) api(h apiHandler) http.Handler {
 			return
 		}
 		caller, err := p.cfg.Sessions.Authenticate(r)
+		if storage.IsUnavailable(err) {
+			p.internal(w, r, "session authentication", err)
+			return
+		}
 		if err != nil || caller == "" {
 			if err != nil && !errors.Is(err, ErrNoSession) {
 				p.cfg.Logger.ErrorContext(r.Context(), "deputy: session authentication", "err", err)
@@ -173,8 +180,16 @@ func (p *Plugin) notFound(w http.ResponseWriter) {
 	p.writeError(w, http.StatusNotFound, APIError{Error: apiErrNotFound, Message: "no such app"})
 }
 
-// internal logs err with detail and answers generically.
+// internal logs err with detail and answers generically: 503 with
+// Retry-After when the database could not be reached (the same request will
+// work once it is back), 500 otherwise.
 func (p *Plugin) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if storage.IsUnavailable(err) {
+		p.cfg.Logger.ErrorContext(r.Context(), "deputy: apps API: "+what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
+		w.Header().Set("Retry-After", retryAfterUnavailable)
+		p.writeError(w, http.StatusServiceUnavailable, APIError{Error: apiErrUnavailable, Message: "the service is temporarily unavailable; try again shortly"})
+		return
+	}
 	p.cfg.Logger.ErrorContext(r.Context(), "deputy: apps API: "+what, "err", err, "method", r.Method, "path", r.URL.Path)
 	p.writeError(w, http.StatusInternalServerError, APIError{Error: apiErrInternal, Message: "internal error"})
 }

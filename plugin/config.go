@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/deputyauth/deputy/consent"
+	"github.com/deputyauth/deputy/handlers"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -68,6 +69,18 @@ type Config struct {
 	AgentTokenAlgorithm string
 	// GrantLifespan is how long an approval lasts. Default 1 hour.
 	GrantLifespan time.Duration
+
+	// ClientAuthLimit rate-limits failed client authentications per
+	// client_id on the token, introspection and revocation endpoints: each
+	// client may fail Burst times in a row (default 10), then earns back
+	// Rate failures per second (default 1); a client over its limit is
+	// answered 429 with Retry-After before its secret is compared, and a
+	// successful authentication costs nothing. MaxClients (default 10,000)
+	// bounds the memory it takes; MaxBody (default 64 KiB) is the largest
+	// body read to find the client_id, larger ones are answered 413. The
+	// zero value means all the defaults. The limit is per process: with N
+	// replicas a client may fail N times as often.
+	ClientAuthLimit handlers.ClientAuthLimit
 
 	// Logger receives internal errors with detail. Default slog.Default().
 	Logger *slog.Logger

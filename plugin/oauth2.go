@@ -9,24 +9,53 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/storage"
 )
 
 // maxBody caps every request body deputy reads.
 const maxBody = 64 << 10
 
+// registerOAuth2 mounts the endpoints that authenticate clients behind the
+// client-authentication failure limiter (Config.ClientAuthLimit), and marks
+// their answers, which carry tokens, uncacheable.
 func (p *Plugin) registerOAuth2(r *mux.Router) {
-	r.HandleFunc(TokenPath, p.token).Methods(http.MethodPost)
-	r.HandleFunc(IntrospectionPath, p.introspect).Methods(http.MethodPost)
-	r.HandleFunc(RevocationPath, p.revoke).Methods(http.MethodPost)
+	guard := func(h http.HandlerFunc) http.Handler { return handlers.NoStore(p.limiter.Middleware(h)) }
+	r.Handle(TokenPath, guard(p.token)).Methods(http.MethodPost)
+	r.Handle(IntrospectionPath, guard(p.introspect)).Methods(http.MethodPost)
+	r.Handle(RevocationPath, guard(p.revoke)).Methods(http.MethodPost)
 	r.HandleFunc(MetadataPath, p.metadata).Methods(http.MethodGet, http.MethodHead)
 }
 
-// logOAuthError logs the detail of errors that are deputy's fault; fosite
-// answers them to the client as a bare server_error.
-func (p *Plugin) logOAuthError(r *http.Request, endpoint string, err error) {
-	if err == nil || !errors.Is(err, fosite.ErrServerError) && !errors.Is(err, fosite.ErrTemporarilyUnavailable) {
-		return
+// retryAfterUnavailable is the Retry-After, in seconds, of a 503 answered
+// while the database cannot be reached.
+const retryAfterUnavailable = "5"
+
+// unavailable answers an OAuth endpoint's request when err shows the
+// database could not be reached (storage.IsUnavailable): 503 with RFC 6749's
+// temporarily_unavailable and a Retry-After, the detail logged. Without it
+// fosite answers a database outage as server_error (500), as invalid_client
+// (the client could not be loaded, which would also charge the client-auth
+// limiter), or, at introspection and revocation, as a plain success
+// ({"active":false}, 200) that is a lie. It reports whether it answered.
+func (p *Plugin) unavailable(w http.ResponseWriter, r *http.Request, endpoint string, err error) bool {
+	if !storage.IsUnavailable(err) {
+		return false
 	}
+	p.cfg.Logger.ErrorContext(r.Context(), "deputy: "+endpoint+": database unavailable", "err", oauthErrorDetail(err))
+	h := w.Header()
+	h.Set("Content-Type", "application/json;charset=UTF-8")
+	handlers.SetNoStore(h)
+	h.Set("Retry-After", retryAfterUnavailable)
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}{fosite.ErrTemporarilyUnavailable.ErrorField, "The authorization server is temporarily unable to handle the request; retry later."})
+	return true
+}
+
+// oauthErrorDetail is err with fosite's description, debug and cause.
+func oauthErrorDetail(err error) string {
 	detail := err.Error()
 	var rfc *fosite.RFC6749Error
 	if errors.As(err, &rfc) {
@@ -35,7 +64,16 @@ func (p *Plugin) logOAuthError(r *http.Request, endpoint string, err error) {
 			detail += ": " + c.Error()
 		}
 	}
-	p.cfg.Logger.ErrorContext(r.Context(), "deputy: "+endpoint, "err", detail)
+	return detail
+}
+
+// logOAuthError logs the detail of errors that are deputy's fault; fosite
+// answers them to the client as a bare server_error.
+func (p *Plugin) logOAuthError(r *http.Request, endpoint string, err error) {
+	if err == nil || !errors.Is(err, fosite.ErrServerError) && !errors.Is(err, fosite.ErrTemporarilyUnavailable) {
+		return
+	}
+	p.cfg.Logger.ErrorContext(r.Context(), "deputy: "+endpoint, "err", oauthErrorDetail(err))
 }
 
 // token is the RFC 6749 token endpoint.
@@ -44,12 +82,18 @@ func (p *Plugin) token(w http.ResponseWriter, r *http.Request) {
 	provider := p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	ar, err := provider.NewAccessRequest(ctx, r, handlers.NewSession("", ""))
+	if p.unavailable(w, r, "token endpoint", err) {
+		return
+	}
 	if err != nil {
 		p.logOAuthError(r, "token endpoint", err)
 		provider.WriteAccessError(ctx, w, ar, err)
 		return
 	}
 	resp, err := provider.NewAccessResponse(ctx, ar)
+	if p.unavailable(w, r, "token endpoint", err) {
+		return
+	}
 	if err != nil {
 		p.logOAuthError(r, "token endpoint", err)
 		provider.WriteAccessError(ctx, w, ar, err)
@@ -66,6 +110,9 @@ func (p *Plugin) introspect(w http.ResponseWriter, r *http.Request) {
 	provider := p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	ir, err := provider.NewIntrospectionRequest(ctx, r, handlers.NewSession("", ""))
+	if p.unavailable(w, r, "introspection endpoint", err) {
+		return
+	}
 	if err != nil {
 		p.logOAuthError(r, "introspection endpoint", unwrapInactive(err))
 		provider.WriteIntrospectionError(ctx, w, err)
@@ -90,6 +137,9 @@ func (p *Plugin) revoke(w http.ResponseWriter, r *http.Request) {
 	provider := p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	err := provider.NewRevocationRequest(ctx, r)
+	if p.unavailable(w, r, "revocation endpoint", err) {
+		return
+	}
 	p.logOAuthError(r, "revocation endpoint", err)
 	provider.WriteRevocationResponse(ctx, w, err)
 }
@@ -158,6 +208,9 @@ func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, userID, org s
 	ctx := r.Context()
 	provider := p.Provider()
 	ar, err := provider.NewAuthorizeRequest(ctx, r)
+	if storage.IsUnavailable(err) {
+		err = fosite.ErrTemporarilyUnavailable.WithWrap(err)
+	}
 	if err != nil {
 		p.logOAuthError(r, "authorize endpoint", err)
 		provider.WriteAuthorizeError(ctx, w, ar, err)
@@ -180,6 +233,10 @@ func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, userID, org s
 		ar.GrantAudience(a)
 	}
 	resp, err := provider.NewAuthorizeResponse(ctx, ar, handlers.NewSession(userID, org))
+	if storage.IsUnavailable(err) {
+		// RFC 6749 §4.1.2.1's temporarily_unavailable, not server_error.
+		err = fosite.ErrTemporarilyUnavailable.WithWrap(err)
+	}
 	if err != nil {
 		p.logOAuthError(r, "authorize endpoint", err)
 		provider.WriteAuthorizeError(ctx, w, ar, err)

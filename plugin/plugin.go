@@ -52,6 +52,7 @@ type Plugin struct {
 	hmac     *handlers.HMACStrategy
 	usage    *handlers.SecretUsage
 	verifier *handlers.OpaqueVerifier
+	limiter  *handlers.ClientAuthLimiter
 
 	mu         sync.Mutex
 	composed   bool
@@ -76,6 +77,7 @@ func New(cfg Config) (*Plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("deputy: derive token key: %w", err)
 	}
+	p.limiter = handlers.NewClientAuthLimiter(cfg.ClientAuthLimit)
 	p.usage = handlers.NewSecretUsage(cfg.Store, handlers.DefaultSecretUsageInterval, cfg.Logger)
 	p.fosite = &fosite.Config{
 		AccessTokenLifespan:   cfg.AccessTokenLifespan,

@@ -24,10 +24,16 @@ import (
 // Retry-After instead of a 500: the same request will work once the
 // database is back, and the pool reconnects on its own.
 //
+// A *sql.DB that has been closed ("sql: database is closed") counts too: to
+// the request it is a database that is not there.
+//
 // A cancelled context is not unavailability: the caller went away.
 func IsUnavailable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
+	}
+	if isDBClosed(err) {
+		return true
 	}
 	if errors.Is(err, driver.ErrBadConn) ||
 		errors.Is(err, sql.ErrConnDone) ||
@@ -57,6 +63,44 @@ func IsUnavailable(err error) bool {
 		}
 	}
 	return false
+}
+
+// errDBClosedText is database/sql's unexported errDBClosed.
+const errDBClosedText = "sql: database is closed"
+
+// isDBClosed finds database/sql's "database is closed" anywhere in err's
+// chain. The error is unexported, so it is matched by its text, on each
+// link rather than the whole message so that a wrapping message quoting it
+// does not count twice.
+func isDBClosed(err error) bool {
+	for _, e := range chain(err) {
+		if e.Error() == errDBClosedText {
+			return true
+		}
+	}
+	return false
+}
+
+// chain lists err and every error it wraps, depth first, bounded so that a
+// cyclic wrapper cannot loop.
+func chain(err error) []error {
+	var out []error
+	stack := []error{err}
+	for len(stack) > 0 && len(out) < 64 {
+		e := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if e == nil {
+			continue
+		}
+		out = append(out, e)
+		switch u := e.(type) {
+		case interface{ Unwrap() error }:
+			stack = append(stack, u.Unwrap())
+		case interface{ Unwrap() []error }:
+			stack = append(stack, u.Unwrap()...)
+		}
+	}
+	return out
 }
 
 // pqUnavailable classifies PostgreSQL SQLSTATEs: class 08 (connection

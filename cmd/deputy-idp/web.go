@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/storage"
 )
 
 //go:embed web/templates/*.html
@@ -86,6 +89,17 @@ func (e errUnknownPage) Error() string { return "unknown page " + string(e) }
 // internalError logs err with detail and answers generically.
 func (s *server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	s.log.ErrorContext(r.Context(), what, "err", err, "method", r.Method, "path", r.URL.Path)
+	if storage.IsUnavailable(err) {
+		// The database is down: the same request will work once it is
+		// back, so say so rather than blame the server.
+		w.Header().Set("Retry-After", "5")
+		if wantsJSON(r) {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable; try again shortly"})
+			return
+		}
+		http.Error(w, "The service is temporarily unavailable. Please try again in a moment.", http.StatusServiceUnavailable)
+		return
+	}
 	if wantsJSON(r) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": "internal error"})
 		return
@@ -118,17 +132,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // form-action to that redirect.
 const contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
 
-// securityHeaders sets the headers every response carries. Pages that
-// others set (fosite's, the plugin's) get them too.
+// securityHeaders sets the headers every response carries, with deputy's
+// helper (the consent pages use the same one with their own CSP): the CSP
+// above, nosniff, the same-origin referrer policy, X-Frame-Options DENY.
+// Pages that others set (fosite's, the plugin's) get them too.
 func securityHeaders(next http.Handler) http.Handler {
+	withHeaders := handlers.SecurityHeadersCSP(contentSecurityPolicy)(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Security-Policy", contentSecurityPolicy)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		next.ServeHTTP(w, r)
+		w.Header().Set("Cross-Origin-Opener-Policy", "same-origin")
+		withHeaders.ServeHTTP(w, r)
 	})
 }
 
