@@ -46,12 +46,13 @@ func newChrome(t *testing.T) context.Context {
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
 	// The browser lives as long as the context of the first call, so that
 	// one has no deadline; the steps after it run under one.
-	if err := chromedp.Do(browserCtx); err != nil {
+	// A 1280x900 viewport: the window size alone leaves a smaller one.
+	if err := chromedp.Do(browserCtx, chromedp.EmulateViewport(1280, 900)); err != nil {
 		cancelBrowser()
 		cancelAlloc()
 		t.Fatalf("start Chromium: %v", err)
 	}
-	ctx, cancelSteps := context.WithTimeout(browserCtx, 3*time.Minute)
+	ctx, cancelSteps := context.WithTimeout(browserCtx, 5*time.Minute)
 	t.Cleanup(func() {
 		cancelSteps()
 		cancelBrowser()
@@ -124,7 +125,7 @@ func TestBrowser(t *testing.T) {
 		// Each step has its own deadline, so a page that never shows what
 		// the test waits for fails that step instead of the whole test's
 		// time.
-		stepCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		stepCtx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		if err := chromedp.Do(stepCtx, steps...); err != nil {
 			t.Fatalf("%s: %v\n%s", what, err, where())
@@ -132,7 +133,7 @@ func TestBrowser(t *testing.T) {
 	}
 	get := func(what string, a chromedp.Action[string]) string {
 		t.Helper()
-		stepCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		stepCtx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		v, err := chromedp.Run(stepCtx, a)
 		if err != nil {
@@ -150,55 +151,104 @@ func TestBrowser(t *testing.T) {
 		shots.take("01-login"),
 		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`#password`)),
+		chromedp.WaitVisible(chromedp.Search(`//*[@class="who"]/strong[.="alice"]`)),
 	)
 
 	// Create an app from the settings pages.
 	appName := randomName("ci-bot-")
+	appHeading := chromedp.Search(`//h1[.="` + appName + `"]`)
 	do("create an app",
 		chromedp.Navigate(tg.URL+settingsNewAppPath),
 		chromedp.WaitVisible(chromedp.CSS(`input[name=name]`)),
 		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), appName),
-		chromedp.Click(chromedp.CSS(`input[name=scopes][value="projects:read"]`)),
+		// The read scopes alice holds are offered checked, the write one
+		// unchecked: keep those defaults.
+		chromedp.WaitVisible(chromedp.CSS(`input[name=scope][value="projects:read"]:checked`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=scope][value="projects:write"]:not(:checked)`)),
 		shots.take("02-create-app"),
-		chromedp.Submit(chromedp.CSS(`input[name=name]`)),
+		chromedp.Click(chromedp.CSS(`form[action="/settings/apps"] button[type=submit]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`input[name=name]`)),
-		chromedp.WaitVisible(chromedp.Search(`//h1[contains(., "`+appName+`")]`)),
-		shots.take("03-app"),
+		chromedp.WaitVisible(appHeading),
+		chromedp.WaitVisible(chromedp.CSS(`#secret-value`)),
+		shots.take("03-app-created"),
 	)
 	appURL := get("app page", chromedp.Location())
 
-	// A new secret is shown once.
-	do("create a secret",
+	// The new app's first secret is shown once, in full, in its own box
+	// (the secrets table lists only a short display prefix, also in a
+	// visually hidden label, so the test reads the box only).
+	readSecret := func(what string) string {
+		t.Helper()
+		secret := strings.TrimSpace(get(what, chromedp.Text(chromedp.CSS(`#secret-value`))))
+		if !strings.HasPrefix(secret, "dpy_cs_") || len(secret) < len("dpy_cs_")+32 {
+			t.Fatalf("%s: the new-secret box holds %q, not a whole dpy_cs_ secret", what, secret)
+		}
+		return secret
+	}
+	// notShown fails the test if the page the browser is on holds any of
+	// the secrets.
+	notShown := func(what string, secrets ...string) {
+		t.Helper()
+		html := get(what, chromedp.OuterHTML(chromedp.CSS("html")))
+		for _, secret := range secrets {
+			if strings.Contains(html, secret) {
+				t.Fatalf("%s: the secret %s… is still on the page", what, secret[:12])
+			}
+		}
+	}
+	first := readSecret("read the first secret")
+	// Reloading the page the browser landed on must not show it again.
+	do("reload after creating the app",
+		chromedp.Reload(),
+		chromedp.WaitVisible(appHeading),
+		chromedp.WaitNotPresent(chromedp.CSS(`#secret-value`)),
+	)
+	notShown("page reloaded after creating the app", first)
+
+	// A second secret, from the app's page, is shown once too.
+	do("generate a secret",
 		chromedp.Click(chromedp.CSS(`form[action$="/secrets"] button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.Search(`//*[contains(text(), "dpy_cs_")]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#secret-value`)),
+		chromedp.WaitVisible(appHeading),
 		shots.take("04-new-secret"),
 	)
-	// The whole secret, not the short display prefix a secrets list shows.
-	secret := get("read the secret", chromedp.Evaluate[string](`(document.body.innerText.match(/dpy_cs_[A-Za-z0-9_-]{32,}/) || [""])[0]`))
-	if secret == "" {
-		t.Fatal("no whole dpy_cs_ secret on the page after creating one")
+	second := readSecret("read the second secret")
+	if second == first {
+		t.Fatal("generating a secret showed the app's first secret again")
 	}
-	do("reload", chromedp.Reload(), chromedp.WaitReady(chromedp.CSS(`body`)), shots.take("05-secret-gone"))
-	if html := get("page after reload", chromedp.OuterHTML(chromedp.CSS("html"))); strings.Contains(html, secret) {
-		t.Fatal("the secret is still on the page after a reload")
-	}
-	do("app page again", chromedp.Navigate(appURL), chromedp.WaitReady(chromedp.CSS(`body`)))
-	if html := get("app page again", chromedp.OuterHTML(chromedp.CSS("html"))); strings.Contains(html, secret) {
-		t.Fatal("the secret is on the app's page")
-	}
+	do("reload after generating a secret",
+		chromedp.Reload(),
+		chromedp.WaitVisible(appHeading),
+		chromedp.WaitNotPresent(chromedp.CSS(`#secret-value`)),
+		// Both secrets are listed, by their short prefixes.
+		chromedp.WaitReady(chromedp.CSS(`tbody tr:nth-child(2)`)),
+		shots.take("05-secret-gone"),
+	)
+	notShown("page reloaded after generating a secret", first, second)
+	do("app page again",
+		chromedp.Navigate(appURL),
+		chromedp.WaitVisible(appHeading),
+	)
+	notShown("app page visited again", first, second)
 
-	// Approve an agent's request for projects:write.
+	// Approve an agent's request for projects:write, on the page the
+	// approval URL of a 403 insufficient_scope answer links to.
 	session := randomName("sess-")
 	q := url.Values{"organization": {demoOrg}, "session": {session}, "scope": {"projects:write"}}
 	do("approve",
 		chromedp.Navigate(tg.URL+"/agent/approve?"+q.Encode()),
 		chromedp.WaitVisible(chromedp.CSS(`button[value=approve]`)),
+		chromedp.WaitVisible(chromedp.Search(`//code[.="`+session+`"]`)),
 		shots.take("06-approve"),
 		chromedp.Click(chromedp.CSS(`button[value=approve]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`button[value=approve]`)),
+		chromedp.WaitVisible(chromedp.Search(`//h1[.="Access approved"]`)),
+		chromedp.WaitVisible(chromedp.Search(`//p/code[.="projects:write"]`)),
 		shots.take("07-approved"),
+	)
+	do("agent grants",
 		chromedp.Navigate(tg.URL+"/agent/grants"),
-		chromedp.WaitVisible(chromedp.Search(`//*[contains(text(), "`+session+`")]`)),
+		chromedp.WaitVisible(chromedp.Search(`//tr[td/code[.="`+session+`"]]/td/code[.="projects:write"]`)),
 		shots.take("08-grants"),
 	)
 }
