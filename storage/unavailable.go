@@ -53,7 +53,7 @@ func IsUnavailable(err error) bool {
 	}
 	var pqErr *pq.Error
 	if errors.As(err, &pqErr) {
-		return pqUnavailable(string(pqErr.Code))
+		return pqUnavailable(pqErr)
 	}
 	var sqErr *sqlite.Error
 	if errors.As(err, &sqErr) {
@@ -106,8 +106,17 @@ func chain(err error) []error {
 // pqUnavailable classifies PostgreSQL SQLSTATEs: class 08 (connection
 // exception), 57P01–57P03 (admin_shutdown, crash_shutdown,
 // cannot_connect_now), 53300 too_many_connections, and 25006
-// read_only_sql_transaction (a write that reached a standby during failover).
-func pqUnavailable(code string) bool {
+// read_only_sql_transaction (a write that reached a standby during failover);
+// and 55000 when it is FATAL, which is how PostgreSQL refuses a connection
+// to a database that does not accept any right now (ALTER DATABASE …
+// ALLOW_CONNECTIONS false, as during maintenance). A 55000 that is not
+// FATAL (object_not_in_prerequisite_state in a statement) is the query's
+// fault, not the database's.
+func pqUnavailable(e *pq.Error) bool {
+	code := string(e.Code)
+	if code == "55000" && e.Fatal() {
+		return true
+	}
 	switch {
 	case strings.HasPrefix(code, "08"):
 		return true

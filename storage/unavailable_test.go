@@ -40,6 +40,8 @@ func TestIsUnavailableClassifies(t *testing.T) {
 		{"connection_exception 08000", &pq.Error{Code: "08000"}, true},
 		{"too_many_connections 53300", &pq.Error{Code: "53300"}, true},
 		{"read-only standby 25006", &pq.Error{Code: "25006"}, true},
+		{"database not accepting connections 55000 FATAL", &pq.Error{Code: "55000", Severity: "FATAL"}, true},
+		{"object_not_in_prerequisite_state 55000 ERROR", &pq.Error{Code: "55000", Severity: "ERROR"}, false},
 		{"unique violation 23505", &pq.Error{Code: "23505"}, false},
 		{"syntax error 42601", &pq.Error{Code: "42601"}, false},
 		{"query_canceled 57014", &pq.Error{Code: "57014"}, false},
