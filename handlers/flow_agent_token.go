@@ -100,7 +100,7 @@ func (c *AgentTokenGrantHandler) HandleTokenEndpointRequest(ctx context.Context,
 	}
 	if aud := request.GetRequestedAudience(); len(aud) > 0 {
 		if err := c.Config.GetAudienceStrategy(ctx)(client.GetAudience(), aud); err != nil {
-			return err
+			return audienceError(err)
 		}
 	}
 	return nil
@@ -201,6 +201,18 @@ func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string)
 		presented = []string{}
 	}
 	return user, presented, nil
+}
+
+// audienceError is the audience strategy's refusal without its cause. A
+// requested audience that does not parse is the client's fault, but fosite
+// wraps the *url.Error, which is also a net.Error, so an HTTP layer looking
+// for network failures (storage.IsUnavailable) would answer the 400 as a 503.
+func audienceError(err error) error {
+	var rfc *fosite.RFC6749Error
+	if errors.As(err, &rfc) && rfc.CodeField < 500 {
+		return errorsx.WithStack(rfc.WithWrap(nil))
+	}
+	return err
 }
 
 func (c *AgentTokenGrantHandler) newSession() fosite.Session {

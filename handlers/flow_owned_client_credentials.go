@@ -131,7 +131,7 @@ func (c *OwnedClientCredentialsGrantHandler) HandleTokenEndpointRequest(ctx cont
 		}
 	}
 	if err := c.Config.GetAudienceStrategy(ctx)(client.GetAudience(), request.GetRequestedAudience()); err != nil {
-		return err
+		return audienceError(err)
 	}
 
 	// Asking for no scope asks for everything the app may have, which is

@@ -18,6 +18,7 @@ import (
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
 // The agent platform of the agent-token fuzz targets.
@@ -293,6 +294,44 @@ func FuzzAgentGrantParams(f *testing.F) {
 				form.Set("client_secret", a.secret+"x")
 			}
 			a.checkTokenAnswer(t, form, a.post(form.Encode(), basic))
+		}
+	})
+}
+
+// TestMalformedAudienceIsClientError: an audience that does not parse as a
+// URL is the client's mistake (400 invalid_request) at both of deputy's
+// grants, not a database outage. fosite wraps the *url.Error, a net.Error,
+// which storage.IsUnavailable took for a network failure and the token
+// endpoint answered 503 (found by FuzzAgentGrantParams; checked by removing
+// audienceError from the handlers: both rows then get 503).
+func TestMalformedAudienceIsClientError(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		a := newAgentIdP(t, s)
+		w := a.do(http.MethodPost, "/api/apps", "alice", "application/json", []byte(`{"name":"robot","scopes":["docs:read"]}`))
+		var app plugin.App
+		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &app) != nil {
+			t.Fatalf("create app: %d %s", w.Code, w.Body.String())
+		}
+		w = a.do(http.MethodPost, "/api/apps/"+app.ID+"/secrets", "alice", "", nil)
+		var sec plugin.Secret
+		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &sec) != nil {
+			t.Fatalf("create secret: %d %s", w.Code, w.Body.String())
+		}
+		for name, form := range map[string]url.Values{
+			"agent-token": {"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {"__SUBJECT__"},
+				"subject_token_type": {handlers.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}},
+			"client_credentials": {"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"},
+				"client_id": {app.ID}, "client_secret": {sec.Secret}},
+		} {
+			for _, aud := range []string{"%", "https://a.example/%zz", "::"} {
+				form.Set("audience", aud)
+				w := a.post(a.placeholders.Replace(form.Encode()), name == "agent-token")
+				var e struct{ Error string }
+				if w.Code != http.StatusBadRequest || json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error != "invalid_request" {
+					t.Errorf("%s with audience %q: %d %s, want 400 invalid_request", name, aud, w.Code, w.Body.String())
+				}
+			}
 		}
 	})
 }
