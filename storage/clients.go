@@ -134,14 +134,29 @@ func (s *Store) UpdateClient(ctx context.Context, c *Client) error {
 	return oneRow(res)
 }
 
-// DeleteClient removes the client; its secrets and every token it was issued
-// go with it (ON DELETE CASCADE), so those tokens stop introspecting at once.
+// DeleteClient removes the client, its secrets (ON DELETE CASCADE) and every
+// request it was issued, in one transaction, so those tokens stop
+// introspecting at once. The token tables have no foreign key to clients:
+// on PostgreSQL each insert would lock the client's row FOR KEY SHARE, and
+// the token endpoint's concurrent inserts for one client then share that
+// lock through a MultiXact on every request (docs/performance.md). A token
+// row whose client is gone is dead anyway: every token lookup joins clients.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, `DELETE FROM clients WHERE id = ?`, id)
-	if err != nil {
-		return err
-	}
-	return oneRow(res)
+	return s.InTx(ctx, func(ctx context.Context) error {
+		res, err := s.exec(ctx, `DELETE FROM clients WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		if err := oneRow(res); err != nil {
+			return err
+		}
+		for _, t := range []requestTable{accessTable, refreshTable, codesTable, pkceTable, oidcTable} {
+			if _, err := s.exec(ctx, `DELETE FROM `+string(t)+` WHERE client_id = ?`, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // clientRow is a client joined with at most one of its secrets.
@@ -159,7 +174,7 @@ func (s *Store) GetClient(ctx context.Context, id string) (fosite.Client, error)
 // Client is GetClient with the concrete type.
 func (s *Store) Client(ctx context.Context, id string) (*Client, error) {
 	var rows []clientRow
-	err := s.selectAll(ctx, &rows, `SELECT c.id, c.name, c.icon_url, c.redirect_uris, c.grant_types,
+	err := s.selectPrepared(ctx, &rows, `SELECT c.id, c.name, c.icon_url, c.redirect_uris, c.grant_types,
 		c.response_types, c.scopes, c.audience, c.token_endpoint_auth_method, c.public, c.first_party,
 		c.owner_user_id, c.created_at, c.updated_at, s.secret_hash
 		FROM clients c LEFT JOIN client_secrets s ON s.client_id = c.id

@@ -117,7 +117,7 @@ func mergeScopes(a, b []string) stringList {
 // mint makes.
 func (s *Store) AgentGrantScopes(ctx context.Context, org, userID, sessionID string, at time.Time) ([]string, error) {
 	var scopes stringList
-	err := s.get(ctx, &scopes, `SELECT scopes FROM agent_grants
+	err := s.getPrepared(ctx, &scopes, `SELECT scopes FROM agent_grants
 		WHERE organization = ? AND user_id = ? AND agent_session_id = ? AND expires_at > ?`,
 		org, userID, sessionID, at.UTC())
 	if errors.Is(err, sql.ErrNoRows) {

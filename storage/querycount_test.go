@@ -87,7 +87,10 @@ func TestQueryCounterExact(t *testing.T) {
 						t.Fatalf("got %d secret hashes, want 2", len(c.SecretHashes))
 					}
 				},
-				want: storage.QueryCounts{Query: 1},
+				// A prepared statement of the hot path: its first use
+				// prepares it on the connection (once per connection),
+				// every use is one query.
+				want: storage.QueryCounts{Prepare: 1, StmtQuery: 1},
 			},
 			{
 				name: "missing client is one query",
@@ -96,7 +99,9 @@ func TestQueryCounterExact(t *testing.T) {
 						t.Fatalf("got %v, want ErrNotFound", err)
 					}
 				},
-				want: storage.QueryCounts{Query: 1},
+				// The statement is prepared on this connection already (the
+				// pool hands back the connection used last).
+				want: storage.QueryCounts{StmtQuery: 1},
 			},
 			{
 				name: "committed transaction",

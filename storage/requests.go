@@ -145,7 +145,7 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 	if err != nil {
 		return err
 	}
-	_, err = s.exec(ctx, `INSERT INTO `+string(t)+` (`+requestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = s.execPrepared(ctx, `INSERT INTO `+string(t)+` (`+requestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		row.Signature, row.RequestID, row.ClientID, row.Subject, row.RequestedAt, row.ExpiresAt,
 		row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
 		row.FormData, row.SessionData, row.Active)
@@ -173,7 +173,7 @@ const joinedClientColumns = `c.id AS "c.id", c.name AS "c.name", c.icon_url AS "
 // together with inactiveErr, as fosite's reuse detection requires.
 func (s *Store) getRequest(ctx context.Context, t requestTable, signature string, session fosite.Session, inactiveErr error) (fosite.Requester, error) {
 	var row joinedRequestRow
-	err := s.get(ctx, &row, `SELECT r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
+	err := s.getPrepared(ctx, &row, `SELECT r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
 		r.requested_scopes, r.granted_scopes, r.requested_audience, r.granted_audience, r.form_data,
 		r.session_data, r.active, `+joinedClientColumns+`
 		FROM `+string(t)+` r JOIN clients c ON c.id = r.client_id WHERE r.signature = ?`, signature)

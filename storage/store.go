@@ -27,6 +27,12 @@ type Store struct {
 	dialect Dialect
 
 	rebound sync.Map // query text → query text in the dialect's placeholder style
+
+	// stmts holds the prepared statements of the hot path, by query text
+	// (see prepared). database/sql prepares each on a connection the first
+	// time it runs there and reuses it after.
+	stmts  sync.Map // query text → *sqlx.Stmt
+	stmtMu sync.Mutex
 }
 
 // Open connects to the database named by dsn and returns a Store. It does not
@@ -174,6 +180,78 @@ func (s *Store) get(ctx context.Context, dest any, query string, args ...any) er
 // selectAll scans every row into dest, a pointer to a slice.
 func (s *Store) selectAll(ctx context.Context, dest any, query string, args ...any) error {
 	return s.q(ctx).SelectContext(ctx, dest, s.Rebind(query), args...)
+}
+
+// prepared returns the prepared statement for query, preparing it on first
+// use. Only the statements of the token endpoint's hot path go through it: a
+// prepared statement skips PostgreSQL's parse and plan on every execution
+// after the first on each connection.
+func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sqlx.Stmt), nil
+	}
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sqlx.Stmt), nil
+	}
+	st, err := s.db.PreparexContext(ctx, s.Rebind(query))
+	if err != nil {
+		return nil, err
+	}
+	s.stmts.Store(query, st)
+	return st, nil
+}
+
+// withStmt runs fn with the prepared statement for query, bound to the
+// transaction carried by ctx if there is one.
+//
+// Inside a transaction a statement not yet prepared is prepared on the
+// transaction's connection only: preparing it on the pool would wait for a
+// second connection, which SQLite's one-connection pool never has.
+func (s *Store) withStmt(ctx context.Context, query string, fn func(st *sqlx.Stmt) error) error {
+	tx, inTx := ctx.Value(txKey{s}).(*sqlx.Tx)
+	if !inTx {
+		st, err := s.prepared(ctx, query)
+		if err != nil {
+			return err
+		}
+		return fn(st)
+	}
+	var st *sqlx.Stmt
+	if cached, ok := s.stmts.Load(query); ok {
+		st = tx.StmtxContext(ctx, cached.(*sqlx.Stmt))
+	} else {
+		var err error
+		if st, err = tx.PreparexContext(ctx, s.Rebind(query)); err != nil {
+			return err
+		}
+	}
+	defer st.Close() // the transaction's statement; the pool's stays
+	return fn(st)
+}
+
+// execPrepared is exec through a prepared statement.
+func (s *Store) execPrepared(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
+	err = s.withStmt(ctx, query, func(st *sqlx.Stmt) error {
+		res, err = st.ExecContext(ctx, args...)
+		return err
+	})
+	return res, err
+}
+
+// getPrepared is get through a prepared statement.
+func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ...any) error {
+	return s.withStmt(ctx, query, func(st *sqlx.Stmt) error {
+		return st.GetContext(ctx, dest, args...)
+	})
+}
+
+// selectPrepared is selectAll through a prepared statement.
+func (s *Store) selectPrepared(ctx context.Context, dest any, query string, args ...any) error {
+	return s.withStmt(ctx, query, func(st *sqlx.Stmt) error {
+		return st.SelectContext(ctx, dest, args...)
+	})
 }
 
 // BeginTX starts a transaction carried by the returned context; the store's

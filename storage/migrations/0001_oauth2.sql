@@ -30,11 +30,14 @@ CREATE TABLE client_secrets (
 CREATE INDEX client_secrets_client_idx ON client_secrets (client_id);
 
 -- One table per kind of stored request; the columns are the same for all
--- (refresh tokens add the access token they were issued with).
+-- (refresh tokens add the access token they were issued with). No foreign key
+-- to clients: it would make every token insert lock the client's row (a
+-- MultiXact under concurrent inserts for one client); Store.DeleteClient
+-- deletes a client's requests itself, and every lookup joins clients.
 CREATE TABLE oauth2_authorize_codes (
     signature          TEXT PRIMARY KEY,
     request_id         TEXT NOT NULL,
-    client_id          TEXT NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id          TEXT NOT NULL,
     subject            TEXT NOT NULL DEFAULT '',
     requested_at       TIMESTAMPTZ NOT NULL,
     expires_at         TIMESTAMPTZ,
@@ -52,7 +55,7 @@ CREATE INDEX oauth2_authorize_codes_expires_idx ON oauth2_authorize_codes (expir
 CREATE TABLE oauth2_access_tokens (
     signature          TEXT PRIMARY KEY,
     request_id         TEXT NOT NULL,
-    client_id          TEXT NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id          TEXT NOT NULL,
     subject            TEXT NOT NULL DEFAULT '',
     requested_at       TIMESTAMPTZ NOT NULL,
     expires_at         TIMESTAMPTZ,
@@ -71,7 +74,7 @@ CREATE INDEX oauth2_access_tokens_client_subject_idx ON oauth2_access_tokens (cl
 CREATE TABLE oauth2_refresh_tokens (
     signature          TEXT PRIMARY KEY,
     request_id         TEXT NOT NULL,
-    client_id          TEXT NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id          TEXT NOT NULL,
     subject            TEXT NOT NULL DEFAULT '',
     requested_at       TIMESTAMPTZ NOT NULL,
     expires_at         TIMESTAMPTZ,
@@ -91,7 +94,7 @@ CREATE INDEX oauth2_refresh_tokens_client_subject_idx ON oauth2_refresh_tokens (
 CREATE TABLE oauth2_pkce (
     signature          TEXT PRIMARY KEY,
     request_id         TEXT NOT NULL,
-    client_id          TEXT NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id          TEXT NOT NULL,
     subject            TEXT NOT NULL DEFAULT '',
     requested_at       TIMESTAMPTZ NOT NULL,
     expires_at         TIMESTAMPTZ,
@@ -108,7 +111,7 @@ CREATE INDEX oauth2_pkce_expires_idx ON oauth2_pkce (expires_at);
 CREATE TABLE oauth2_oidc (
     signature          TEXT PRIMARY KEY,
     request_id         TEXT NOT NULL,
-    client_id          TEXT NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id          TEXT NOT NULL,
     subject            TEXT NOT NULL DEFAULT '',
     requested_at       TIMESTAMPTZ NOT NULL,
     expires_at         TIMESTAMPTZ,
