@@ -2,7 +2,10 @@ package integration
 
 import (
 	"context"
-	"net/url"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"golang.org/x/oauth2"
 
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -231,26 +235,102 @@ func TestBrowser(t *testing.T) {
 	)
 	notShown("app page visited again", first, second)
 
-	// Approve an agent's request for projects:write, on the page the
-	// approval URL of a 403 insufficient_scope answer links to.
+	// The agent story, with its pages in the browser. An agent platform, a
+	// third-party client so that alice sees the consent page, gets her user
+	// token through the authorization-code flow with PKCE; the agent token
+	// it mints is read-only; a write gets 403 insufficient_scope with an
+	// approval URL; alice approves there; the re-minted token writes.
+	callback := newCallbackServer(t)
+	out := tg.cli(t, "clients", "create",
+		"--name", "Agent platform "+randomName(""),
+		"--grant", "authorization_code",
+		"--grant", agentTokenGrant,
+		"--redirect-uri", callback.URL+"/callback",
+		"--scope", "projects:read projects:write")
+	p := &platform{ID: str(t, out, "client_id"), Secret: str(t, out, "client_secret"), base: tg.URL}
+	conf := p.oauth2Config("projects:read", "projects:write")
+	conf.RedirectURL = callback.URL + "/callback"
+	verifier, state := oauth2.GenerateVerifier(), randomName("state-")
+	do("authorize the agent platform",
+		chromedp.Navigate(conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))),
+		chromedp.WaitVisible(chromedp.CSS(`button[name=decision][value=allow]`)),
+		chromedp.WaitVisible(chromedp.Search(`//h1/span[.="`+str(t, out, "name")+`"]`)),
+		shots.take("06-authorize"),
+		chromedp.Click(chromedp.CSS(`button[name=decision][value=allow]`)),
+		chromedp.WaitVisible(chromedp.Search(`//h1[.="Agent platform callback"]`)),
+	)
+	if e := strings.TrimSpace(get("callback error", chromedp.TextContent(chromedp.CSS(`#callback-error`)))); e != "" {
+		t.Fatalf("the authorization came back with an error: %s", e)
+	}
+	if got := get("callback state", chromedp.TextContent(chromedp.CSS(`#callback-state`))); got != state {
+		t.Fatalf("the callback got state %q, sent %q", got, state)
+	}
+	code := get("callback code", chromedp.TextContent(chromedp.CSS(`#callback-code`)))
+	userTok, err := conf.Exchange(oauthCtx(), code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchange the code the browser brought back: %v", err)
+	}
+
 	session := randomName("sess-")
-	q := url.Values{"organization": {demoOrg}, "session": {session}, "scope": {"projects:write"}}
+	readOnly := p.mint(t, userTok.AccessToken, session, demoOrg)
+	if readOnly.has("projects:write") {
+		t.Fatalf("an agent token before any approval carries projects:write: %v", readOnly.Scopes)
+	}
+	callAPI(t, tg.URL, http.MethodGet, demoOrg, readOnly.Raw).wantStatus(t, "read with the agent token", http.StatusOK)
+	denied := callAPI(t, tg.URL, http.MethodPost, demoOrg, readOnly.Raw)
+	denied.wantStatus(t, "write before approval", http.StatusForbidden)
+	var refusal struct {
+		Error       string `json:"error"`
+		ApprovalURL string `json:"approval_url"`
+	}
+	if err := json.Unmarshal(denied.Body, &refusal); err != nil || refusal.Error != "insufficient_scope" || !strings.HasPrefix(refusal.ApprovalURL, tg.URL+"/agent/approve?") {
+		t.Fatalf("write before approval: want insufficient_scope with an approval URL on %s, got %s (%v)", tg.URL, denied.Body, err)
+	}
 	do("approve",
-		chromedp.Navigate(tg.URL+"/agent/approve?"+q.Encode()),
+		chromedp.Navigate(refusal.ApprovalURL),
 		chromedp.WaitVisible(chromedp.CSS(`button[value=approve]`)),
 		chromedp.WaitVisible(chromedp.Search(`//code[.="`+session+`"]`)),
-		shots.take("06-approve"),
+		chromedp.WaitVisible(chromedp.Search(`//li//code[.="projects:write"]`)),
+		shots.take("07-approve"),
 		chromedp.Click(chromedp.CSS(`button[value=approve]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`button[value=approve]`)),
 		chromedp.WaitVisible(chromedp.Search(`//h1[.="Access approved"]`)),
 		chromedp.WaitVisible(chromedp.Search(`//p/code[.="projects:write"]`)),
-		shots.take("07-approved"),
+		shots.take("08-approved"),
 	)
+	a := p.mint(t, userTok.AccessToken, session, demoOrg)
+	if !a.has("projects:write") {
+		t.Fatalf("the agent token minted after approval lacks projects:write: %v", a.Scopes)
+	}
+	callAPI(t, tg.URL, http.MethodPost, demoOrg, a.Raw).wantStatus(t, "write after approval", http.StatusCreated)
 	do("agent grants",
 		chromedp.Navigate(tg.URL+"/agent/grants"),
 		chromedp.WaitVisible(chromedp.Search(`//tr[td/code[.="`+session+`"]]/td/code[.="projects:write"]`)),
-		shots.take("08-grants"),
+		shots.take("09-grants"),
 	)
+}
+
+// newCallbackServer stands in for the agent platform's redirect URI: it
+// shows the code and state the browser brings back, for the test to read.
+func newCallbackServer(t *testing.T) *httptest.Server {
+	page := template.Must(template.New("callback").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Agent platform callback</title></head>
+<body><h1>Agent platform callback</h1>
+<p>code: <code id="callback-code">{{.code}}</code></p>
+<p>state: <code id="callback-state">{{.state}}</code></p>
+<p>error: <code id="callback-error">{{.error}}</code></p>
+</body></html>`))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/callback" {
+			http.NotFound(w, r)
+			return
+		}
+		q := r.URL.Query()
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = page.Execute(w, map[string]string{"code": q.Get("code"), "state": q.Get("state"), "error": q.Get("error") + " " + q.Get("error_description")})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // settingsNewAppPath is the page with the form that creates an app.
