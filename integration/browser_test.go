@@ -242,7 +242,7 @@ func TestBrowser(t *testing.T) {
 	// approval URL; alice approves there; the re-minted token writes.
 	callback := newCallbackServer(t)
 	out := tg.cli(t, "clients", "create",
-		"--name", "Agent platform "+randomName(""),
+		"--name", "Agent platform",
 		"--grant", "authorization_code",
 		"--grant", agentTokenGrant,
 		"--redirect-uri", callback.URL+"/callback",
