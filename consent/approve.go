@@ -13,9 +13,6 @@ import (
 	"github.com/deputyauth/deputy/storage"
 )
 
-// errBearer marks a mutating request that carried an Authorization header.
-var errBearer = errors.New("consent: Authorization header on a session-only route")
-
 // authenticate resolves the first-party session of r. The host's
 // authenticator sees a copy of r without its Authorization header and body,
 // so that even an authenticator that (wrongly) accepts bearer tokens cannot
