@@ -144,8 +144,15 @@ func (s *Store) Rebind(query string) string {
 	return q
 }
 
-// Close closes the pool.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the prepared statements and the pool.
+func (s *Store) Close() error {
+	s.stmts.Range(func(k, v any) bool {
+		v.(*sqlx.Stmt).Close()
+		s.stmts.Delete(k)
+		return true
+	})
+	return s.db.Close()
+}
 
 // Ping checks the database answers; /healthz uses it.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
