@@ -138,6 +138,13 @@ func (h *Handler) internal(w http.ResponseWriter, r *http.Request, what string, 
 		h.fail(w, r, http.StatusServiceUnavailable, "temporarily_unavailable", "the service is temporarily unavailable; try again shortly")
 		return
 	}
+	if storage.IsInvalidInput(err) {
+		// A value the database cannot hold (a NUL byte in PostgreSQL
+		// text): the request's fault.
+		h.log.WarnContext(r.Context(), "consent: "+what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)
+		h.fail(w, r, http.StatusBadRequest, "invalid_request", "the request contains characters that are not allowed")
+		return
+	}
 	h.log.ErrorContext(r.Context(), "consent: "+what, "err", err, "method", r.Method, "path", r.URL.Path)
 	h.fail(w, r, http.StatusInternalServerError, "server_error", "internal error; try again later")
 }

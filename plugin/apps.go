@@ -190,6 +190,13 @@ func (p *Plugin) internal(w http.ResponseWriter, r *http.Request, what string, e
 		p.writeError(w, http.StatusServiceUnavailable, APIError{Error: apiErrUnavailable, Message: "the service is temporarily unavailable; try again shortly"})
 		return
 	}
+	if storage.IsInvalidInput(err) {
+		// A value the database cannot hold (a NUL byte in PostgreSQL
+		// text): the request's fault.
+		p.cfg.Logger.WarnContext(r.Context(), "deputy: apps API: "+what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)
+		p.writeError(w, http.StatusBadRequest, APIError{Error: apiErrInvalid, Message: "the request contains characters that are not allowed"})
+		return
+	}
 	p.cfg.Logger.ErrorContext(r.Context(), "deputy: apps API: "+what, "err", err, "method", r.Method, "path", r.URL.Path)
 	p.writeError(w, http.StatusInternalServerError, APIError{Error: apiErrInternal, Message: "internal error"})
 }
@@ -277,7 +284,7 @@ func (p *Plugin) isAdmin(ctx context.Context, caller string) bool {
 func (p *Plugin) visibleApp(w http.ResponseWriter, r *http.Request, caller string) (*storage.Client, bool) {
 	id := mux.Vars(r)["id"]
 	c, err := p.cfg.Store.Client(r.Context(), id)
-	if errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) || storage.IsInvalidInput(err) {
 		p.notFound(w)
 		return nil, false
 	}

@@ -398,7 +398,8 @@ func TestNewValidatesConfig(t *testing.T) {
 }
 
 // TestInternalErrorsAreGeneric: the database failing is logged with its
-// detail and answered with a generic message, never the error text.
+// detail and answered with a generic message, never the error text. A
+// closed database is unavailability: 503 (TestDatabaseDownAnswers503).
 func TestInternalErrorsAreGeneric(t *testing.T) {
 	t.Parallel()
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
@@ -421,7 +422,7 @@ func TestInternalErrorsAreGeneric(t *testing.T) {
 			req.AddCookie(&http.Cookie{Name: "session", Value: "alice"})
 			rec := httptest.NewRecorder()
 			r.ServeHTTP(rec, req)
-			if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "closed") || !strings.Contains(rec.Body.String(), "internal error") {
+			if rec.Code != http.StatusServiceUnavailable || strings.Contains(rec.Body.String(), "closed") || !strings.Contains(rec.Body.String(), "temporarily unavailable") {
 				t.Errorf("%s: %d %s", path, rec.Code, rec.Body)
 			}
 		}

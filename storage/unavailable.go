@@ -65,6 +65,17 @@ func IsUnavailable(err error) bool {
 	return false
 }
 
+// IsInvalidInput reports whether err, returned by a Store method, means a
+// value the caller passed cannot be stored or compared at all: a
+// PostgreSQL data exception (SQLSTATE class 22), such as a NUL byte in a
+// string (22021), which PostgreSQL's text type cannot hold though SQLite's
+// can. It is the request's fault, not the server's: HTTP layers answer it
+// 400 (or, for a lookup by id, 404) instead of 500.
+func IsInvalidInput(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && strings.HasPrefix(string(pqErr.Code), "22")
+}
+
 // errDBClosedText is database/sql's unexported errDBClosed.
 const errDBClosedText = "sql: database is closed"
 

@@ -31,3 +31,21 @@ func TestIsUnavailableClosedDB(t *testing.T) {
 		}
 	})
 }
+
+// TestIsInvalidInputNUL: a NUL byte in a lookup is refused by PostgreSQL
+// (22021) and is simply not found in SQLite; either way it is the
+// request's fault, never a 500.
+func TestIsInvalidInputNUL(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		_, err := s.Client(context.Background(), "a\x00b")
+		if !errors.Is(err, storage.ErrNotFound) && !storage.IsInvalidInput(err) {
+			t.Fatalf("lookup with a NUL byte: %v", err)
+		}
+		if storage.IsUnavailable(err) {
+			t.Errorf("a NUL byte counted as unavailability: %v", err)
+		}
+	})
+	if storage.IsInvalidInput(errors.New("boom")) {
+		t.Error("any error counts as invalid input")
+	}
+}

@@ -100,6 +100,16 @@ func (s *server) internalError(w http.ResponseWriter, r *http.Request, what stri
 		http.Error(w, "The service is temporarily unavailable. Please try again in a moment.", http.StatusServiceUnavailable)
 		return
 	}
+	if storage.IsInvalidInput(err) {
+		// A value the database cannot hold (a NUL byte in PostgreSQL
+		// text): the request's fault, not ours.
+		if wantsJSON(r) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the request contains characters that are not allowed"})
+			return
+		}
+		http.Error(w, "The request contains characters that are not allowed.", http.StatusBadRequest)
+		return
+	}
 	if wantsJSON(r) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": "internal error"})
 		return

@@ -1,0 +1,893 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
+)
+
+// attackEnv is what every attack row starts from on one target: alice and
+// bob signed in, an agent platform that may refresh, alice's user token and
+// an agent token of hers for demoOrg, an owned app of each.
+type attackEnv struct {
+	tg         *target
+	alice, bob *browser
+	plat       *platform
+	user       *oauth2.Token
+	session    string
+	agent      *agentToken
+	aliceApp   *ownedApp
+	bobApp     *ownedApp
+	// expiring is an agent token signed by the server's own key that
+	// expires a second after setup (see newExpiringAgentToken).
+	expiring *agentToken
+}
+
+// attack is one row: what it tries, the protection it checks, and the
+// check, which fails the test if the attack succeeds.
+type attack struct {
+	name       string
+	protection string
+	run        func(t *testing.T, e *attackEnv)
+}
+
+// TestAttacks runs every attack against a real deputy-idp on each dialect.
+// Each row says, in a comment, what would happen without its protection
+// and how that was checked. "Checked by removing" means the protection was
+// taken out of the production code locally and the row was seen to fail;
+// "checked by reasoning" means the row's assertion is exactly what the
+// attack achieves without it.
+func TestAttacks(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg *target) {
+		e := newAttackEnv(t, tg)
+		for _, a := range attacks {
+			t.Run(a.name, func(t *testing.T) {
+				t.Logf("protection: %s", a.protection)
+				a.run(t, e)
+			})
+		}
+	})
+}
+
+func newAttackEnv(t *testing.T, tg *target) *attackEnv {
+	t.Helper()
+	e := &attackEnv{tg: tg}
+	e.alice = newBrowser(t, tg.URL)
+	e.alice.login("alice", alicePassword)
+	e.bob = newBrowser(t, tg.URL)
+	e.bob.login("bob", bobPassword)
+	e.plat = newRefreshingPlatform(t, tg)
+	e.user = e.plat.userToken(t, newBrowser(t, tg.URL), "alice", alicePassword, "projects:read", "projects:write")
+	e.session = randomName("sess-")
+	e.agent = e.plat.mint(t, e.user.AccessToken, e.session, demoOrg)
+	callAPI(t, tg.URL, http.MethodGet, demoOrg, e.agent.Raw).wantStatus(t, "control: alice's agent token reads", http.StatusOK)
+	e.aliceApp = createOwnedApp(t, e.alice, "projects:read")
+	e.bobApp = createOwnedApp(t, e.bob, "projects:read")
+	e.expiring = newExpiringAgentToken(t, tg, e)
+	return e
+}
+
+// newRefreshingPlatform is newPlatform whose client may also ask for
+// offline_access, so that its users' tokens come with a refresh token.
+func newRefreshingPlatform(t testing.TB, tg *target) *platform {
+	t.Helper()
+	out := tg.cli(t, "clients", "create",
+		"--name", randomName("agent-platform-"),
+		"--grant", "authorization_code",
+		"--grant", "refresh_token",
+		"--grant", agentTokenGrant,
+		"--redirect-uri", platformRedirect,
+		"--scope", "projects:read projects:write members:read offline_access",
+		"--first-party")
+	return &platform{ID: str(t, out, "client_id"), Secret: str(t, out, "client_secret"), base: tg.URL}
+}
+
+// newExpiringAgentToken signs, with the server's own active key (read from
+// its database with its system secret, as a second replica would), an
+// agent token for alice's session that lives one second. The server has no
+// setting for a shorter agent-token lifespan than a minute, and a token
+// cannot be backdated without the key, so this is the real thing: a token
+// the server itself would have issued, replayed after its exp.
+func newExpiringAgentToken(t *testing.T, tg *target, e *attackEnv) *agentToken {
+	t.Helper()
+	if tg.databaseURL == "" || tg.secret == "" {
+		t.Fatal("the expiry row needs the target's database URL and system secret")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := storage.Open(ctx, tg.databaseURL)
+	if err != nil {
+		t.Fatalf("open the target's database: %v", err)
+	}
+	defer st.Close()
+	keys, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{Store: st, SystemSecret: []byte(tg.secret)})
+	if err != nil {
+		t.Fatalf("keyring: %v", err)
+	}
+	sub, _ := e.agent.Claims["sub"].(string)
+	m := &handlers.Minter{
+		Keys: keys, Store: st, Catalog: scope.NewCatalog(), Issuer: tg.URL, Lifespan: time.Second,
+		Directory: fixedDirectory{"projects:read"},
+	}
+	tok, err := m.Mint(ctx, handlers.MintRequest{
+		UserID: sub, Organization: demoOrg, AgentSessionID: e.session, ClientID: e.plat.ID,
+		SubjectScopes: []string{"projects:read"},
+	})
+	if err != nil {
+		t.Fatalf("mint a short-lived agent token: %v", err)
+	}
+	at := parseAgentToken(t, (&oauth2.Token{AccessToken: tok.Token}).WithExtra(map[string]any{"scope": scope.Join(tok.Scopes)}))
+	// Control: before it expires the server takes it, so the later refusal
+	// is the expiry and nothing else.
+	callAPI(t, tg.URL, http.MethodGet, demoOrg, at.Raw).wantStatus(t, "control: the short-lived token before expiry", http.StatusOK)
+	return at
+}
+
+type fixedDirectory []string
+
+func (d fixedDirectory) UserScopes(context.Context, string, string) ([]string, error) {
+	return []string(d), nil
+}
+
+// send makes a request with the browser's cookies and exactly the headers
+// given (no Origin is added), and returns the answer.
+func (b *browser) send(method, ref string, header map[string]string, body io.Reader) (*http.Response, []byte) {
+	b.t.Helper()
+	req, err := http.NewRequest(method, b.abs(ref), body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", method, ref, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, data
+}
+
+// anon sends a request with no cookies.
+func anon(t testing.TB, method, u string, header map[string]string, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	c := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, data
+}
+
+// no5xx fails t on any server error.
+func no5xx(t testing.TB, what string, status int, body []byte) {
+	t.Helper()
+	if status >= 500 {
+		t.Errorf("%s: status %d, a server error\n%s", what, status, truncate(body))
+	}
+}
+
+// want4xx fails t unless status is a client error (never a success, never a
+// server error).
+func want4xx(t testing.TB, what string, status int, body []byte, allowed ...int) {
+	t.Helper()
+	if status < 400 || status >= 500 || len(allowed) > 0 && !slices.Contains(allowed, status) {
+		t.Errorf("%s: status %d, want %v\n%s", what, status, allowed, truncate(body))
+	}
+}
+
+// mintScopes mints for alice's session and returns the scopes, or fails.
+func (e *attackEnv) mintScopes(t testing.TB, session string) []string {
+	t.Helper()
+	return e.plat.mint(t, e.user.AccessToken, session, demoOrg).Scopes
+}
+
+// jsonBody marshals v.
+func jsonBody(t testing.TB, v any) io.Reader {
+	t.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.NewReader(raw)
+}
+
+// tokenForm posts a form to the token endpoint with HTTP Basic client auth.
+func tokenForm(t testing.TB, base, clientID, secret string, form url.Values) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/oauth2/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("token request: %v", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, data
+}
+
+// ccToken asks for a client-credentials token and returns the error code
+// ("" on success).
+func ccToken(base string, a *ownedApp, secret string) (*oauth2.Token, string) {
+	c := a.config(base, "projects:read")
+	c.ClientSecret = secret
+	tok, err := c.Token(oauthCtx())
+	return tok, tokenError(err)
+}
+
+// jwtSeg base64url-encodes v as JSON.
+func jwtSeg(v any) string {
+	raw, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// jwks fetches the server's published keys.
+func jwks(t testing.TB, base string) []map[string]any {
+	t.Helper()
+	resp, body := anon(t, http.MethodGet, base+"/.well-known/jwks.json", nil, nil)
+	var set struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &set) != nil || len(set.Keys) == 0 {
+		t.Fatalf("JWKS: %d %s", resp.StatusCode, body)
+	}
+	return set.Keys
+}
+
+// authorizeStep sends the browser to an authorization URL once and
+// returns the answer without following it.
+func authorizeStep(b *browser, authURL string) (*http.Response, []byte) {
+	b.t.Helper()
+	return b.getPage(authURL)
+}
+
+// codeFor runs the authorization-code flow to the redirect and returns the
+// code (no exchange).
+func (e *attackEnv) codeFor(t testing.TB, conf *oauth2.Config, opts ...oauth2.AuthCodeOption) string {
+	t.Helper()
+	b := newBrowser(t, e.tg.URL)
+	state := randomName("state-")
+	back := b.authorize(conf.AuthCodeURL(state, opts...), platformRedirect, "alice", alicePassword)
+	if back.Query().Get("error") != "" || back.Query().Get("code") == "" {
+		t.Fatalf("authorization: %s", back)
+	}
+	return back.Query().Get("code")
+}
+
+var attacks = []attack{
+	{
+		name:       "agent self-approval with its own bearer token",
+		protection: "consent.mustSession: approvals take a first-party session only; an Authorization header is refused",
+		// Without mustSession's Authorization check: the host authenticator
+		// (cookie only) still finds no session, so the answer would be 401,
+		// never an approval; the row asserts a 4xx and, what matters, that
+		// no grant appears. Checked by reasoning, and by consent's own unit
+		// test with an authenticator that (wrongly) accepts bearer tokens.
+		run: func(t *testing.T, e *attackEnv) {
+			for _, tok := range []string{e.agent.Raw, e.user.AccessToken} {
+				resp, body := anon(t, http.MethodPost, e.tg.URL+"/agent/approve", map[string]string{
+					"Authorization": "Bearer " + tok, "Content-Type": "application/json", "Origin": e.tg.URL,
+				}, jsonBody(t, map[string]any{"organization": demoOrg, "sessionId": e.session, "scopes": []string{"projects:write"}, "decision": "approve"}))
+				want4xx(t, "approval with a bearer token", resp.StatusCode, body, http.StatusUnauthorized, http.StatusForbidden)
+			}
+			if s := e.mintScopes(t, e.session); slices.Contains(s, "projects:write") {
+				t.Fatalf("the agent approved itself: scopes %v", s)
+			}
+		},
+	},
+	{
+		name:       "approval body naming another user",
+		protection: "consent: the approver is the session's user, never a field of the body",
+		// Without it: carol's approval naming alice would land on alice's
+		// binding and alice's agent would mint projects:write; checked by
+		// reasoning (the story test covers the same binding from the
+		// other side).
+		run: func(t *testing.T, e *attackEnv) {
+			name, pw := randomName("carol-"), randomName("pw-")
+			e.tg.cli(t, "users", "create", "--username", name, "--password", pw, "--org", demoOrg, "--scope", "projects:read projects:write")
+			carol := newBrowser(t, e.tg.URL)
+			carol.login(name, pw)
+			aliceID, _ := e.agent.Claims["sub"].(string)
+			var out map[string]any
+			status, body := carol.jsonCall(http.MethodPost, "/agent/approve", map[string]any{
+				"organization": demoOrg, "sessionId": e.session, "scopes": []string{"projects:write"}, "decision": "approve",
+				"userId": aliceID, "user_id": aliceID, "user": "alice", "username": "alice", "approver": aliceID,
+			}, &out)
+			no5xx(t, "approval naming alice", status, body)
+			if status == http.StatusOK && out["userId"] == aliceID {
+				t.Fatalf("the grant was written for alice: %s", body)
+			}
+			if s := e.mintScopes(t, e.session); slices.Contains(s, "projects:write") {
+				t.Fatalf("carol's approval reached alice's agent: %v", s)
+			}
+			if g := grantFor(grants(t, e.alice), e.session); g != nil {
+				t.Fatalf("alice has a grant she never gave: %v", g)
+			}
+		},
+	},
+	{
+		name:       "cross-site approval POST",
+		protection: "net/http.CrossOriginProtection on the consent POST routes",
+		// Without it: the cookie rides along and the POST is an approval
+		// alice never made (200, projects:write minted). Checked by
+		// removing the guard in consent.Register: the row fails with 200.
+		run: func(t *testing.T, e *attackEnv) {
+			session := randomName("sess-")
+			body := approveBodyJSON(t, session, "projects:write")
+			for _, h := range []map[string]string{
+				{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example", "Content-Type": "application/json"},
+				{"Origin": "https://evil.example", "Content-Type": "application/json"},
+				{"Sec-Fetch-Site": "cross-site", "Content-Type": "application/x-www-form-urlencoded"},
+			} {
+				var rd io.Reader = bytes.NewReader(body)
+				if h["Content-Type"] != "application/json" {
+					rd = strings.NewReader(url.Values{"organization": {demoOrg}, "sessionId": {session}, "scopes": {"projects:write"}, "decision": {"approve"}}.Encode())
+				}
+				resp, data := e.alice.send(http.MethodPost, "/agent/approve", h, rd)
+				want4xx(t, fmt.Sprintf("cross-site approval %v", h), resp.StatusCode, data, http.StatusForbidden)
+			}
+			if s := e.mintScopes(t, session); slices.Contains(s, "projects:write") {
+				t.Fatalf("a cross-site POST approved: %v", s)
+			}
+			// Control: the same request from the site itself is accepted.
+			resp, data := e.alice.send(http.MethodPost, "/agent/approve", map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": e.tg.URL, "Content-Type": "application/json"}, bytes.NewReader(body))
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("control: same-origin approval: %d %s", resp.StatusCode, data)
+			}
+		},
+	},
+	{
+		name:       "framed consent page",
+		protection: "X-Frame-Options DENY and CSP frame-ancestors 'none' on every page (handlers.SetSecurityHeaders)",
+		// Without it: another site frames the Approve button under a decoy
+		// (clickjacking). Checked by reasoning: the row reads the headers a
+		// browser enforces.
+		run: func(t *testing.T, e *attackEnv) {
+			q := url.Values{"organization": {demoOrg}, "session": {e.session}, "scope": {"projects:write"}}
+			pages := []string{"/agent/approve?" + q.Encode(), "/agent/grants", "/login", "/", "/settings/apps"}
+			for _, p := range pages {
+				resp, body := e.alice.getPage(p)
+				no5xx(t, p, resp.StatusCode, body)
+				h := resp.Header
+				csp := h.Get("Content-Security-Policy")
+				if h.Get("X-Frame-Options") != "DENY" || !strings.Contains(csp, "frame-ancestors 'none'") || strings.Contains(csp, "unsafe-inline") {
+					t.Errorf("%s: X-Frame-Options %q, CSP %q", p, h.Get("X-Frame-Options"), csp)
+				}
+				if h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Referrer-Policy") == "" {
+					t.Errorf("%s: nosniff %q, Referrer-Policy %q", p, h.Get("X-Content-Type-Options"), h.Get("Referrer-Policy"))
+				}
+			}
+		},
+	},
+	{
+		name:       "scope escalation in approval",
+		protection: "consent.approve grants the intersection of the request with what the approver holds today",
+		// Without it: bob (projects:read) would grant projects:write and his
+		// agent would write. Checked by reasoning: the row reads the grant
+		// as stored.
+		run: func(t *testing.T, e *attackEnv) {
+			session := randomName("sess-")
+			status, _, body := approve(e.bob, demoOrg, session, "projects:write")
+			want4xx(t, "bob approving projects:write", status, body, http.StatusForbidden)
+			status, out, body := approve(e.bob, demoOrg, session, "projects:read", "projects:write")
+			if status != http.StatusOK {
+				t.Fatalf("bob approving read+write: %d %s", status, body)
+			}
+			if sc, _ := out["scopes"].([]any); slices.Contains(sc, any("projects:write")) || !slices.Contains(sc, any("projects:read")) {
+				t.Fatalf("bob's grant: %s", body)
+			}
+			g := grantFor(grants(t, e.bob), session)
+			if g == nil {
+				t.Fatal("bob's grant is not listed")
+			}
+			if sc, _ := g["scopes"].([]any); slices.Contains(sc, any("projects:write")) {
+				t.Fatalf("stored grant holds projects:write: %v", g)
+			}
+		},
+	},
+	{
+		name:       "agent token for org A used on org B",
+		protection: "AgentVerifier.checkClaims: the token's org must be the request's",
+		// Without it: alice's acme token reads globex's projects (200).
+		// Checked by reasoning: the control shows the token is otherwise
+		// good.
+		run: func(t *testing.T, e *attackEnv) {
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, e.agent.Raw).wantStatus(t, "control: own org", http.StatusOK)
+			for _, org := range []string{"globex", "ACME", demoOrg + "x"} {
+				r := callAPI(t, e.tg.URL, http.MethodGet, org, e.agent.Raw)
+				r.wantStatus(t, "agent token on "+org, http.StatusUnauthorized)
+				if !strings.Contains(r.WWWAuthenticate, "invalid_token") {
+					t.Errorf("%s: WWW-Authenticate %q", org, r.WWWAuthenticate)
+				}
+			}
+		},
+	},
+	{
+		name:       "alg:none, HS256 with the public key, kid injection",
+		protection: "AgentVerifier: the key named by kid decides the algorithm; a signature by that key is required",
+		// Without it: a token with alg none, or HMAC'd with the published
+		// key, would be taken as alice's (200). Checked by reasoning; the
+		// control shows the payload itself is valid.
+		run: func(t *testing.T, e *attackEnv) {
+			parts := strings.Split(strings.TrimPrefix(e.agent.Raw, "dpy_agt_"), ".")
+			payload := parts[1]
+			keys := jwks(t, e.tg.URL)
+			var pub []byte
+			var pubJSON []byte
+			for _, k := range keys {
+				if k["kid"] == e.agent.Kid {
+					x, _ := k["x"].(string)
+					pub, _ = base64.RawURLEncoding.DecodeString(x)
+					pubJSON, _ = json.Marshal(k)
+				}
+			}
+			if pub == nil {
+				t.Fatalf("the token's kid %q is not in the JWKS", e.agent.Kid)
+			}
+			attackerPub, attackerKey, _ := ed25519.GenerateKey(rand.Reader)
+			hs := func(key []byte, h string) string {
+				m := hmac.New(sha256.New, key)
+				m.Write([]byte(h + "." + payload))
+				return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+			}
+			ed := func(h string) string {
+				return base64.RawURLEncoding.EncodeToString(ed25519.Sign(attackerKey, []byte(h+"."+payload)))
+			}
+			forged := map[string]string{}
+			for _, alg := range []string{"none", "None", "NONE"} {
+				h := jwtSeg(map[string]any{"alg": alg, "typ": "at+jwt", "kid": e.agent.Kid})
+				forged["alg "+alg] = h + "." + payload + "."
+			}
+			hsHeader := jwtSeg(map[string]any{"alg": "HS256", "typ": "at+jwt", "kid": e.agent.Kid})
+			forged["HS256 keyed with the raw public key"] = hsHeader + "." + payload + "." + hs(pub, hsHeader)
+			forged["HS256 keyed with the JWK JSON"] = hsHeader + "." + payload + "." + hs(pubJSON, hsHeader)
+			forged["HS256 keyed with x"] = hsHeader + "." + payload + "." + hs([]byte(base64.RawURLEncoding.EncodeToString(pub)), hsHeader)
+			for _, kid := range []string{"../../../../dev/null", "' OR '1'='1", `x" OR 1=1 --`, "", e.agent.Kid + "'; DROP TABLE signing_keys; --"} {
+				h := jwtSeg(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": kid})
+				forged["kid "+kid] = h + "." + payload + "." + ed(h)
+			}
+			jwk := map[string]any{"kty": "OKP", "crv": "Ed25519", "x": base64.RawURLEncoding.EncodeToString(attackerPub), "kid": "attacker"}
+			h := jwtSeg(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": "attacker", "jwk": jwk})
+			forged["embedded jwk"] = h + "." + payload + "." + ed(h)
+			h = jwtSeg(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": e.agent.Kid})
+			forged["real kid, attacker's signature"] = h + "." + payload + "." + ed(h)
+			for name, tok := range forged {
+				r := callAPI(t, e.tg.URL, http.MethodGet, demoOrg, "dpy_agt_"+tok)
+				if r.Status != http.StatusUnauthorized {
+					t.Errorf("%s: status %d, want 401\n%s", name, r.Status, r.Body)
+				}
+			}
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, e.agent.Raw).wantStatus(t, "control: the real token", http.StatusOK)
+			if len(jwks(t, e.tg.URL)) != len(keys) {
+				t.Error("the key set changed under kid injection")
+			}
+		},
+	},
+	{
+		name:       "a deleted secret, another app's secret, a secret differing in one byte",
+		protection: "client authentication: SHA-256 of the presented secret against the app's live secrets",
+		// Without it: any of these secrets would mint alice's app a token.
+		// Checked by reasoning; the control shows the app's other secret
+		// still works, so each refusal is the secret's.
+		run: func(t *testing.T, e *attackEnv) {
+			a := createOwnedApp(t, e.alice, "projects:read")
+			_, second := createSecret(t, e.alice, a.ID)
+			if status, body := e.alice.jsonCall(http.MethodDelete, "/api/apps/"+a.ID+"/secrets/"+a.SecretID, nil, nil); status != http.StatusNoContent {
+				t.Fatalf("delete secret: %d %s", status, body)
+			}
+			flip := []byte(second)
+			flip[len(flip)-1] ^= 1
+			for name, s := range map[string]string{"deleted": a.Secret, "another app's": e.bobApp.Secret, "one byte off": string(flip), "prefix only": second[:len(second)-1], "with a byte more": second + "A"} {
+				if _, code := ccToken(e.tg.URL, a, s); code != "invalid_client" {
+					t.Errorf("%s secret: %q, want invalid_client", name, code)
+				}
+			}
+			if _, code := ccToken(e.tg.URL, a, second); code != "" {
+				t.Fatalf("control: the live secret: %s", code)
+			}
+		},
+	},
+	{
+		name:       "a token after its app was deleted",
+		protection: "app deletion cascades to its tokens; token lookup is by stored row",
+		// Without the cascade: the deleted app's token keeps reading alice's
+		// projects (200). Checked by reasoning.
+		run: func(t *testing.T, e *attackEnv) {
+			a := createOwnedApp(t, e.alice, "projects:read")
+			tok, code := ccToken(e.tg.URL, a, a.Secret)
+			if code != "" {
+				t.Fatalf("token: %s", code)
+			}
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, tok.AccessToken).wantStatus(t, "control: before deletion", http.StatusOK)
+			if status, body := e.alice.jsonCall(http.MethodDelete, "/api/apps/"+a.ID, nil, nil); status != http.StatusNoContent {
+				t.Fatalf("delete app: %d %s", status, body)
+			}
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, tok.AccessToken).wantStatus(t, "token of a deleted app", http.StatusUnauthorized)
+			if _, code := ccToken(e.tg.URL, a, a.Secret); code != "invalid_client" {
+				t.Errorf("new token for a deleted app: %q", code)
+			}
+		},
+	},
+	{
+		name:       "a client-credentials token after its owner was disabled",
+		protection: "OpaqueVerifier and the owned client-credentials grant re-check the owner with the Directory on every use",
+		// Without the re-check: the disabled user's robot keeps acting for
+		// them (200) until the token expires. Checked by reasoning.
+		run: func(t *testing.T, e *attackEnv) {
+			name, pw := randomName("dave-"), randomName("pw-")
+			e.tg.cli(t, "users", "create", "--username", name, "--password", pw, "--org", demoOrg, "--scope", "projects:read")
+			dave := newBrowser(t, e.tg.URL)
+			dave.login(name, pw)
+			a := createOwnedApp(t, dave, "projects:read")
+			tok, code := ccToken(e.tg.URL, a, a.Secret)
+			if code != "" {
+				t.Fatalf("token: %s", code)
+			}
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, tok.AccessToken).wantStatus(t, "control: before disabling", http.StatusOK)
+			e.tg.cli(t, "users", "disable", "--username", name)
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, tok.AccessToken).wantStatus(t, "token of a disabled owner", http.StatusUnauthorized)
+			if _, code := ccToken(e.tg.URL, a, a.Secret); code == "" {
+				t.Error("a disabled owner's app still gets tokens")
+			}
+		},
+	},
+	{
+		name:       "authorization code used twice",
+		protection: "fosite: a used code is refused, and the tokens issued for it are revoked (RFC 6749 §4.1.2)",
+		// Without it: an intercepted code replayed later mints a second
+		// token set, and the first set lives on. Checked by reasoning.
+		run: func(t *testing.T, e *attackEnv) {
+			conf := e.plat.oauth2Config("projects:read", "offline_access")
+			v := oauth2.GenerateVerifier()
+			code := e.codeFor(t, conf, oauth2.S256ChallengeOption(v))
+			first, err := conf.Exchange(oauthCtx(), code, oauth2.VerifierOption(v))
+			if err != nil {
+				t.Fatalf("first exchange: %v", err)
+			}
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, first.AccessToken).wantStatus(t, "control: first token", http.StatusOK)
+			if _, err := conf.Exchange(oauthCtx(), code, oauth2.VerifierOption(v)); tokenError(err) != "invalid_grant" {
+				t.Fatalf("second exchange: %q, want invalid_grant", tokenError(err))
+			}
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, first.AccessToken).wantStatus(t, "access token of a replayed code", http.StatusUnauthorized)
+			if first.RefreshToken == "" {
+				t.Fatal("no refresh token with offline_access")
+			}
+			if _, err := conf.TokenSource(oauthCtx(), &oauth2.Token{RefreshToken: first.RefreshToken}).Token(); tokenError(err) != "invalid_grant" {
+				t.Errorf("refresh token of a replayed code: %q, want invalid_grant", tokenError(err))
+			}
+		},
+	},
+	{
+		name:       "refresh token used after rotation",
+		protection: "fosite refresh rotation: a refresh token is single-use",
+		// Without it: a stolen refresh token works alongside the client's
+		// for ever. Checked by reasoning.
+		run: func(t *testing.T, e *attackEnv) {
+			conf := e.plat.oauth2Config("projects:read", "offline_access")
+			v := oauth2.GenerateVerifier()
+			code := e.codeFor(t, conf, oauth2.S256ChallengeOption(v))
+			tok, err := conf.Exchange(oauthCtx(), code, oauth2.VerifierOption(v))
+			if err != nil || tok.RefreshToken == "" {
+				t.Fatalf("exchange: %v (refresh token %q)", err, tok.RefreshToken)
+			}
+			next, err := conf.TokenSource(oauthCtx(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+			if err != nil || next.RefreshToken == "" || next.RefreshToken == tok.RefreshToken {
+				t.Fatalf("rotation: %v", err)
+			}
+			if _, err := conf.TokenSource(oauthCtx(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); tokenError(err) != "invalid_grant" {
+				t.Fatalf("the rotated-out refresh token: %q, want invalid_grant", tokenError(err))
+			}
+		},
+	},
+	{
+		name:       "PKCE plain and a wrong verifier",
+		protection: "fosite PKCE: S256 enforced, plain disabled, verifier checked",
+		// Without it: a stolen code is redeemable without the verifier.
+		// Checked by reasoning.
+		run: func(t *testing.T, e *attackEnv) {
+			conf := e.plat.oauth2Config("projects:read")
+			v := oauth2.GenerateVerifier()
+			plain := conf.AuthCodeURL(randomName("state-"), oauth2.SetAuthURLParam("code_challenge", v), oauth2.SetAuthURLParam("code_challenge_method", "plain"))
+			resp, body := authorizeStep(e.alice, plain)
+			no5xx(t, "PKCE plain", resp.StatusCode, body)
+			if loc := resp.Header.Get("Location"); strings.Contains(loc, "code=") {
+				t.Errorf("PKCE plain got a code: %s", loc)
+			}
+			code := e.codeFor(t, conf, oauth2.S256ChallengeOption(v))
+			if _, err := conf.Exchange(oauthCtx(), code, oauth2.VerifierOption(oauth2.GenerateVerifier())); tokenError(err) != "invalid_grant" {
+				t.Errorf("wrong verifier: %q, want invalid_grant", tokenError(err))
+			}
+			code = e.codeFor(t, conf, oauth2.S256ChallengeOption(v))
+			if _, err := conf.Exchange(oauthCtx(), code); tokenError(err) != "invalid_grant" && tokenError(err) != "invalid_request" {
+				t.Errorf("no verifier: %q", tokenError(err))
+			}
+			// No challenge at all is refused too (PKCE enforced).
+			resp, body = authorizeStep(e.alice, conf.AuthCodeURL(randomName("state-")))
+			no5xx(t, "no PKCE", resp.StatusCode, body)
+			if loc := resp.Header.Get("Location"); strings.Contains(loc, "code=") {
+				t.Errorf("no PKCE got a code: %s", loc)
+			}
+		},
+	},
+	{
+		name:       "redirect URI differing by a trailing slash or case",
+		protection: "fosite exact redirect URI matching",
+		// Without it: the code goes to a URI the client never registered
+		// (an open redirector or another origin). Checked by reasoning.
+		run: func(t *testing.T, e *attackEnv) {
+			for _, bad := range []string{platformRedirect + "/", strings.ToUpper(platformRedirect), strings.Replace(platformRedirect, "callback", "Callback", 1), platformRedirect + "?x=1", "http://127.0.0.1.evil.example/agent-platform/callback"} {
+				conf := e.plat.oauth2Config("projects:read")
+				conf.RedirectURL = bad
+				resp, body := authorizeStep(e.alice, conf.AuthCodeURL(randomName("state-"), oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+				no5xx(t, bad, resp.StatusCode, body)
+				if loc := resp.Header.Get("Location"); loc != "" && !strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, e.tg.URL) {
+					t.Errorf("redirect_uri %q: redirected to %s", bad, loc)
+				}
+				if resp.StatusCode/100 == 2 || resp.StatusCode/100 == 3 && strings.Contains(resp.Header.Get("Location"), "code=") {
+					t.Errorf("redirect_uri %q: status %d", bad, resp.StatusCode)
+				}
+			}
+		},
+	},
+	{
+		name:       "another user's app, secret or grant id on every route",
+		protection: "plugin.visibleApp and consent's per-user grant lookup: anything not yours is 404",
+		// Without it: bob reads, changes, deletes alice's app, mints
+		// secrets for it, revokes her grant. Checked by removing the owner
+		// check in visibleApp: the GET row answers 200.
+		run: func(t *testing.T, e *attackEnv) {
+			session := randomName("sess-")
+			status, grant, body := approve(e.alice, demoOrg, session, "projects:write")
+			if status != http.StatusOK {
+				t.Fatalf("alice approving: %d %s", status, body)
+			}
+			grantID := str(t, grant, "id")
+			app := "/api/apps/" + e.aliceApp.ID
+			routes := []struct {
+				method, path string
+				body         any
+			}{
+				{http.MethodGet, app, nil},
+				{http.MethodPut, app, map[string]any{"name": "owned by bob", "scopes": []string{"projects:read"}}},
+				{http.MethodDelete, app, nil},
+				{http.MethodGet, app + "/secrets", nil},
+				{http.MethodPost, app + "/secrets", struct{}{}},
+				{http.MethodDelete, app + "/secrets/" + e.aliceApp.SecretID, nil},
+				{http.MethodDelete, "/api/apps/" + e.bobApp.ID + "/secrets/" + e.aliceApp.SecretID, nil},
+				{http.MethodDelete, "/api/authorized-apps/" + e.plat.ID, nil},
+				{http.MethodDelete, "/agent/grants/" + grantID, nil},
+				{http.MethodPost, "/agent/grants/" + grantID + "/revoke", nil},
+			}
+			for _, r := range routes {
+				status, body := e.bob.jsonCall(r.method, r.path, r.body, nil)
+				if status != http.StatusNotFound {
+					t.Errorf("bob %s %s: %d, want 404\n%s", r.method, r.path, status, body)
+				}
+			}
+			// All of alice's things are intact.
+			if _, code := ccToken(e.tg.URL, e.aliceApp, e.aliceApp.Secret); code != "" {
+				t.Errorf("alice's app after bob's attempts: %s", code)
+			}
+			var a map[string]any
+			if status, body := e.alice.jsonCall(http.MethodGet, app, nil, &a); status != http.StatusOK || a["name"] == "owned by bob" {
+				t.Errorf("alice's app: %d %s", status, body)
+			}
+			if g := grantFor(grants(t, e.alice), session); g == nil {
+				t.Error("alice's grant is gone")
+			}
+		},
+	},
+	{
+		name:       "SQL metacharacters in every string field",
+		protection: "bound parameters everywhere, and input validation",
+		// Without it: a 500 (syntax error) or worse, rows of others read or
+		// tables dropped. Checked by reasoning: the row asserts no 5xx and
+		// that everything still works afterwards.
+		run: func(t *testing.T, e *attackEnv) {
+			evil := []string{`x'; DROP TABLE clients; --`, `' OR '1'='1`, `"; DELETE FROM agent_grants; --`, `\'; SELECT pg_sleep(0); --`, "a\x00b"}
+			for _, s := range evil {
+				// App name: stored verbatim or refused, never a 500.
+				var app map[string]any
+				var resp *http.Response
+				status, body := e.alice.jsonCall(http.MethodPost, "/api/apps", map[string]any{"name": s, "scopes": []string{"projects:read"}}, &app)
+				no5xx(t, "app name "+s, status, body)
+				if status == http.StatusCreated {
+					if app["name"] != strings.TrimSpace(s) {
+						t.Errorf("app name stored as %q, sent %q", app["name"], s)
+					}
+					e.alice.jsonCall(http.MethodDelete, "/api/apps/"+str(t, app, "id"), nil, nil)
+				}
+				// Agent session id, organization, scope at the token endpoint.
+				for _, form := range []url.Values{
+					{"agent_session_id": {s}, "organization": {demoOrg}},
+					{"agent_session_id": {e.session}, "organization": {s}},
+					{"agent_session_id": {e.session}, "organization": {demoOrg}, "scope": {s}},
+				} {
+					form.Set("grant_type", agentTokenGrant)
+					form.Set("subject_token", e.user.AccessToken)
+					form.Set("subject_token_type", accessTokenType)
+					resp, body = tokenForm(t, e.tg.URL, e.plat.ID, e.plat.Secret, form)
+					want4xx(t, fmt.Sprintf("mint with %v", form), resp.StatusCode, body)
+				}
+				// Approval fields.
+				for _, b := range []map[string]any{
+					{"organization": s, "sessionId": e.session, "scopes": []string{"projects:read"}, "decision": "approve"},
+					{"organization": demoOrg, "sessionId": s, "scopes": []string{"projects:read"}, "decision": "approve"},
+					{"organization": demoOrg, "sessionId": e.session, "scopes": []string{s}, "decision": "approve"},
+					{"organization": demoOrg, "sessionId": e.session, "scopes": []string{"projects:read"}, "decision": s},
+				} {
+					status, body := e.alice.jsonCall(http.MethodPost, "/agent/approve", b, nil)
+					want4xx(t, fmt.Sprintf("approval %v", b), status, body)
+				}
+				// Client-credentials scope, API path org, grant id, app id.
+				if _, err := e.aliceApp.config(e.tg.URL, s).Token(oauthCtx()); err == nil {
+					t.Errorf("token with scope %q granted", s)
+				} else if strings.Contains(tokenError(err), "status 5") {
+					t.Errorf("token with scope %q: %v", s, err)
+				}
+				resp, body = tokenForm(t, e.tg.URL, s, s, url.Values{"grant_type": {"client_credentials"}})
+				want4xx(t, "client_id "+s, resp.StatusCode, body)
+				resp, body = tokenForm(t, e.tg.URL, e.aliceApp.ID, e.aliceApp.Secret, url.Values{"grant_type": {"client_credentials"}, "scope": {"projects:read"}, "organization": {s}})
+				no5xx(t, "client-credentials organization "+s, resp.StatusCode, body)
+				r := callAPI(t, e.tg.URL, http.MethodGet, s, e.agent.Raw)
+				want4xx(t, "API org "+s, r.Status, r.Body)
+				status, body = e.alice.jsonCall(http.MethodDelete, "/agent/grants/"+url.PathEscape(s), nil, nil)
+				want4xx(t, "grant id "+s, status, body)
+				status, body = e.alice.jsonCall(http.MethodGet, "/api/apps/"+url.PathEscape(s), nil, nil)
+				want4xx(t, "app id "+s, status, body)
+				// Username at login.
+				b := newBrowser(t, e.tg.URL)
+				resp, body = b.postForm("/login", url.Values{"username": {s}, "password": {s}, "return_to": {"/"}})
+				no5xx(t, "login "+s, resp.StatusCode, body)
+				if b.hasSession() {
+					t.Errorf("login with username %q signed in", s)
+				}
+				resp, body = b.postForm("/login", url.Values{"username": {"alice" + s}, "password": {alicePassword}, "return_to": {"/"}})
+				no5xx(t, "login alice"+s, resp.StatusCode, body)
+				if b.hasSession() {
+					t.Errorf("login with username alice%q signed in", s)
+				}
+			}
+			// Tables intact: everything still works.
+			newBrowser(t, e.tg.URL).login("alice", alicePassword)
+			if _, code := ccToken(e.tg.URL, e.aliceApp, e.aliceApp.Secret); code != "" {
+				t.Errorf("alice's app afterwards: %s", code)
+			}
+			if s := e.mintScopes(t, e.session); !slices.Contains(s, "projects:read") {
+				t.Errorf("mint afterwards: %v", s)
+			}
+			grants(t, e.alice)
+		},
+	},
+	{
+		name:       "oversized bodies and headers",
+		protection: "body caps (64 KiB: MaxBytesReader, ClientAuthLimiter.MaxBody) and the server's MaxHeaderBytes",
+		// Without them: memory for whatever a client sends, and a handler
+		// error path that becomes a 500. Checked by reasoning.
+		run: func(t *testing.T, e *attackEnv) {
+			big := strings.Repeat("a", 100<<10)
+			form := "grant_type=client_credentials&client_id=" + e.aliceApp.ID + "&pad=" + big
+			resp, body := anon(t, http.MethodPost, e.tg.URL+"/oauth2/token", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, strings.NewReader(form))
+			want4xx(t, "100 KiB token request", resp.StatusCode, body, http.StatusRequestEntityTooLarge, http.StatusBadRequest)
+			resp, body = anon(t, http.MethodPost, e.tg.URL+"/oauth2/introspect", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, strings.NewReader("token="+big))
+			want4xx(t, "100 KiB introspection request", resp.StatusCode, body, http.StatusRequestEntityTooLarge, http.StatusBadRequest, http.StatusUnauthorized)
+			status, body := e.alice.jsonCall(http.MethodPost, "/api/apps", map[string]any{"name": big, "scopes": []string{"projects:read"}}, nil)
+			want4xx(t, "100 KiB app", status, body, http.StatusRequestEntityTooLarge, http.StatusBadRequest)
+			status, body = e.alice.jsonCall(http.MethodPost, "/agent/approve", map[string]any{"organization": demoOrg, "sessionId": e.session, "scopes": []string{big}, "decision": "approve"}, nil)
+			want4xx(t, "100 KiB approval", status, body, http.StatusRequestEntityTooLarge, http.StatusBadRequest)
+			resp, body = newBrowser(t, e.tg.URL).postForm("/login", url.Values{"username": {big}, "password": {big}})
+			want4xx(t, "100 KiB login", resp.StatusCode, body)
+			for _, h := range []map[string]string{
+				{"X-Padding": strings.Repeat("b", 200<<10)},
+				{"Authorization": "Bearer dpy_agt_" + strings.Repeat("c", 200<<10)},
+				{"Cookie": "deputy_session=" + strings.Repeat("d", 200<<10)},
+			} {
+				resp, body := anon(t, http.MethodGet, e.tg.URL+"/api/orgs/"+demoOrg+"/projects", h, nil)
+				want4xx(t, "200 KiB header", resp.StatusCode, body, http.StatusRequestHeaderFieldsTooLarge, http.StatusBadRequest)
+			}
+			// Just under the header cap but a huge token: refused, not a 500.
+			r := callAPI(t, e.tg.URL, http.MethodGet, demoOrg, "dpy_agt_"+strings.Repeat("e", 32<<10))
+			want4xx(t, "32 KiB bearer token", r.Status, r.Body, http.StatusUnauthorized)
+		},
+	},
+	{
+		name:       "repeated client-auth failures",
+		protection: "handlers.ClientAuthLimiter on the token, introspection and revocation endpoints",
+		// Without it: the 30 wrong secrets are 30 × 401 and guessing runs at
+		// line speed. Checked by removing the limiter from registerOAuth2:
+		// the row fails (no 429), as does the plugin's TestOAuthEndpointsWired.
+		run: func(t *testing.T, e *attackEnv) {
+			victim := createOwnedApp(t, e.alice, "projects:read")
+			other := createOwnedApp(t, e.alice, "projects:read")
+			var last *oauth2.RetrieveError
+			for i := 0; i < 30; i++ {
+				c := victim.config(e.tg.URL, "projects:read")
+				c.ClientSecret = "dpy_cs_wrong"
+				_, err := c.Token(oauthCtx())
+				re, ok := err.(*oauth2.RetrieveError)
+				if !ok {
+					t.Fatalf("attempt %d: %v", i, err)
+				}
+				last = re
+				if re.Response.StatusCode != http.StatusUnauthorized {
+					break
+				}
+			}
+			if last == nil || last.Response.StatusCode != http.StatusTooManyRequests || last.Response.Header.Get("Retry-After") == "" {
+				t.Fatalf("after repeated failures: %+v", last)
+			}
+			// The right secret waits too: the bucket is checked first.
+			if _, code := ccToken(e.tg.URL, victim, victim.Secret); code != "temporarily_unavailable" {
+				t.Errorf("victim's right secret while limited: %q", code)
+			}
+			// Another client is unaffected.
+			if _, code := ccToken(e.tg.URL, other, other.Secret); code != "" {
+				t.Errorf("another client: %q", code)
+			}
+		},
+	},
+	{
+		// Last, so that the other rows run while the token ages.
+		name:       "agent token replayed after expiry",
+		protection: "AgentVerifier.checkClaims: exp (with DefaultLeeway)",
+		// Without it: a leaked agent token works for ever (200). Checked by
+		// reasoning; the control at setup shows the same token was accepted
+		// before its exp.
+		run: func(t *testing.T, e *attackEnv) {
+			exp, _ := e.expiring.Claims["exp"].(float64)
+			until := time.Unix(int64(exp), 0).Add(handlers.DefaultLeeway + time.Second)
+			// Not a timing assertion: wait until the wall clock is past
+			// exp + leeway, then replay.
+			if d := time.Until(until); d > 0 {
+				time.Sleep(d)
+			}
+			r := callAPI(t, e.tg.URL, http.MethodGet, demoOrg, e.expiring.Raw)
+			r.wantStatus(t, "expired agent token", http.StatusUnauthorized)
+			if !strings.Contains(r.WWWAuthenticate, "invalid_token") {
+				t.Errorf("WWW-Authenticate %q", r.WWWAuthenticate)
+			}
+		},
+	},
+}
+
+func approveBodyJSON(t testing.TB, session string, scopes ...string) []byte {
+	t.Helper()
+	raw, err := json.Marshal(map[string]any{"organization": demoOrg, "sessionId": session, "scopes": scopes, "decision": "approve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
