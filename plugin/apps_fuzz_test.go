@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gorilla/mux"
@@ -287,6 +289,83 @@ func FuzzAppsAPIJSON(f *testing.F) {
 				if err := z.store.UpdateClient(ctx, &reset); err != nil {
 					t.Fatal(err)
 				}
+			}
+		}
+	})
+}
+
+// FuzzAppsAPIPath puts arbitrary text where the apps API takes an id (an
+// app, a secret, an authorized app, a user_id or owner filter) and calls
+// every route with it as alice, who owns nothing. No answer may be a 5xx;
+// none but her own listings may succeed; and bob's app and its secret, whose
+// ids the placeholders __BOB__ and __BOBSECRET__ stand for, survive
+// whatever she sent (an id that reached another user's app would show).
+//
+//	go test -run '^$' -fuzz FuzzAppsAPIPath ./plugin/
+func FuzzAppsAPIPath(f *testing.F) {
+	f.Add("__BOB__")
+	type target struct {
+		idp               *fuzzIdP
+		bobApp, bobSecret string
+		ids               *strings.Replacer
+	}
+	var targets []target
+	for _, s := range fuzzStores(f) {
+		z := newFuzzIdP(f, s, nil)
+		w := z.do(http.MethodPost, "/api/apps", "bob", "application/json", []byte(`{"name":"bob's robot","scopes":["docs:read"]}`))
+		var app plugin.App
+		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &app) != nil {
+			f.Fatalf("create app: %d %s", w.Code, w.Body.String())
+		}
+		w = z.do(http.MethodPost, "/api/apps/"+app.ID+"/secrets", "bob", "", nil)
+		var sec plugin.Secret
+		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &sec) != nil {
+			f.Fatalf("create secret: %d %s", w.Code, w.Body.String())
+		}
+		targets = append(targets, target{idp: z, bobApp: app.ID, bobSecret: sec.ID,
+			ids: strings.NewReplacer("__BOB__", app.ID, "__BOBSECRET__", sec.ID)})
+	}
+	body := []byte(`{"name":"mine now","scopes":["docs:read"]}`)
+	f.Fuzz(func(t *testing.T, raw string) {
+		for _, tg := range targets {
+			z := tg.idp
+			id := tg.ids.Replace(raw)
+			p := url.PathEscape(id)
+			for _, c := range []struct {
+				method, path string
+				mayPass      bool
+			}{
+				{http.MethodGet, "/api/apps/" + p, false},
+				{http.MethodPut, "/api/apps/" + p, false},
+				{http.MethodPost, "/api/apps/" + p + "/secrets", false},
+				{http.MethodGet, "/api/apps/" + p + "/secrets", false},
+				{http.MethodDelete, "/api/apps/" + p + "/secrets/" + url.PathEscape(tg.bobSecret), false},
+				{http.MethodDelete, "/api/apps/" + url.PathEscape(tg.bobApp) + "/secrets/" + p, false},
+				{http.MethodDelete, "/api/apps/" + p, false},
+				{http.MethodDelete, "/api/authorized-apps/" + p, false},
+				{http.MethodGet, "/api/apps?user_id=" + url.QueryEscape(id), id == "alice" || id == ""},
+				{http.MethodGet, "/api/apps?owner=" + url.QueryEscape(id), id == "me" || id == ""},
+			} {
+				var b []byte
+				ct := ""
+				if c.method == http.MethodPut {
+					b, ct = body, "application/json"
+				}
+				w := z.do(c.method, c.path, "alice", ct, b)
+				switch {
+				case w.Code >= 500:
+					t.Fatalf("%s %q: status %d: %s", c.method, c.path, w.Code, w.Body.String())
+				case w.Code < 300 && !c.mayPass:
+					t.Fatalf("alice %s %q: status %d: %s", c.method, c.path, w.Code, w.Body.String())
+				case w.Code < 300 && c.method == http.MethodGet && strings.Contains(w.Body.String(), tg.bobApp):
+					t.Fatalf("alice %s %q lists bob's app: %s", c.method, c.path, w.Body.String())
+				}
+			}
+			if _, err := z.store.Client(context.Background(), tg.bobApp); err != nil {
+				t.Fatalf("after %q bob's app: %v", id, err)
+			}
+			if n, err := z.store.CountClientSecrets(context.Background(), tg.bobApp); err != nil || n != 1 {
+				t.Fatalf("after %q bob's app has %d secrets (%v)", id, n, err)
 			}
 		}
 	})
