@@ -9,12 +9,14 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -815,12 +817,30 @@ var attacks = []attack{
 			resp, body = newBrowser(t, e.tg.URL).postForm("/login", url.Values{"username": {big}, "password": {big}})
 			want4xx(t, "100 KiB login", resp.StatusCode, body)
 			for _, h := range []map[string]string{
-				{"X-Padding": strings.Repeat("b", 200<<10)},
-				{"Authorization": "Bearer dpy_agt_" + strings.Repeat("c", 200<<10)},
-				{"Cookie": "deputy_session=" + strings.Repeat("d", 200<<10)},
+				{"X-Padding": strings.Repeat("b", 100<<10)},
+				{"Authorization": "Bearer dpy_agt_" + strings.Repeat("c", 100<<10)},
+				{"Cookie": "deputy_session=" + strings.Repeat("d", 100<<10)},
 			} {
-				resp, body := anon(t, http.MethodGet, e.tg.URL+"/api/orgs/"+demoOrg+"/projects", h, nil)
-				want4xx(t, "200 KiB header", resp.StatusCode, body, http.StatusRequestHeaderFieldsTooLarge, http.StatusBadRequest)
+				req, err := http.NewRequest(http.MethodGet, e.tg.URL+"/api/orgs/"+demoOrg+"/projects", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for k, v := range h {
+					req.Header.Set(k, v)
+				}
+				resp, err := httpClient.Do(req)
+				if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+					// The server closed the connection on the oversized
+					// header before the client finished writing it: a
+					// refusal, and certainly no 500.
+					continue
+				}
+				if err != nil {
+					t.Fatalf("100 KiB header: %v", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				want4xx(t, "100 KiB header", resp.StatusCode, body, http.StatusRequestHeaderFieldsTooLarge, http.StatusBadRequest)
 			}
 			// Just under the header cap but a huge token: refused, not a 500.
 			r := callAPI(t, e.tg.URL, http.MethodGet, demoOrg, "dpy_agt_"+strings.Repeat("e", 32<<10))
