@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/url"
 	"strings"
 	"syscall"
 
@@ -46,6 +47,13 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, net.ErrClosed) {
 		return true
+	}
+	// A *url.Error is a net.Error, but most are a URL that does not parse
+	// (fosite wraps the one of a malformed audience): only what it wraps
+	// can say whether a server was unreachable.
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		return IsUnavailable(urlErr.Err)
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) {

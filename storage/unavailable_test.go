@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +50,8 @@ func TestIsUnavailableClassifies(t *testing.T) {
 		{"conflict", storage.ErrConflict, false},
 		{"no rows", sql.ErrNoRows, false},
 		{"other", errors.New("boom"), false},
+		{"URL that does not parse", fmt.Errorf("audience: %w", &url.Error{Op: "parse", URL: "%", Err: url.EscapeError("%")}), false},
+		{"URL error around a refused dial", &url.Error{Op: "Post", URL: "http://127.0.0.1:1", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
