@@ -13,8 +13,9 @@ import (
 // enableAgentGrant adds the agent-token grant to p through the plugin's
 // extension point, the way a host does until plugin.New wires it itself:
 // a keyring over the plugin's store and secret, and a Minter on it. It must
-// run before p.Provider or p.Register composes the provider.
-func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) error {
+// run before p.Provider or p.Register composes the provider. It returns the
+// verifier of the tokens it mints, for the verify group.
+func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) (*handlers.AgentVerifier, error) {
 	cfg := p.Config()
 	keys, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{
 		Store:        cfg.Store,
@@ -23,7 +24,7 @@ func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) erro
 		Logger:       cfg.Logger,
 	})
 	if err != nil {
-		return fmt.Errorf("agent keyring: %w", err)
+		return nil, fmt.Errorf("agent keyring: %w", err)
 	}
 	m := &handlers.Minter{
 		Keys:      keys,
@@ -37,5 +38,8 @@ func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) erro
 	// Subject tokens are decoded into the plugin's own session type, which
 	// carries the organization they are bound to.
 	newSession := func() fosite.Session { return p.NewSession("", "") }
-	return p.AddFactories(handlers.AgentTokenGrantFactory(m, newSession))
+	if err := p.AddFactories(handlers.AgentTokenGrantFactory(m, newSession)); err != nil {
+		return nil, err
+	}
+	return &handlers.AgentVerifier{Keys: keys, Issuer: cfg.Issuer}, nil
 }

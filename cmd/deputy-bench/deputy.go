@@ -64,7 +64,12 @@ type deputyServer struct {
 	// agentErr then says why.
 	agentOp  op
 	agentErr error
-	stop     func()
+	// For the verify group: the plugin (its access-token verifier), the
+	// agent-token verifier and the mint request's form.
+	plugin        *plugin.Plugin
+	agentVerifier *handlers.AgentVerifier
+	agentForm     url.Values
+	stop          func()
 }
 
 // startDeputy starts deputy on d and seeds it. The caller stops it.
@@ -93,12 +98,14 @@ func startDeputy(ctx context.Context, listen string, d *database) (*deputyServer
 		ln.Close()
 		return nil, err
 	}
-	agentErr := enableAgentGrant(ctx, p, secret)
+	agentVerifier, agentErr := enableAgentGrant(ctx, p, secret)
 	r := mux.NewRouter()
 	p.Register(r)
 	stopHTTP := serveOn(ln, r)
 	s := &deputyServer{
-		endpoint: base + plugin.TokenPath,
+		endpoint:      base + plugin.TokenPath,
+		plugin:        p,
+		agentVerifier: agentVerifier,
 		stop: func() {
 			stopHTTP()
 			p.Close()
@@ -172,14 +179,15 @@ func (s *deputyServer) prepareAgent(ctx context.Context, st *storage.Store) erro
 	if _, err := st.ApproveAgentGrant(ctx, benchOrg, benchOwner, benchSession, []string{benchWrite}, time.Now().Add(time.Hour)); err != nil {
 		return fmt.Errorf("approve grant: %w", err)
 	}
-	s.agentOp = tokenRequest(s.endpoint, benchPlatform, s.platSec, url.Values{
+	form := url.Values{
 		"grant_type":         {plugin.GrantTypeAgentToken},
 		"subject_token":      {userToken},
 		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
 		"agent_session_id":   {benchSession},
 		"organization":       {benchOrg},
 		"scope":              {benchReadScope + " " + benchWrite},
-	})
+	}
+	s.agentOp = tokenRequest(s.endpoint, benchPlatform, s.platSec, form)
 	// One mint now, so that a grant that refuses the seed is reported as
 	// such rather than as thousands of errors.
 	w := &worker{client: newHTTPClient()}
@@ -187,6 +195,7 @@ func (s *deputyServer) prepareAgent(ctx context.Context, st *storage.Store) erro
 		s.agentOp = nil
 		return fmt.Errorf("first mint: %w", err)
 	}
+	s.agentForm = form
 	return nil
 }
 
@@ -219,13 +228,14 @@ func fetchToken(ctx context.Context, endpoint, clientID, secret string, form url
 	return tok.AccessToken, nil
 }
 
-// runDeputy measures the client_credentials and agent-token cells on d.
-func (b *bench) runDeputy(ctx context.Context, d *database, cc, agent bool) {
+// runDeputy measures the client_credentials, agent-token and verify cells
+// on d.
+func (b *bench) runDeputy(ctx context.Context, d *database, cc, agent, verify bool) {
 	ccGroup, agentGroup := groupCCPostgres, groupAgtPostgres
 	if d.Backend == "sqlite" {
 		ccGroup, agentGroup = groupCCSQLite, groupAgtSQLite
 	}
-	if !cc && !agent {
+	if !cc && !agent && !verify {
 		return
 	}
 	srv, err := startDeputy(ctx, b.o.listen, d)
@@ -236,6 +246,9 @@ func (b *bench) runDeputy(ctx context.Context, d *database, cc, agent bool) {
 		}
 		if agent {
 			b.unavailable(agentGroup, "deputy", "agent-token", d.Backend, err)
+		}
+		if verify {
+			b.verifyUnavailable(grantOpaqueMW, d.Backend, err)
 		}
 		return
 	}
@@ -249,6 +262,9 @@ func (b *bench) runDeputy(ctx context.Context, d *database, cc, agent bool) {
 		} else {
 			b.runHTTPGroup(ctx, d, agentGroup, "agent-token", srv.agentOp)
 		}
+	}
+	if verify {
+		b.runVerify(ctx, d, srv)
 	}
 }
 

@@ -46,9 +46,10 @@ const (
 	groupCCSQLite    = "cc-sqlite"
 	groupAgtPostgres = "agent-postgres"
 	groupAgtSQLite   = "agent-sqlite"
+	groupVerify      = "verify"
 )
 
-var allGroups = []string{groupBaseline, groupFloor, groupCCPostgres, groupCCSQLite, groupAgtPostgres, groupAgtSQLite}
+var allGroups = []string{groupBaseline, groupFloor, groupCCPostgres, groupCCSQLite, groupAgtPostgres, groupAgtSQLite, groupVerify}
 
 type options struct {
 	duration   time.Duration
@@ -126,8 +127,8 @@ func parseFlags(args []string) (*options, error) {
 // result is one row of the table.
 type result struct {
 	Group     string `json:"group"`
-	Cell      string `json:"cell"`    // baseline, floor, deputy
-	Grant     string `json:"grant"`   // client_credentials, agent-token, insert
+	Cell      string `json:"cell"`    // baseline, floor, deputy, verify
+	Grant     string `json:"grant"`   // client_credentials, agent-token, insert; what is verified for verify
 	Backend   string `json:"backend"` // memory, postgres, sqlite
 	Clients   int    `json:"clients"`
 	Available bool   `json:"available"`
@@ -142,6 +143,13 @@ type result struct {
 	MaxMs        float64 `json:"max_ms"`
 	MeanMs       float64 `json:"mean_ms"`
 	FirstError   string  `json:"first_error,omitempty"`
+
+	// The verify rows (testing.Benchmark, one goroutine, in-process):
+	// time, allocations and bytes per verification. Their SQL counts are
+	// per verification.
+	NsPerOp     *float64 `json:"ns_per_op,omitempty"`
+	AllocsPerOp *int64   `json:"allocs_per_op,omitempty"`
+	BytesPerOp  *int64   `json:"bytes_per_op,omitempty"`
 
 	// SQLPerRequest is counted on sequential requests before the load, so
 	// it is exact; SQLPerRequestUnderLoad divides everything the driver saw
@@ -249,6 +257,9 @@ type bench struct {
 	o        *options
 	rep      *report
 	progress io.Writer
+	// agentVerified: the agent rows of the verify group ran (on the first
+	// backend; they do not touch the database).
+	agentVerified bool
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -403,7 +414,7 @@ func (b *bench) runAll(ctx context.Context) error {
 		return ctx.Err()
 	}
 
-	needPG := b.want(groupFloor) || b.want(groupCCPostgres) || b.want(groupAgtPostgres)
+	needPG := b.want(groupFloor) || b.want(groupCCPostgres) || b.want(groupAgtPostgres) || b.want(groupVerify)
 	if needPG {
 		b.logf("postgres: fresh schema on %s", redact(b.o.postgres))
 		pg, err := newPostgres(ctx, b.o.postgres)
@@ -418,19 +429,22 @@ func (b *bench) runAll(ctx context.Context) error {
 					b.unavailable(g.group, g.cell, g.grant, "postgres", err)
 				}
 			}
+			if b.want(groupVerify) {
+				b.verifyUnavailable(grantOpaqueMW, "postgres", err)
+			}
 		} else {
 			b.rep.Machine.Postgres = serverVersion(ctx, pg.Store)
 			if b.want(groupFloor) {
 				b.runFloor(ctx, pg)
 			}
-			b.runDeputy(ctx, pg, b.want(groupCCPostgres), b.want(groupAgtPostgres))
+			b.runDeputy(ctx, pg, b.want(groupCCPostgres), b.want(groupAgtPostgres), b.want(groupVerify))
 			pg.Close()
 		}
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if b.want(groupCCSQLite) || b.want(groupAgtSQLite) {
+	if b.want(groupCCSQLite) || b.want(groupAgtSQLite) || b.want(groupVerify) {
 		lite, err := newSQLite(ctx)
 		if err != nil {
 			err = fmt.Errorf("sqlite: %w", err)
@@ -440,9 +454,12 @@ func (b *bench) runAll(ctx context.Context) error {
 			if b.want(groupAgtSQLite) {
 				b.unavailable(groupAgtSQLite, "deputy", "agent-token", "sqlite", err)
 			}
+			if b.want(groupVerify) {
+				b.verifyUnavailable(grantOpaqueMW, "sqlite", err)
+			}
 		} else {
 			b.rep.Machine.SQLite = sqliteVersion(ctx, lite.Store)
-			b.runDeputy(ctx, lite, b.want(groupCCSQLite), b.want(groupAgtSQLite))
+			b.runDeputy(ctx, lite, b.want(groupCCSQLite), b.want(groupAgtSQLite), b.want(groupVerify))
 			lite.Close()
 		}
 	}
@@ -476,7 +493,7 @@ func ratios(rs []*result) {
 		return nil
 	}
 	for _, r := range rs {
-		if !r.Available || r.Cell == "baseline" {
+		if !r.Available || r.Cell == "baseline" || r.Cell == "verify" {
 			continue
 		}
 		if base := ref("baseline", r.Clients); base != nil {
@@ -548,7 +565,58 @@ func targets(rs []*result) []target {
 		add(g.name, fmt.Sprintf("≤ %g", limit), firstOf(rs, g.group),
 			func(r *result) *float64 { return r.SQLPerRequest }, count, func(v float64) bool { return v <= limit })
 	}
+
+	// Verification (the verify group).
+	micros := func(v float64) string { return fmt.Sprintf("%.1f µs/op", v) }
+	nsAsMicros := func(r *result) *float64 {
+		if r.NsPerOp == nil {
+			return nil
+		}
+		v := *r.NsPerOp / 1e3
+		return &v
+	}
+	allocs := func(r *result) *float64 {
+		if r.AllocsPerOp == nil {
+			return nil
+		}
+		v := float64(*r.AllocsPerOp)
+		return &v
+	}
+	perOp := func(v float64) string { return fmt.Sprintf("%.0f allocs/op", v) }
+	agentV, agentMW := findVerify(rs, grantAgentVerifier, ""), findVerify(rs, grantAgentMW, "")
+	add("agent-token verification (verifier, EdDSA)", "< 100 µs/op", agentV, nsAsMicros, micros, func(v float64) bool { return v < 100 })
+	add("agent-token verification (through the Middleware)", "< 100 µs/op", agentMW, nsAsMicros, micros, func(v float64) bool { return v < 100 })
+	add("agent-token verifier allocations", "≤ 20 allocs/op", agentV, allocs, perOp, func(v float64) bool { return v <= 20 })
+	// Shown, not judged: no target is set for them.
+	info := func(name string, r *result, value func(*result) *float64, show func(float64) string) {
+		t := target{Name: name, Want: "(for reference)", Measured: "not measured"}
+		if r != nil && r.Available {
+			if v := value(r); v != nil {
+				t.Value, t.Measured = *v, show(*v)
+			}
+		}
+		ts = append(ts, t)
+	}
+	// The Middleware's own allocations (the header parsing, the request
+	// with the Identity in its context) come on top of the verifier's.
+	info("agent-token allocations through the Middleware (verifier's + middleware's)", agentMW, allocs, perOp)
+	for _, backend := range []struct{ name, label string }{{"postgres", "PostgreSQL"}, {"sqlite", "SQLite"}} {
+		r := findVerify(rs, grantOpaqueMW, backend.name)
+		add("opaque token check through the Middleware, "+backend.label+": SQL round trips per verification",
+			"= 1 (one indexed lookup)", r, func(r *result) *float64 { return r.SQLPerRequest }, count, func(v float64) bool { return v == 1 })
+		info("opaque token check through the Middleware, "+backend.label, r, nsAsMicros, micros)
+	}
 	return ts
+}
+
+// findVerify is the verify row of grant on backend ("" for any).
+func findVerify(rs []*result, grant, backend string) *result {
+	for _, r := range rs {
+		if r.Group == groupVerify && r.Grant == grant && (backend == "" || r.Backend == backend) {
+			return r
+		}
+	}
+	return nil
 }
 
 // firstOf is the group's first row: SQL counts do not depend on the client
@@ -576,17 +644,30 @@ func printTable(w io.Writer, rep *report) {
 		rep.Warmup, rep.Duration, m.LoadStart, m.LoadEnd)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "cell\tgrant\tbackend\tclients\ttokens/s\tp50 ms\tp99 ms\terrors\tSQL/req\twire/req\tCPU µs/req\tPG µs/req\tvs baseline\tvs floor\t")
+	fmt.Fprintln(tw, "cell\tgrant\tbackend\tclients\ttokens/s\tp50 ms\tp99 ms\terrors\tSQL/req\twire/req\tCPU µs/req\tPG µs/req\tvs baseline\tvs floor\tns/op\tallocs/op\t")
 	for _, r := range rep.Results {
 		if !r.Available {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t\t\t\t\t\t\t\t\t\t\n", r.Cell, r.Grant, r.Backend, r.Clients, "n/a")
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t\t\t\t\t\t\t\t\t\t\t\t\n", r.Cell, r.Grant, r.Backend, r.Clients, "n/a")
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		if r.Cell == "verify" {
+			// One in-process verification per op: no rate, no latency
+			// percentiles; SQL counts are per verification.
+			allocs := "-"
+			if r.AllocsPerOp != nil {
+				allocs = strconv.FormatInt(*r.AllocsPerOp, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t-\t-\t-\t%d\t%s\t%s\t-\t-\t-\t-\t%s\t%s\t\n",
+				r.Cell, r.Grant, r.Backend, r.Clients, r.Errors,
+				optf(r.SQLPerRequest, "%.0f"), optf(r.WirePerRequest, "%.0f"),
+				optf(r.NsPerOp, "%.0f"), allocs)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.Cell, r.Grant, r.Backend, r.Clients, r.TokensPerSec, r.P50Ms, r.P99Ms, r.Errors,
 			optf(r.SQLPerRequest, "%.0f"), optf(r.WirePerRequest, "%.0f"),
 			optf(r.CPUPerRequestUs, "%.0f"), optf(r.PGCPUPerRequestUs, "%.0f"),
-			optf(r.VsBaseline, "%.1f×"), optPct(r.VsFloor))
+			optf(r.VsBaseline, "%.1f×"), optPct(r.VsFloor), "-", "-")
 	}
 	tw.Flush()
 
