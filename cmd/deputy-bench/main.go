@@ -670,6 +670,9 @@ func printTable(w io.Writer, rep *report) {
 			optf(r.VsBaseline, "%.1f×"), optPct(r.VsFloor), "-", "-")
 	}
 	tw.Flush()
+	if slices.ContainsFunc(rep.Results, func(r *result) bool { return r.Group == groupVerify }) {
+		fmt.Fprintln(w, "  verify: one verification per op, in-process (testing.Benchmark, one goroutine, no HTTP); SQL/req is per verification; the agent rows touch no database (keys in memory)")
+	}
 
 	var notes []string
 	for _, r := range rep.Results {
