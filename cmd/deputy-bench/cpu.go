@@ -83,11 +83,10 @@ func procCPU(pids []int) time.Duration {
 
 // cpuMeter measures the CPU a measured phase used.
 type cpuMeter struct {
-	pids          []int
-	self0, pg0    time.Duration
-	Self, PG      time.Duration
-	PGMeasured    bool
-	selfMeasuring bool
+	pids       []int
+	self0, pg0 time.Duration
+	Self, PG   time.Duration
+	PGMeasured bool
 }
 
 func (m *cpuMeter) start(ctx context.Context, s *storage.Store) {
