@@ -156,10 +156,7 @@ func securityHeaders(next http.Handler) http.Handler {
 
 // noStore marks a response as not cacheable: pages with secrets or
 // per-user data must not land in a shared or back-button cache.
-func noStore(w http.ResponseWriter) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Pragma", "no-cache")
-}
+func noStore(w http.ResponseWriter) { handlers.SetNoStore(w.Header()) }
 
 // statusRecorder remembers the status for the access log.
 type statusRecorder struct {
