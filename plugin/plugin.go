@@ -115,9 +115,8 @@ func New(cfg Config) (*Plugin, error) {
 	p.grantTypes = []string{GrantTypeAuthorizationCode, GrantTypeRefreshToken, GrantTypeClientCredentials, GrantTypeAgentToken}
 	p.registrars = []func(*mux.Router){p.registerOAuth2, p.registerApps}
 
-	// Extension point: the agent-token grant and the consent routes are
-	// added here (or by the host, before Provider/Register) with
-	// p.AddFactories and p.AddRoutes.
+	// Agent tokens and consent need the signing keys, read from the store,
+	// so they are added by EnableAgents, which takes a context.
 	return p, nil
 }
 

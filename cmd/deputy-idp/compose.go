@@ -2,17 +2,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"net/url"
 
 	"github.com/gorilla/mux"
-	"github.com/ory/fosite"
 
-	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/handlers"
 	"github.com/deputyauth/deputy/plugin"
-	"github.com/deputyauth/deputy/scope"
 )
 
 // deputy is what the host composed from the plugin and its parts.
@@ -22,9 +17,9 @@ type deputy struct {
 	resource *handlers.Middleware
 }
 
-// compose builds the plugin around the host's Directory and sessions, adds
-// the agent-token grant, JWKS and the consent routes, and makes the
-// resource middleware for the sample API.
+// compose builds the plugin around the host's Directory and sessions,
+// enables agent tokens and consent, and makes the resource middleware for
+// the sample API.
 func (s *server) compose(ctx context.Context, closers *[]func()) error {
 	p, err := plugin.New(plugin.Config{
 		Store:        s.st,
@@ -41,62 +36,15 @@ func (s *server) compose(ctx context.Context, closers *[]func()) error {
 		return err
 	}
 	*closers = append(*closers, func() { p.Close() })
-	cfg := p.Config()
 
-	keys, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{
-		Store:        s.st,
-		SystemSecret: s.cfg.SystemSecret,
-		Algorithm:    cfg.AgentTokenAlgorithm,
-		Logger:       s.log,
-	})
-	if err != nil {
-		return fmt.Errorf("signing keys: %w", err)
-	}
-	minter := &handlers.Minter{
-		Keys:      keys,
-		Store:     s.st,
-		Directory: s.dir,
-		Catalog:   p.Catalog(),
-		Issuer:    s.issuer,
-		Lifespan:  cfg.AgentTokenLifespan,
-		Logger:    s.log,
-	}
-	if err := p.AddFactories(handlers.AgentTokenGrantFactory(minter, func() fosite.Session { return handlers.NewSession("", "") })); err != nil {
-		return err
-	}
-	p.AddGrantTypes(plugin.GrantTypeAgentToken)
-
-	approvals, err := consent.New(consent.Config{
-		Store:         s.st,
-		Directory:     s.dir,
-		Sessions:      s.sessions,
-		Catalog:       p.Catalog(),
-		GrantLifespan: cfg.GrantLifespan,
-		LoginURL:      "/login",
-		Logger:        s.log,
-	})
+	agents, err := p.EnableAgents(ctx)
 	if err != nil {
 		return err
 	}
-	jwks := handlers.NewJWKSHandler(keys)
-	p.AddRoutes(
-		func(r *mux.Router) { r.Handle(plugin.JWKSPath, jwks).Methods(http.MethodGet, http.MethodHead) },
-		approvals.Register,
-	)
-
 	s.deputy = &deputy{
-		p:    p,
-		keys: keys,
-		resource: &handlers.Middleware{
-			Agent:  &handlers.AgentVerifier{Keys: keys, Issuer: s.issuer},
-			Opaque: p.AccessTokenVerifier(),
-			Org:    func(r *http.Request) string { return mux.Vars(r)["org"] },
-			ApprovalURL: func(org, session string, missing []string) string {
-				q := url.Values{"organization": {org}, "session": {session}, "scope": {scope.Join(missing)}}
-				return s.issuer + "/agent/approve?" + q.Encode()
-			},
-			Logger: s.log,
-		},
+		p:        p,
+		keys:     agents.Keys,
+		resource: agents.Middleware(func(r *http.Request) string { return mux.Vars(r)["org"] }),
 	}
 	return nil
 }
