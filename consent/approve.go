@@ -1,6 +1,7 @@
 package consent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -108,6 +109,7 @@ func (h *Handler) approvePage(w http.ResponseWriter, r *http.Request) {
 	}
 	page := &ApprovePage{
 		UserID:       user,
+		UserName:     h.displayName(r.Context(), user),
 		Organization: a.Organization,
 		SessionID:    a.SessionID,
 		Grantable:    scope.Intersect(a.Scopes, held),
@@ -352,4 +354,14 @@ func (h *Handler) donePage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.render(w, r, http.StatusOK, TemplateDone, page)
+}
+
+// displayName is Config.UserName of user, or the id itself.
+func (h *Handler) displayName(ctx context.Context, user string) string {
+	if h.userName != nil {
+		if name := h.userName(ctx, user); name != "" {
+			return name
+		}
+	}
+	return user
 }

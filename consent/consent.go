@@ -10,6 +10,7 @@
 package consent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -64,6 +65,9 @@ type Config struct {
 	TrustedOrigins []string
 	// Logger receives internal errors with detail. Default slog.Default().
 	Logger *slog.Logger
+	// UserName is what the pages call the signed-in user ("Signed in as
+	// …"). Default: the user id.
+	UserName func(ctx context.Context, userID string) string
 	// Clock is the time approvals are stamped with. Default time.Now; tests
 	// set it to move expiry without sleeping.
 	Clock func() time.Time
@@ -81,6 +85,7 @@ type Handler struct {
 	tmpl      *template.Template
 	log       *slog.Logger
 	clock     func() time.Time
+	userName  func(ctx context.Context, userID string) string
 	cop       *http.CrossOriginProtection
 
 	// Paths of the routes as mounted, so pages link correctly under a
@@ -103,6 +108,7 @@ func New(cfg Config) (*Handler, error) {
 		tmpl:      cfg.Templates,
 		log:       cfg.Logger,
 		clock:     cfg.Clock,
+		userName:  cfg.UserName,
 		cop:       http.NewCrossOriginProtection(),
 
 		approvePath: "/agent/approve",

@@ -608,6 +608,22 @@ func wantFrameHeaders(t *testing.T, w *httptest.ResponseRecorder) {
 	}
 }
 
+func TestPagesNameTheUser(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		named := newEnv(t, s, func(c *consent.Config) {
+			c.UserName = func(_ context.Context, id string) string { return "Bob the Builder (" + id + ")" }
+		})
+		for _, path := range []string{approvePath("agent-7.run", "docs:read"), "/agent/grants"} {
+			w := named.do(t, req{method: http.MethodGet, user: "bob", path: path, header: map[string]string{"Accept": "text/html"}})
+			wantStatus(t, w, http.StatusOK)
+			if !strings.Contains(w.Body.String(), "Bob the Builder (bob)") {
+				t.Errorf("%s does not name the user with Config.UserName", path)
+			}
+		}
+	})
+}
+
 func TestApprovePage(t *testing.T) {
 	t.Parallel()
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {

@@ -35,7 +35,7 @@ func (h *Handler) listGrants(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"grants": gs})
 		return
 	}
-	page := &GrantsPage{UserID: user, CSS: h.cssPath}
+	page := &GrantsPage{UserID: user, UserName: h.displayName(r.Context(), user), CSS: h.cssPath}
 	for _, g := range gs {
 		page.Grants = append(page.Grants, GrantView{
 			ID: g.ID, Organization: g.Organization, SessionID: g.AgentSessionID,

@@ -18,6 +18,7 @@ type ScopeView struct {
 // ApprovePage is the data of approve.html.
 type ApprovePage struct {
 	UserID       string
+	UserName     string // Config.UserName of UserID
 	Organization string
 	SessionID    string
 	Scopes       []ScopeView
@@ -57,9 +58,10 @@ type GrantView struct {
 
 // GrantsPage is the data of grants.html.
 type GrantsPage struct {
-	UserID string
-	Grants []GrantView
-	CSS    string
+	UserID   string
+	UserName string // Config.UserName of UserID
+	Grants   []GrantView
+	CSS      string
 }
 
 // ErrorPage is the data of error.html.

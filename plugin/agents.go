@@ -62,6 +62,7 @@ func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 		Catalog:       p.catalog,
 		GrantLifespan: cfg.GrantLifespan,
 		LoginURL:      cfg.LoginURL,
+		UserName:      cfg.UserName,
 		Logger:        cfg.Logger,
 	})
 	if err != nil {

@@ -41,6 +41,9 @@ type Config struct {
 	// IsAdmin reports whether userID may manage every user's apps.
 	// Default: nobody is.
 	IsAdmin func(ctx context.Context, userID string) bool
+	// UserName is what deputy's pages call a user ("Signed in as …").
+	// Default: the user id.
+	UserName func(ctx context.Context, userID string) string
 
 	// SystemSecret keys fosite's token HMAC and encrypts signing keys at
 	// rest. At least 32 bytes; every replica must share it.

@@ -26,6 +26,7 @@ func (s *server) compose(ctx context.Context, closers *[]func()) error {
 		Directory:    s.dir,
 		Sessions:     s.sessions,
 		IsAdmin:      s.users.isAdmin,
+		UserName:     s.users.userName,
 		SystemSecret: s.cfg.SystemSecret,
 		Issuer:       s.issuer,
 		Scopes:       scopeCatalog,

@@ -303,6 +303,15 @@ func (u *users) isAdmin(ctx context.Context, userID string) bool {
 	return err == nil && usr.Admin && !usr.Disabled
 }
 
+// userName is the username of userID, for deputy's pages; "" when unknown.
+func (u *users) userName(ctx context.Context, userID string) string {
+	usr, err := u.byID(ctx, userID)
+	if err != nil {
+		return ""
+	}
+	return usr.Username
+}
+
 // Sessions: the cookie carries 32 random bytes; the table keeps only their
 // SHA-256, so a leaked database (or backup) logs nobody in.
 
