@@ -32,8 +32,17 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/deputy-bench -postgres '$(DEPUTY_BENCH_POSTGRES)' -json-out bench-results.json $(BENCHFLAGS)
 
+# The end-to-end tests against a running stack (`docker compose up --build -d`
+# first): the IdP at DEPUTY_URL, its database for the admin CLI and for the
+# attack that needs the signing key, its system secret. The defaults are
+# docker-compose.yml's. Without DEPUTY_URL, `make test` runs the same tests
+# against servers it starts itself.
+INTEGRATION_URL ?= http://localhost:8080
+INTEGRATION_DATABASE_URL ?= postgres://deputy:deputy@127.0.0.1:5433/deputy?sslmode=disable
+INTEGRATION_SYSTEM_SECRET ?= demo-only-system-secret-0123456789abcdef
 integration:
-	$(GO) test -count=1 -v ./integration/...
+	DEPUTY_URL='$(INTEGRATION_URL)' DEPUTY_DATABASE_URL='$(INTEGRATION_DATABASE_URL)' \
+	DEPUTY_SYSTEM_SECRET='$(INTEGRATION_SYSTEM_SECRET)' $(GO) test -count=1 -v ./integration/...
 
 # Every Fuzz* function in a _test.go file, found by grep so that a new target
 # is picked up without editing this file, fuzzed one after the other for
