@@ -76,7 +76,7 @@ func (c *AgentTokenGrantHandler) CanHandleTokenEndpointRequest(ctx context.Conte
 // client, and the shape of every parameter.
 func (c *AgentTokenGrantHandler) HandleTokenEndpointRequest(ctx context.Context, request fosite.AccessRequester) error {
 	if !c.CanHandleTokenEndpointRequest(ctx, request) {
-		return errorsx.WithStack(fosite.ErrUnknownRequest)
+		return fosite.ErrUnknownRequest // not this grant: fosite moves on; no stack to capture on every other grant's request
 	}
 	client := request.GetClient()
 	if client.IsPublic() {
@@ -110,7 +110,7 @@ func (c *AgentTokenGrantHandler) HandleTokenEndpointRequest(ctx context.Context,
 // scopes and mints the token, answering in RFC 8693's shape.
 func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Context, request fosite.AccessRequester, response fosite.AccessResponder) error {
 	if !c.CanHandleTokenEndpointRequest(ctx, request) {
-		return errorsx.WithStack(fosite.ErrUnknownRequest)
+		return fosite.ErrUnknownRequest // not this grant: fosite moves on; no stack to capture on every other grant's request
 	}
 	form := request.GetRequestForm()
 	userID, presented, err := c.subject(ctx, form.Get("subject_token"), form.Get("organization"))

@@ -100,7 +100,7 @@ type OwnedClientCredentialsGrantHandler struct {
 // HandleTokenEndpointRequest implements https://tools.ietf.org/html/rfc6749#section-4.4.2
 func (c *OwnedClientCredentialsGrantHandler) HandleTokenEndpointRequest(ctx context.Context, request fosite.AccessRequester) error {
 	if !c.CanHandleTokenEndpointRequest(ctx, request) {
-		return errorsx.WithStack(fosite.ErrUnknownRequest)
+		return fosite.ErrUnknownRequest // not this grant: fosite moves on; no stack to capture on every other grant's request
 	}
 
 	// The client has already been authenticated by the access request
@@ -172,7 +172,7 @@ func (c *OwnedClientCredentialsGrantHandler) HandleTokenEndpointRequest(ctx cont
 // PopulateTokenEndpointResponse implements https://tools.ietf.org/html/rfc6749#section-4.4.3
 func (c *OwnedClientCredentialsGrantHandler) PopulateTokenEndpointResponse(ctx context.Context, request fosite.AccessRequester, response fosite.AccessResponder) error {
 	if !c.CanHandleTokenEndpointRequest(ctx, request) {
-		return errorsx.WithStack(fosite.ErrUnknownRequest)
+		return fosite.ErrUnknownRequest // not this grant: fosite moves on; no stack to capture on every other grant's request
 	}
 	atLifespan := fosite.GetEffectiveLifespan(request.GetClient(), fosite.GrantTypeClientCredentials, fosite.AccessToken, c.Config.GetAccessTokenLifespan(ctx))
 	_, err := c.IssueAccessToken(ctx, atLifespan, request, response)
