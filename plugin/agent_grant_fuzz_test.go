@@ -48,26 +48,11 @@ func newAgentIdP(tb testing.TB, s *storage.Store) *agentIdP {
 	ctx := context.Background()
 	a := &agentIdP{}
 	a.fuzzIdP = newFuzzIdP(tb, s, func(p *plugin.Plugin) {
-		cfg := p.Config()
-		keys, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{
-			Store: s, SystemSecret: cfg.SystemSecret, Algorithm: cfg.AgentTokenAlgorithm, Logger: cfg.Logger,
-		})
+		agents, err := p.EnableAgents(ctx)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		a.verifier = &handlers.AgentVerifier{Keys: keys, Issuer: cfg.Issuer}
-		// Should plugin.New one day compose the grant itself, use that one
-		// rather than adding a second handler for the same grant type.
-		for _, fac := range p.Factories() {
-			if _, ok := fac(p.FositeConfig(), s, p.Strategy()).(*handlers.AgentTokenGrantHandler); ok {
-				return
-			}
-		}
-		m := &handlers.Minter{Keys: keys, Store: s, Directory: cfg.Directory, Catalog: p.Catalog(),
-			Issuer: cfg.Issuer, Lifespan: cfg.AgentTokenLifespan, Logger: cfg.Logger}
-		if err := p.AddFactories(handlers.AgentTokenGrantFactory(m, func() fosite.Session { return p.NewSession("", "") })); err != nil {
-			tb.Fatal(err)
-		}
+		a.verifier = &handlers.AgentVerifier{Keys: agents.Keys, Issuer: p.Config().Issuer}
 	})
 
 	for _, c := range []*storage.Client{

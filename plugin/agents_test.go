@@ -1,7 +1,6 @@
 package plugin_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -26,16 +25,7 @@ func TestEnableAgents(t *testing.T) {
 	t.Parallel()
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
-		dir := newDirectory()
-		dir.set("alice", "acme", "docs:read", "docs:write")
-		p, err := plugin.New(plugin.Config{
-			Store: s, Directory: dir, Sessions: cookieSessions{},
-			SystemSecret: bytes.Repeat([]byte("k"), 32), Scopes: catalog,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
+		p, _ := newPlugin(t, s, nil)
 		agents, err := p.EnableAgents(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -54,30 +54,15 @@ type fuzzIdP struct {
 // between plugin.New and Register (to add factories); nil for none.
 func newFuzzIdP(tb testing.TB, s *storage.Store, before func(*plugin.Plugin)) *fuzzIdP {
 	tb.Helper()
-	dir := newDirectory()
-	dir.set("alice", "acme", "docs:read", "docs:write")
-	dir.set("alice", "globex", "admin:read")
-	dir.set("bob", "acme", "docs:read")
-	dir.set(admin, "", "docs:read")
-	p, err := plugin.New(plugin.Config{
-		Store:        s,
-		Directory:    dir,
-		Sessions:     cookieSessions{},
-		IsAdmin:      func(_ context.Context, u string) bool { return u == admin },
-		SystemSecret: bytes.Repeat([]byte("k"), 32),
-		Scopes:       catalog,
+	p, dir := newPlugin(tb, s, func(c *plugin.Config) {
 		// Never refuse: a fuzzer's wrong secrets must not lock the agent
 		// platform out, or every later input would stop at the 429. The
 		// limiter still reads every body, so its parsing is fuzzed too.
-		ClientAuthLimit: handlers.ClientAuthLimit{Burst: 1 << 30, Rate: 1e9},
+		c.ClientAuthLimit = handlers.ClientAuthLimit{Burst: 1 << 30, Rate: 1e9}
 		// Internal errors are logged; they also answer 500, which fails
 		// the target, so the log is where to look then.
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { p.Close() })
 	if before != nil {
 		before(p)
 	}

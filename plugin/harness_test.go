@@ -108,25 +108,38 @@ type env struct {
 	bodies [][]byte
 }
 
-func newEnv(t *testing.T, s *storage.Store) *env {
-	t.Helper()
+// newPlugin builds the plugin the tests share on s: alice, bob and the
+// admin carol with their scopes, cookie sessions, the catalog. mod, when
+// not nil, changes the config before plugin.New.
+func newPlugin(tb testing.TB, s *storage.Store, mod func(*plugin.Config)) (*plugin.Plugin, *directory) {
+	tb.Helper()
 	dir := newDirectory()
 	dir.set("alice", "acme", "docs:read", "docs:write")
 	dir.set("alice", "globex", "admin:read")
 	dir.set("bob", "acme", "docs:read")
 	dir.set(admin, "", "docs:read")
-	p, err := plugin.New(plugin.Config{
+	cfg := plugin.Config{
 		Store:        s,
 		Directory:    dir,
 		Sessions:     cookieSessions{},
 		IsAdmin:      func(_ context.Context, u string) bool { return u == admin },
 		SystemSecret: bytes.Repeat([]byte("k"), 32),
 		Scopes:       catalog,
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.Close() })
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := plugin.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p, dir
+}
+
+func newEnv(t *testing.T, s *storage.Store) *env {
+	t.Helper()
+	p, dir := newPlugin(t, s, nil)
 	r := mux.NewRouter()
 	p.Register(r)
 	// The host's authorize endpoint: its login is the session cookie, its
