@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/storage"
 )
 
@@ -59,14 +59,14 @@ func humanDuration(d time.Duration) string {
 const contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // secure sets the headers every consent response carries, with the
-// helper every deputy page uses (handlers.SetSecurityHeaders). A framed
+// helper every deputy page uses (secheaders.SetSecurityHeaders). A framed
 // Approve button is clickjacking, so nothing here may be framed; approvals
 // are per-user, so nothing may be cached; the referrer policy keeps the
-// page's URL on this site (handlers.DefaultReferrerPolicy says why it is not
+// page's URL on this site (secheaders.DefaultReferrerPolicy says why it is not
 // "no-referrer": that would break the Origin check of the form post).
 func secure(w http.ResponseWriter) {
-	handlers.SetSecurityHeaders(w.Header(), contentSecurityPolicy)
-	handlers.SetNoStore(w.Header())
+	secheaders.SetSecurityHeaders(w.Header(), contentSecurityPolicy)
+	secheaders.SetNoStore(w.Header())
 }
 
 func serveCSS(w http.ResponseWriter, r *http.Request) {

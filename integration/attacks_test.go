@@ -22,7 +22,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -121,16 +121,16 @@ func newExpiringAgentToken(t *testing.T, tg *target, e *attackEnv) *agentToken {
 		t.Fatalf("open the target's database: %v", err)
 	}
 	defer st.Close()
-	keys, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{Store: st, SystemSecret: []byte(tg.secret)})
+	keys, err := agenttoken.NewKeyring(ctx, agenttoken.KeyringConfig{Store: st, SystemSecret: []byte(tg.secret)})
 	if err != nil {
 		t.Fatalf("keyring: %v", err)
 	}
 	sub, _ := e.agent.Claims["sub"].(string)
-	m := &handlers.Minter{
+	m := &agenttoken.Minter{
 		Keys: keys, Store: st, Catalog: scope.NewCatalog(), Issuer: tg.URL, Lifespan: time.Second,
 		Directory: fixedDirectory{"projects:read"},
 	}
-	tok, err := m.Mint(ctx, handlers.MintRequest{
+	tok, err := m.Mint(ctx, agenttoken.MintRequest{
 		UserID: sub, Organization: demoOrg, AgentSessionID: e.session, ClientID: e.plat.ID,
 		SubjectScopes: []string{"projects:read"},
 	})
@@ -373,9 +373,9 @@ var attacks = []attack{
 	},
 	{
 		name:       "framed consent page",
-		protection: "X-Frame-Options DENY and CSP frame-ancestors 'none' on every page (handlers.SetSecurityHeaders)",
+		protection: "X-Frame-Options DENY and CSP frame-ancestors 'none' on every page (secheaders.SetSecurityHeaders)",
 		// Without it: another site frames the Approve button under a decoy
-		// (clickjacking). Checked by emptying handlers.SetSecurityHeaders:
+		// (clickjacking). Checked by emptying secheaders.SetSecurityHeaders:
 		// the row fails on every page, host's and consent's.
 		run: func(t *testing.T, e *attackEnv) {
 			q := url.Values{"organization": {demoOrg}, "session": {e.session}, "scope": {"projects:write"}}
@@ -849,7 +849,7 @@ var attacks = []attack{
 	},
 	{
 		name:       "repeated client-auth failures",
-		protection: "handlers.ClientAuthLimiter on the token, introspection and revocation endpoints",
+		protection: "ratelimit.ClientAuthLimiter on the token, introspection and revocation endpoints",
 		// Without it: the 30 wrong secrets are 30 × 401 and guessing runs at
 		// line speed. Checked by removing the limiter from registerOAuth2:
 		// the row fails (no 429), as does the plugin's TestOAuthEndpointsWired.
@@ -892,7 +892,7 @@ var attacks = []attack{
 		// control at setup shows the same token was accepted before its exp.
 		run: func(t *testing.T, e *attackEnv) {
 			exp, _ := e.expiring.Claims["exp"].(float64)
-			until := time.Unix(int64(exp), 0).Add(handlers.DefaultLeeway + time.Second)
+			until := time.Unix(int64(exp), 0).Add(agenttoken.DefaultLeeway + time.Second)
 			// Not a timing assertion: wait until the wall clock is past
 			// exp + leeway, then replay.
 			if d := time.Until(until); d > 0 {

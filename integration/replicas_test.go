@@ -86,7 +86,7 @@ func TestReplicas(t *testing.T) {
 		a.cliRaw(t, "keys", "rotate")
 
 		// Each replica keeps its key set in memory and reloads it on its own
-		// schedule (handlers.DefaultKeyRefreshInterval), so the first
+		// schedule (agenttoken.DefaultKeyRefreshInterval), so the first
 		// replica to sign with the new key does so while the others may
 		// not know it yet: its token must verify on them at once, through
 		// their reload on an unknown kid. The deadlines bound a broken

@@ -14,7 +14,10 @@ import (
 
 	"github.com/ory/fosite"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -38,7 +41,7 @@ const (
 //	__SECRET__   the agent platform's secret
 type agentIdP struct {
 	*fuzzIdP
-	verifier     *handlers.AgentVerifier
+	verifier     *agenttoken.AgentVerifier
 	secret       string
 	placeholders *strings.Replacer
 }
@@ -52,7 +55,7 @@ func newAgentIdP(tb testing.TB, s *storage.Store) *agentIdP {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		a.verifier = &handlers.AgentVerifier{Keys: agents.Keys, Issuer: p.Config().Issuer}
+		a.verifier = &agenttoken.AgentVerifier{Keys: agents.Keys, Issuer: p.Config().Issuer}
 	})
 
 	for _, c := range []*storage.Client{
@@ -66,7 +69,7 @@ func newAgentIdP(tb testing.TB, s *storage.Store) *agentIdP {
 			tb.Fatal(err)
 		}
 	}
-	secret, hash, prefix, err := handlers.NewClientSecret()
+	secret, hash, prefix, err := clientsecret.NewClientSecret()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -84,7 +87,7 @@ func newAgentIdP(tb testing.TB, s *storage.Store) *agentIdP {
 	// The harness itself works: a well-formed request gets its token, so
 	// the fuzzer's mutations start from a request that reaches the minting.
 	valid := url.Values{"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {"__SUBJECT__"},
-		"subject_token_type": {handlers.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}}
+		"subject_token_type": {flows.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}}
 	if w := a.post(a.placeholders.Replace(valid.Encode()), true); w.Code != http.StatusOK {
 		tb.Fatalf("a well-formed agent-token request: %d %s", w.Code, w.Body.String())
 	}
@@ -170,7 +173,7 @@ func (a *agentIdP) checkTokenAnswer(t *testing.T, input any, w *httptest.Respons
 		Scope           string `json:"scope"`
 	}
 	if err := json.Unmarshal(w.Body.Bytes(), &tr); err != nil || tr.AccessToken == "" ||
-		!strings.EqualFold(tr.TokenType, "bearer") || tr.IssuedTokenType != handlers.TokenTypeAccessToken {
+		!strings.EqualFold(tr.TokenType, "bearer") || tr.IssuedTokenType != flows.TokenTypeAccessToken {
 		t.Fatalf("%q: 200 with body %q (%v)", input, w.Body.String(), err)
 	}
 	if cc := w.Header().Get("Cache-Control"); !strings.Contains(cc, "no-store") {
@@ -198,7 +201,7 @@ func (a *agentIdP) checkTokenAnswer(t *testing.T, input any, w *httptest.Respons
 // tokenOrg reads the org claim of an agent token, to verify the token for
 // that organization.
 func tokenOrg(tok string) (string, error) {
-	parts := strings.Split(strings.TrimPrefix(tok, handlers.AgentTokenPrefix), ".")
+	parts := strings.Split(strings.TrimPrefix(tok, protocol.AgentTokenPrefix), ".")
 	if len(parts) != 3 {
 		return "", errors.New("not a compact JWS")
 	}
@@ -221,7 +224,7 @@ func tokenOrg(tok string) (string, error) {
 //	go test -run '^$' -fuzz FuzzAgentGrantForm ./plugin/
 func FuzzAgentGrantForm(f *testing.F) {
 	f.Add("grant_type=" + url.QueryEscape(plugin.GrantTypeAgentToken) + "&subject_token=__SUBJECT__&subject_token_type=" +
-		url.QueryEscape(handlers.TokenTypeAccessToken) + "&agent_session_id=s1&organization=acme")
+		url.QueryEscape(flows.TokenTypeAccessToken) + "&agent_session_id=s1&organization=acme")
 	var idps []*agentIdP
 	for _, s := range fuzzStores(f) {
 		idps = append(idps, newAgentIdP(f, s))
@@ -243,7 +246,7 @@ func FuzzAgentGrantForm(f *testing.F) {
 //
 //	go test -run '^$' -fuzz FuzzAgentGrantParams ./plugin/
 func FuzzAgentGrantParams(f *testing.F) {
-	f.Add(plugin.GrantTypeAgentToken, "__SUBJECT__", handlers.TokenTypeAccessToken, "s1", "acme", "docs:read", "", uint8(0), uint8(0))
+	f.Add(plugin.GrantTypeAgentToken, "__SUBJECT__", flows.TokenTypeAccessToken, "s1", "acme", "docs:read", "", uint8(0), uint8(0))
 	var idps []*agentIdP
 	for _, s := range fuzzStores(f) {
 		idps = append(idps, newAgentIdP(f, s))
@@ -307,7 +310,7 @@ func TestMalformedAudienceIsClientError(t *testing.T) {
 		}
 		for name, form := range map[string]url.Values{
 			"agent-token": {"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {"__SUBJECT__"},
-				"subject_token_type": {handlers.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}},
+				"subject_token_type": {flows.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}},
 			"client_credentials": {"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"},
 				"client_id": {app.ID}, "client_secret": {sec.Secret}},
 		} {

@@ -10,7 +10,9 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/consent"
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/scope"
 )
 
@@ -22,8 +24,8 @@ const ApprovePath = "/agent/approve"
 // agent-token grant (also callable from Go for first-party agents), and the
 // consent routes that turn a user's approval into a grant.
 type Agents struct {
-	Keys    *handlers.Keyring
-	Minter  *handlers.Minter
+	Keys    *agenttoken.Keyring
+	Minter  *agenttoken.Minter
 	Consent *consent.Handler
 
 	p *Plugin
@@ -37,7 +39,7 @@ type Agents struct {
 // Provider and Register.
 func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 	cfg := p.cfg
-	keys, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{
+	keys, err := agenttoken.NewKeyring(ctx, agenttoken.KeyringConfig{
 		Store:        cfg.Store,
 		SystemSecret: cfg.SystemSecret,
 		Algorithm:    cfg.AgentTokenAlgorithm,
@@ -46,7 +48,7 @@ func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 	if err != nil {
 		return nil, fmt.Errorf("deputy: signing keys: %w", err)
 	}
-	minter := &handlers.Minter{
+	minter := &agenttoken.Minter{
 		Keys:      keys,
 		Store:     cfg.Store,
 		Directory: cfg.Directory,
@@ -68,12 +70,12 @@ func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 	if err != nil {
 		return nil, err
 	}
-	newSession := func() fosite.Session { return handlers.NewSession("", "") }
-	if err := p.AddFactories(handlers.AgentTokenGrantFactory(minter, newSession)); err != nil {
+	newSession := func() fosite.Session { return flows.NewSession("", "") }
+	if err := p.AddFactories(flows.AgentTokenGrantFactory(minter, newSession)); err != nil {
 		return nil, err
 	}
 	p.AddGrantTypes(GrantTypeAgentToken)
-	jwks := handlers.NewJWKSHandler(keys)
+	jwks := agenttoken.NewJWKSHandler(keys)
 	p.AddRoutes(
 		func(r *mux.Router) { r.Handle(JWKSPath, jwks).Methods(http.MethodGet, http.MethodHead) },
 		approvals.Register,
@@ -93,9 +95,9 @@ func (a *Agents) ApprovalURL(org, session string, missing []string) string {
 // up with the owner re-check, 403s pointing at ApprovalURL. org names the
 // organization a request is for (a path variable, a header); a token for
 // another organization is refused.
-func (a *Agents) Middleware(org func(*http.Request) string) *handlers.Middleware {
-	return &handlers.Middleware{
-		Agent:       &handlers.AgentVerifier{Keys: a.Keys, Issuer: a.p.cfg.Issuer},
+func (a *Agents) Middleware(org func(*http.Request) string) *resource.Middleware {
+	return &resource.Middleware{
+		Agent:       &agenttoken.AgentVerifier{Keys: a.Keys, Issuer: a.p.cfg.Issuer},
 		Opaque:      a.p.verifier,
 		Org:         org,
 		ApprovalURL: a.ApprovalURL,

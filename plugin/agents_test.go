@@ -10,7 +10,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -49,9 +49,9 @@ func TestEnableAgents(t *testing.T) {
 			t.Fatalf("JWKS: %d %s", w.Code, w.Body.String())
 		}
 
-		mint := func() *handlers.AgentToken {
+		mint := func() *agenttoken.AgentToken {
 			t.Helper()
-			tok, err := agents.Minter.Mint(ctx, handlers.MintRequest{
+			tok, err := agents.Minter.Mint(ctx, agenttoken.MintRequest{
 				UserID: "alice", Organization: "acme", AgentSessionID: "s1", ClientID: "platform",
 			})
 			if err != nil {

@@ -17,7 +17,9 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -140,7 +142,7 @@ func (p *Plugin) api(h apiHandler) http.Handler {
 	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Apps and their secrets are per-user, and a new secret is shown
 		// once: no response of this API may be cached.
-		handlers.SetNoStore(w.Header())
+		secheaders.SetNoStore(w.Header())
 		// A bearer token is software acting for someone; this API manages
 		// credentials and takes only the person's own session.
 		if auth := r.Header.Get("Authorization"); auth != "" {
@@ -477,7 +479,7 @@ func (p *Plugin) createSecret(w http.ResponseWriter, r *http.Request, caller str
 			Message: fmt.Sprintf("secrets: an app has at most %d secrets; delete one first", MaxSecretsPerApp)})
 		return
 	}
-	secret, hash, prefix, err := handlers.NewClientSecret()
+	secret, hash, prefix, err := clientsecret.NewClientSecret()
 	if err != nil {
 		p.internal(w, r, "generate secret", err)
 		return
@@ -612,7 +614,7 @@ func (p *Plugin) applyInput(c *storage.Client, in *AppInput) error {
 		if !validScopeName(s) {
 			return invalid("scopes", "%q is not a valid scope name", s)
 		}
-		protocol := !cc && scope.Contains(handlers.ProtocolScopes, s)
+		protocol := !cc && scope.Contains(flows.ProtocolScopes, s)
 		if len(p.cfg.Scopes) > 0 && !protocol && !p.catalog.Known(s) {
 			return invalid("scopes", "unknown scope %q", s)
 		}

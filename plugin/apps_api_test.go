@@ -18,7 +18,9 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/resource"
+	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -240,7 +242,7 @@ func TestUnownedClientGetsNoClientCredentialsToken(t *testing.T) {
 		if err := s.CreateClient(context.Background(), c); err != nil {
 			t.Fatal(err)
 		}
-		secret, hash, prefix, err := handlers.NewClientSecret()
+		secret, hash, prefix, err := clientsecret.NewClientSecret()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +303,7 @@ func TestGarbageTokens(t *testing.T) {
 		app := e.ccApp("alice", "docs:read")
 		sec := e.createSecret("alice", app.ID)
 		real := e.mustToken(app.ID, sec.Secret, "acme").AccessToken
-		key, sig, _ := strings.Cut(strings.TrimPrefix(real, handlers.AccessTokenPrefix), ".")
+		key, sig, _ := strings.Cut(strings.TrimPrefix(real, protocol.AccessTokenPrefix), ".")
 		for _, tok := range []string{
 			"", "dpy_at_", "dpy_at_.", "dpy_at_a.b", "dpy_at_..", "dpy_rt_" + key + "." + sig, "ory_at_" + key + "." + sig,
 			key + "." + sig, // the right token without its prefix
@@ -309,7 +311,7 @@ func TestGarbageTokens(t *testing.T) {
 			"dpy_at_" + key + "." + sig + ".x", "dpy_at_\x00\xff." + sig, "dpy_at_" + strings.Repeat("A", 20000) + "." + sig,
 			"dpy_agt_eyJhbGciOiJub25lIn0.e30.", "Bearer " + real, "dpy_at_ü.ö",
 		} {
-			if _, err := e.p.AccessTokenVerifier().VerifyAccessToken(context.Background(), tok, "acme"); !errors.Is(err, handlers.ErrInvalidToken) {
+			if _, err := e.p.AccessTokenVerifier().VerifyAccessToken(context.Background(), tok, "acme"); !errors.Is(err, resource.ErrInvalidToken) {
 				t.Errorf("verify %.40q: %v, want ErrInvalidToken", tok, err)
 			}
 			if in := e.introspect(rs, tok); in.Active {

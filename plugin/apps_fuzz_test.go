@@ -16,7 +16,6 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -58,7 +57,7 @@ func newFuzzIdP(tb testing.TB, s *storage.Store, before func(*plugin.Plugin)) *f
 		// Never refuse: a fuzzer's wrong secrets must not lock the agent
 		// platform out, or every later input would stop at the 429. The
 		// limiter still reads every body, so its parsing is fuzzed too.
-		c.ClientAuthLimit = handlers.ClientAuthLimit{Burst: 1 << 30, Rate: 1e9}
+		c.ClientAuthLimit = plugin.ClientAuthLimit{Burst: 1 << 30, Rate: 1e9}
 		// Internal errors are logged; they also answer 500, which fails
 		// the target, so the log is where to look then.
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))

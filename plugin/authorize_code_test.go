@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -59,14 +59,14 @@ func TestAuthorizationCodeWithPKCE(t *testing.T) {
 		verifier := oauth2.GenerateVerifier()
 		q := authorize(cfg.AuthCodeURL("state-with-pkce", oauth2.S256ChallengeOption(verifier)))
 		code := q.Get("code")
-		if !strings.HasPrefix(code, handlers.AuthorizeCodePrefix) {
+		if !strings.HasPrefix(code, protocol.AuthorizeCodePrefix) {
 			t.Fatalf("code %q (%v)", code, q)
 		}
 		tok, err := cfg.Exchange(context.Background(), code, oauth2.VerifierOption(verifier))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(tok.AccessToken, handlers.AccessTokenPrefix) || !strings.HasPrefix(tok.RefreshToken, handlers.RefreshTokenPrefix) {
+		if !strings.HasPrefix(tok.AccessToken, protocol.AccessTokenPrefix) || !strings.HasPrefix(tok.RefreshToken, protocol.RefreshTokenPrefix) {
 			t.Fatalf("tokens %q %q", tok.AccessToken, tok.RefreshToken)
 		}
 		in := e.introspect(rs, tok.AccessToken)

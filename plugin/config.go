@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/deputyauth/deputy/consent"
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -83,7 +83,7 @@ type Config struct {
 	// body read to find the client_id, larger ones are answered 413. The
 	// zero value means all the defaults. The limit is per process: with N
 	// replicas a client may fail N times as often.
-	ClientAuthLimit handlers.ClientAuthLimit
+	ClientAuthLimit ClientAuthLimit
 
 	// Logger receives internal errors with detail. Default slog.Default().
 	Logger *slog.Logger
@@ -101,3 +101,7 @@ const (
 	DefaultAgentTokenAlgorithm   = "EdDSA"
 	DefaultGrantLifespan         = time.Hour
 )
+
+// ClientAuthLimit configures the client-authentication rate limiter
+// (Config.ClientAuthLimit). The limiter itself is internal to deputy.
+type ClientAuthLimit = ratelimit.ClientAuthLimit

@@ -8,7 +8,8 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/ory/fosite"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/storage"
 )
 
@@ -19,7 +20,7 @@ const maxBody = 64 << 10
 // client-authentication failure limiter (Config.ClientAuthLimit), and marks
 // their answers, which carry tokens, uncacheable.
 func (p *Plugin) registerOAuth2(r *mux.Router) {
-	guard := func(h http.HandlerFunc) http.Handler { return handlers.NoStore(p.limiter.Middleware(h)) }
+	guard := func(h http.HandlerFunc) http.Handler { return secheaders.NoStore(p.limiter.Middleware(h)) }
 	r.Handle(TokenPath, guard(p.token)).Methods(http.MethodPost)
 	r.Handle(IntrospectionPath, guard(p.introspect)).Methods(http.MethodPost)
 	r.Handle(RevocationPath, guard(p.revoke)).Methods(http.MethodPost)
@@ -44,7 +45,7 @@ func (p *Plugin) unavailable(w http.ResponseWriter, r *http.Request, endpoint st
 	p.cfg.Logger.ErrorContext(r.Context(), "deputy: "+endpoint+": database unavailable", "err", oauthErrorDetail(err))
 	h := w.Header()
 	h.Set("Content-Type", "application/json;charset=UTF-8")
-	handlers.SetNoStore(h)
+	secheaders.SetNoStore(h)
 	h.Set("Retry-After", retryAfterUnavailable)
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_ = json.NewEncoder(w).Encode(struct {
@@ -81,7 +82,7 @@ func (p *Plugin) token(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	provider := p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	ar, err := provider.NewAccessRequest(ctx, r, handlers.NewSession("", ""))
+	ar, err := provider.NewAccessRequest(ctx, r, flows.NewSession("", ""))
 	if p.unavailable(w, r, "token endpoint", err) {
 		return
 	}
@@ -104,12 +105,12 @@ func (p *Plugin) token(w http.ResponseWriter, r *http.Request) {
 
 // introspect is the RFC 7662 endpoint. The caller authenticates as a client
 // (HTTP Basic) or with an access token of its own; the answer re-checks the
-// token's user (handlers.UserCheckingValidator).
+// token's user (flows.UserCheckingValidator).
 func (p *Plugin) introspect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	provider := p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	ir, err := provider.NewIntrospectionRequest(ctx, r, handlers.NewSession("", ""))
+	ir, err := provider.NewIntrospectionRequest(ctx, r, flows.NewSession("", ""))
 	if p.unavailable(w, r, "introspection endpoint", err) {
 		return
 	}
@@ -216,7 +217,7 @@ func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, userID, org s
 		provider.WriteAuthorizeError(ctx, w, ar, err)
 		return
 	}
-	granted, err := handlers.EffectiveScopes(ctx, p.cfg.Directory, ar.GetClient(), userID, org, ar.GetRequestedScopes())
+	granted, err := flows.EffectiveScopes(ctx, p.cfg.Directory, ar.GetClient(), userID, org, ar.GetRequestedScopes())
 	if err != nil {
 		if !errors.Is(err, ErrUserNotFound) && !errors.Is(err, ErrUserDisabled) {
 			p.cfg.Logger.ErrorContext(ctx, "deputy: authorize endpoint", "err", err)
@@ -232,7 +233,7 @@ func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, userID, org s
 	for _, a := range ar.GetRequestedAudience() {
 		ar.GrantAudience(a)
 	}
-	resp, err := provider.NewAuthorizeResponse(ctx, ar, handlers.NewSession(userID, org))
+	resp, err := provider.NewAuthorizeResponse(ctx, ar, flows.NewSession(userID, org))
 	if storage.IsUnavailable(err) {
 		// RFC 6749 §4.1.2.1's temporarily_unavailable, not server_error.
 		err = fosite.ErrTemporarilyUnavailable.WithWrap(err)

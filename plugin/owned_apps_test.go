@@ -11,7 +11,9 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/resource"
+	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -28,8 +30,8 @@ func TestOwnedAppTokenCarriesOwnerAndCappedScopes(t *testing.T) {
 		// alice holds docs:read and docs:write in acme, admin:read only in
 		// globex: acme's token must not carry admin:read.
 		tok := e.mustToken(app.ID, sec.Secret, "acme", "docs:read", "docs:write", "admin:read")
-		if !strings.HasPrefix(tok.AccessToken, handlers.AccessTokenPrefix) {
-			t.Fatalf("access token %q lacks the %s prefix", tok.AccessToken, handlers.AccessTokenPrefix)
+		if !strings.HasPrefix(tok.AccessToken, protocol.AccessTokenPrefix) {
+			t.Fatalf("access token %q lacks the %s prefix", tok.AccessToken, protocol.AccessTokenPrefix)
 		}
 		if got := tok.Extra("scope"); got != "docs:read docs:write" {
 			t.Errorf("token response scope = %v, want the capped set", got)
@@ -45,10 +47,10 @@ func TestOwnedAppTokenCarriesOwnerAndCappedScopes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if id.Subject != "alice" || id.Kind != handlers.KindAccess || strings.Join(id.Scopes, " ") != "docs:read docs:write" || id.ClientID != app.ID {
+		if id.Subject != "alice" || id.Kind != resource.KindAccess || strings.Join(id.Scopes, " ") != "docs:read docs:write" || id.ClientID != app.ID {
 			t.Errorf("identity = %+v", id)
 		}
-		if _, err := e.p.AccessTokenVerifier().VerifyAccessToken(context.Background(), tok.AccessToken, "globex"); !errors.Is(err, handlers.ErrInvalidToken) {
+		if _, err := e.p.AccessTokenVerifier().VerifyAccessToken(context.Background(), tok.AccessToken, "globex"); !errors.Is(err, resource.ErrInvalidToken) {
 			t.Errorf("acme token in globex: err = %v, want ErrInvalidToken", err)
 		}
 
@@ -141,7 +143,7 @@ func TestDisabledOrGoneOwner(t *testing.T) {
 				if in := e.introspect(rs, old.AccessToken); in.Active {
 					t.Errorf("old token of a %s owner introspects active: %+v", tc.name, in)
 				}
-				if _, err := e.p.AccessTokenVerifier().VerifyAccessToken(context.Background(), old.AccessToken, "acme"); !errors.Is(err, handlers.ErrInvalidToken) {
+				if _, err := e.p.AccessTokenVerifier().VerifyAccessToken(context.Background(), old.AccessToken, "acme"); !errors.Is(err, resource.ErrInvalidToken) {
 					t.Errorf("verifier: %v, want ErrInvalidToken", err)
 				}
 			})
@@ -188,7 +190,7 @@ func TestDeletedSecretAppAndRevocation(t *testing.T) {
 		if in := e.introspect(rs, tok.AccessToken); in.Active {
 			t.Errorf("token of a deleted app is active: %+v", in)
 		}
-		if _, err := e.p.AccessTokenVerifier().VerifyAccessToken(context.Background(), tok.AccessToken, ""); !errors.Is(err, handlers.ErrInvalidToken) {
+		if _, err := e.p.AccessTokenVerifier().VerifyAccessToken(context.Background(), tok.AccessToken, ""); !errors.Is(err, resource.ErrInvalidToken) {
 			t.Errorf("verifier on a deleted app's token: %v", err)
 		}
 		if _, err := e.token(app.ID, s2.Secret, "acme", oauth2.AuthStyleInHeader); oauthErrorCode(err) != "invalid_client" {
@@ -205,10 +207,10 @@ func TestSecretShownOnceAndNeverStored(t *testing.T) {
 		e.bodies = nil
 		app := e.ccApp("alice", "docs:read")
 		sec := e.createSecret("alice", app.ID)
-		if !strings.HasPrefix(sec.Secret, handlers.ClientSecretPrefix) || len(sec.Secret) != len(handlers.ClientSecretPrefix)+43 {
+		if !strings.HasPrefix(sec.Secret, clientsecret.ClientSecretPrefix) || len(sec.Secret) != len(clientsecret.ClientSecretPrefix)+43 {
 			t.Fatalf("secret %q is not dpy_cs_ + base64url(32 bytes)", sec.Secret)
 		}
-		if sec.DisplayPrefix != sec.Secret[:handlers.SecretDisplayPrefixLen] {
+		if sec.DisplayPrefix != sec.Secret[:clientsecret.SecretDisplayPrefixLen] {
 			t.Errorf("display prefix %q", sec.DisplayPrefix)
 		}
 		tok := e.mustToken(app.ID, sec.Secret, "acme")
@@ -218,7 +220,7 @@ func TestSecretShownOnceAndNeverStored(t *testing.T) {
 			e.must(http.StatusOK, st, body, nil)
 		}
 		e.call(admin, http.MethodGet, "/api/apps", nil)
-		random := strings.TrimPrefix(sec.Secret, handlers.ClientSecretPrefix)
+		random := strings.TrimPrefix(sec.Secret, clientsecret.ClientSecretPrefix)
 		n := 0
 		for _, b := range e.bodies {
 			n += strings.Count(string(b), random)
@@ -235,7 +237,7 @@ func TestSecretShownOnceAndNeverStored(t *testing.T) {
 
 		// Neither the secret nor the token is in any row of any table.
 		e.introspect(rs, tok.AccessToken)
-		tokenKey, _, _ := strings.Cut(strings.TrimPrefix(tok.AccessToken, handlers.AccessTokenPrefix), ".")
+		tokenKey, _, _ := strings.Cut(strings.TrimPrefix(tok.AccessToken, protocol.AccessTokenPrefix), ".")
 		for table, text := range dumpTables(t, s) {
 			for what, needle := range map[string]string{"client secret": random, "access token": tokenKey} {
 				if strings.Contains(text, needle) {

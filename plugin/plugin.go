@@ -17,7 +17,9 @@ import (
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/scope"
 )
 
@@ -49,10 +51,10 @@ type Plugin struct {
 	catalog  *scope.Catalog
 	fosite   *fosite.Config
 	strategy *compose.CommonStrategy
-	hmac     *handlers.HMACStrategy
-	usage    *handlers.SecretUsage
-	verifier *handlers.OpaqueVerifier
-	limiter  *handlers.ClientAuthLimiter
+	hmac     *flows.HMACStrategy
+	usage    *clientsecret.SecretUsage
+	verifier *flows.OpaqueVerifier
+	limiter  *ratelimit.ClientAuthLimiter
 
 	mu         sync.Mutex
 	composed   bool
@@ -77,14 +79,14 @@ func New(cfg Config) (*Plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("deputy: derive token key: %w", err)
 	}
-	p.limiter = handlers.NewClientAuthLimiter(cfg.ClientAuthLimit)
-	p.usage = handlers.NewSecretUsage(cfg.Store, handlers.DefaultSecretUsageInterval, cfg.Logger)
+	p.limiter = ratelimit.NewClientAuthLimiter(cfg.ClientAuthLimit)
+	p.usage = clientsecret.NewSecretUsage(cfg.Store, clientsecret.DefaultSecretUsageInterval, cfg.Logger)
 	p.fosite = &fosite.Config{
 		AccessTokenLifespan:   cfg.AccessTokenLifespan,
 		RefreshTokenLifespan:  cfg.RefreshTokenLifespan,
 		AuthorizeCodeLifespan: cfg.AuthorizeCodeLifespan,
 		GlobalSecret:          hmacKey,
-		ClientSecretsHasher:   &handlers.SHA256Hasher{OnMatch: p.usage.Used},
+		ClientSecretsHasher:   &clientsecret.SHA256Hasher{OnMatch: p.usage.Used},
 		// deputy's scopes ("docs:read") are names, not fosite's dotted
 		// hierarchy: "docs" must not grant "docs.anything".
 		ScopeStrategy:                  fosite.ExactScopeStrategy,
@@ -98,18 +100,18 @@ func New(cfg Config) (*Plugin, error) {
 		SendDebugMessagesToClients:     false,
 		TokenEntropy:                   32,
 	}
-	p.hmac = handlers.NewHMACStrategy(p.fosite)
+	p.hmac = flows.NewHMACStrategy(p.fosite)
 	// OpenIDConnectTokenStrategy and Signer stay empty until a host adds
 	// OpenID Connect factories; the OAuth2 factories need only CoreStrategy.
 	p.strategy = &compose.CommonStrategy{CoreStrategy: p.hmac}
-	p.verifier = &handlers.OpaqueVerifier{Strategy: p.hmac, Storage: cfg.Store, Directory: cfg.Directory}
+	p.verifier = &flows.OpaqueVerifier{Strategy: p.hmac, Storage: cfg.Store, Directory: cfg.Directory}
 
 	p.factories = []compose.Factory{
 		compose.OAuth2AuthorizeExplicitFactory,
 		compose.OAuth2RefreshTokenGrantFactory,
 		compose.OAuth2PKCEFactory,
-		handlers.OwnedClientCredentialsFactory(cfg.Directory),
-		handlers.UserCheckingIntrospectionFactory(cfg.Directory),
+		flows.OwnedClientCredentialsFactory(cfg.Directory),
+		flows.UserCheckingIntrospectionFactory(cfg.Directory),
 		compose.OAuth2TokenRevocationFactory,
 	}
 	p.grantTypes = []string{GrantTypeAuthorizationCode, GrantTypeRefreshToken, GrantTypeClientCredentials, GrantTypeAgentToken}
@@ -217,12 +219,12 @@ func (p *Plugin) FositeConfig() *fosite.Config { return p.fosite }
 func (p *Plugin) Strategy() *compose.CommonStrategy { return p.strategy }
 
 // HMACStrategy returns the dpy_at_/dpy_rt_/dpy_ac_ token strategy.
-func (p *Plugin) HMACStrategy() *handlers.HMACStrategy { return p.hmac }
+func (p *Plugin) HMACStrategy() *flows.HMACStrategy { return p.hmac }
 
 // AccessTokenVerifier verifies dpy_at_ tokens for the resource middleware
 // (and for the agent-token grant's subject_token): stored lookup, expiry,
 // and the re-check of the user's current scopes.
-func (p *Plugin) AccessTokenVerifier() *handlers.OpaqueVerifier { return p.verifier }
+func (p *Plugin) AccessTokenVerifier() *flows.OpaqueVerifier { return p.verifier }
 
 // AddFactories adds token-endpoint, introspection or revocation factories
 // (the agent-token grant) to those Provider composes. It fails once
@@ -278,8 +280,8 @@ func (p *Plugin) Provider() fosite.OAuth2Provider {
 
 // NewSession returns the fosite session deputy's stored tokens carry. A host
 // that serves the authorize endpoint itself must hand fosite this type.
-func (p *Plugin) NewSession(subject, org string) *handlers.Session {
-	return handlers.NewSession(subject, org)
+func (p *Plugin) NewSession(subject, org string) *flows.Session {
+	return flows.NewSession(subject, org)
 }
 
 // Register mounts deputy's routes on r: the token, introspection and

@@ -6,7 +6,8 @@ import (
 
 	"github.com/ory/fosite"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/plugin"
 )
 
@@ -15,9 +16,9 @@ import (
 // a keyring over the plugin's store and secret, and a Minter on it. It must
 // run before p.Provider or p.Register composes the provider. It returns the
 // verifier of the tokens it mints, for the verify group.
-func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) (*handlers.AgentVerifier, error) {
+func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) (*agenttoken.AgentVerifier, error) {
 	cfg := p.Config()
-	keys, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{
+	keys, err := agenttoken.NewKeyring(ctx, agenttoken.KeyringConfig{
 		Store:        cfg.Store,
 		SystemSecret: secret,
 		Algorithm:    cfg.AgentTokenAlgorithm,
@@ -26,7 +27,7 @@ func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) (*ha
 	if err != nil {
 		return nil, fmt.Errorf("agent keyring: %w", err)
 	}
-	m := &handlers.Minter{
+	m := &agenttoken.Minter{
 		Keys:      keys,
 		Store:     cfg.Store,
 		Directory: cfg.Directory,
@@ -38,8 +39,8 @@ func enableAgentGrant(ctx context.Context, p *plugin.Plugin, secret []byte) (*ha
 	// Subject tokens are decoded into the plugin's own session type, which
 	// carries the organization they are bound to.
 	newSession := func() fosite.Session { return p.NewSession("", "") }
-	if err := p.AddFactories(handlers.AgentTokenGrantFactory(m, newSession)); err != nil {
+	if err := p.AddFactories(flows.AgentTokenGrantFactory(m, newSession)); err != nil {
 		return nil, err
 	}
-	return &handlers.AgentVerifier{Keys: keys, Issuer: cfg.Issuer}, nil
+	return &agenttoken.AgentVerifier{Keys: keys, Issuer: cfg.Issuer}, nil
 }

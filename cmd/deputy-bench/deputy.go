@@ -15,7 +15,8 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -67,7 +68,7 @@ type deputyServer struct {
 	// For the verify group: the plugin (its access-token verifier), the
 	// agent-token verifier and the mint request's form.
 	plugin        *plugin.Plugin
-	agentVerifier *handlers.AgentVerifier
+	agentVerifier *agenttoken.AgentVerifier
 	agentForm     url.Values
 	stop          func()
 }
@@ -151,7 +152,7 @@ func (s *deputyServer) seed(ctx context.Context, st *storage.Store) error {
 		if err := st.CreateClient(ctx, c.client); err != nil {
 			return err
 		}
-		sec, hash, prefix, err := handlers.NewClientSecret()
+		sec, hash, prefix, err := clientsecret.NewClientSecret()
 		if err != nil {
 			return err
 		}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/plugin"
 )
 
@@ -98,7 +98,7 @@ func verifyCases(ctx context.Context, srv *deputyServer, withAgent bool) ([]veri
 		return nil, fmt.Errorf("access token: %w", err)
 	}
 	ov := srv.plugin.AccessTokenVerifier()
-	mw := &handlers.Middleware{
+	mw := &resource.Middleware{
 		Agent:  srv.agentVerifier,
 		Opaque: ov,
 		Org:    func(*http.Request) string { return benchOrg },

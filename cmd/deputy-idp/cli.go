@@ -13,7 +13,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -321,7 +322,7 @@ func newClientID() string { return storage.NewID(16) }
 // createClientWithSecret stores c and its first secret in one transaction,
 // returning the secret, which exists nowhere else from then on.
 func createClientWithSecret(ctx context.Context, st *storage.Store, c *storage.Client) (string, error) {
-	secret, hash, prefix, err := handlers.NewClientSecret()
+	secret, hash, prefix, err := clientsecret.NewClientSecret()
 	if err != nil {
 		return "", err
 	}
@@ -356,7 +357,7 @@ func cmdKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return cliFail(stderr, "keys rotate", err)
 	}
 	defer st.Close()
-	kr, err := handlers.NewKeyring(ctx, handlers.KeyringConfig{Store: st, SystemSecret: sys, Logger: log})
+	kr, err := agenttoken.NewKeyring(ctx, agenttoken.KeyringConfig{Store: st, SystemSecret: sys, Logger: log})
 	if err != nil {
 		return cliFail(stderr, "keys rotate", err)
 	}

@@ -6,15 +6,16 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/plugin"
 )
 
 // deputy is what the host composed from the plugin and its parts.
 type deputy struct {
 	p        *plugin.Plugin
-	keys     *handlers.Keyring
-	resource *handlers.Middleware
+	keys     *agenttoken.Keyring
+	resource *resource.Middleware
 }
 
 // compose builds the plugin around the host's Directory and sessions,

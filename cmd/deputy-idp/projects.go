@@ -10,7 +10,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/storage"
 )
 
@@ -43,7 +43,7 @@ type caller struct {
 	Kind         string   `json:"kind"`
 }
 
-func callerOf(id *handlers.Identity) caller {
+func callerOf(id *resource.Identity) caller {
 	return caller{Subject: id.Subject, ClientID: id.ClientID, AgentSession: id.AgentSession, Scopes: id.Scopes, Kind: id.Kind}
 }
 
@@ -53,7 +53,7 @@ func apiError(w http.ResponseWriter, status int, code, msg string) {
 
 func (s *server) handleListProjects(w http.ResponseWriter, r *http.Request) {
 	org := mux.Vars(r)["org"]
-	id, ok := handlers.IdentityFrom(r.Context())
+	id, ok := resource.IdentityFrom(r.Context())
 	if !ok {
 		apiError(w, http.StatusUnauthorized, "invalid_token", "a bearer token is required")
 		return
@@ -76,7 +76,7 @@ func (s *server) handleListProjects(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) handleCreateProject(w http.ResponseWriter, r *http.Request) {
 	org := mux.Vars(r)["org"]
-	id, ok := handlers.IdentityFrom(r.Context())
+	id, ok := resource.IdentityFrom(r.Context())
 	if !ok {
 		apiError(w, http.StatusUnauthorized, "invalid_token", "a bearer token is required")
 		return

@@ -12,7 +12,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -277,7 +277,7 @@ func (s *server) createSecret(w http.ResponseWriter, r *http.Request, u *user) {
 		s.errorPage(w, r, http.StatusBadRequest, fmt.Sprintf("An app has at most %d secrets; delete one first.", plugin.MaxSecretsPerApp))
 		return
 	}
-	secret, hash, prefix, err := handlers.NewClientSecret()
+	secret, hash, prefix, err := clientsecret.NewClientSecret()
 	if err != nil {
 		s.internalError(w, r, "generate secret", err)
 		return

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deputyauth/deputy/handlers"
+	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/storage"
 )
 
@@ -147,7 +147,7 @@ const contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'se
 // above, nosniff, the same-origin referrer policy, X-Frame-Options DENY.
 // Pages that others set (fosite's, the plugin's) get them too.
 func securityHeaders(next http.Handler) http.Handler {
-	withHeaders := handlers.SecurityHeadersCSP(contentSecurityPolicy)(next)
+	withHeaders := secheaders.SecurityHeadersCSP(contentSecurityPolicy)(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cross-Origin-Opener-Policy", "same-origin")
 		withHeaders.ServeHTTP(w, r)
@@ -156,7 +156,7 @@ func securityHeaders(next http.Handler) http.Handler {
 
 // noStore marks a response as not cacheable: pages with secrets or
 // per-user data must not land in a shared or back-button cache.
-func noStore(w http.ResponseWriter) { handlers.SetNoStore(w.Header()) }
+func noStore(w http.ResponseWriter) { secheaders.SetNoStore(w.Header()) }
 
 // statusRecorder remembers the status for the access log.
 type statusRecorder struct {

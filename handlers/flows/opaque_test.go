@@ -1,4 +1,4 @@
-package handlers
+package flows
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/ory/fosite"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 )
 
@@ -34,7 +35,7 @@ func TestHMACStrategyPrefixes(t *testing.T) {
 	}
 	rt, rtSig, _ := h.GenerateRefreshToken(ctx, req)
 	ac, acSig, _ := h.GenerateAuthorizeCode(ctx, req)
-	for tok, prefix := range map[string]string{at: AccessTokenPrefix, rt: RefreshTokenPrefix, ac: AuthorizeCodePrefix} {
+	for tok, prefix := range map[string]string{at: protocol.AccessTokenPrefix, rt: protocol.RefreshTokenPrefix, ac: protocol.AuthorizeCodePrefix} {
 		if !strings.HasPrefix(tok, prefix) {
 			t.Errorf("%q lacks %s", tok, prefix)
 		}
@@ -55,8 +56,8 @@ func TestHMACStrategyPrefixes(t *testing.T) {
 	}
 	// A forged key with a real signature has no signature at all, so it
 	// cannot even be looked up (or revoked).
-	key, sig, _ := strings.Cut(strings.TrimPrefix(at, AccessTokenPrefix), ".")
-	forged := AccessTokenPrefix + strings.ToLower(key) + "x." + sig
+	key, sig, _ := strings.Cut(strings.TrimPrefix(at, protocol.AccessTokenPrefix), ".")
+	forged := protocol.AccessTokenPrefix + strings.ToLower(key) + "x." + sig
 	if h.AccessTokenSignature(ctx, forged) != "" {
 		t.Error("forged token has a signature")
 	}

@@ -1,4 +1,4 @@
-package handlers
+package agenttoken
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -50,7 +51,7 @@ func BenchmarkMiddlewareAgentToken(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	mw := &Middleware{Agent: &AgentVerifier{Keys: k, Issuer: testIssuer}, Org: func(*http.Request) string { return testOrg }}
+	mw := &resource.Middleware{Agent: &AgentVerifier{Keys: k, Issuer: testIssuer}, Org: func(*http.Request) string { return testOrg }}
 	h := mw.RequireScopes(readScope)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	req.Header.Set("Authorization", "Bearer "+tok.Token)

@@ -1,4 +1,6 @@
-package handlers
+// Package secheaders sets the security headers and the no-store cache policy
+// every deputy page and OAuth2 endpoint answers with.
+package secheaders
 
 import "net/http"
 

@@ -1,4 +1,4 @@
-package handlers
+package flows
 
 import (
 	"context"
@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/handlers/resource"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -20,7 +23,7 @@ import (
 // resourceServer is a sample API: GET needs projects:read, POST projects:write.
 // The organization comes from the path, /orgs/{org}/projects.
 func (e *env) resourceServer() http.Handler {
-	m := &Middleware{
+	m := &resource.Middleware{
 		Agent: e.verifier,
 		Org: func(r *http.Request) string {
 			return r.PathValue("org")
@@ -30,7 +33,7 @@ func (e *env) resourceServer() http.Handler {
 		},
 	}
 	whoami := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, ok := IdentityFrom(r.Context())
+		id, ok := resource.IdentityFrom(r.Context())
 		if !ok {
 			http.Error(w, "no identity", http.StatusInternalServerError)
 			return
@@ -47,7 +50,7 @@ type apiResult struct {
 	status    int
 	challenge string
 	body      map[string]any
-	identity  Identity
+	identity  resource.Identity
 }
 
 func call(t *testing.T, h http.Handler, method, org, token string) apiResult {
@@ -86,13 +89,13 @@ func TestAgentLoop(t *testing.T) {
 		if tr.IssuedTokenType != TokenTypeAccessToken || tr.TokenType != "Bearer" {
 			t.Errorf("issued_token_type %q token_type %q", tr.IssuedTokenType, tr.TokenType)
 		}
-		if tr.ExpiresIn != int64(DefaultAgentTokenLifespan/time.Second) {
+		if tr.ExpiresIn != int64(agenttoken.DefaultAgentTokenLifespan/time.Second) {
 			t.Errorf("expires_in = %d", tr.ExpiresIn)
 		}
 		if tr.Scope != "issues:read projects:read" {
 			t.Errorf("default scopes = %q, want the read-only ones", tr.Scope)
 		}
-		if !strings.HasPrefix(tr.AccessToken, AgentTokenPrefix) {
+		if !strings.HasPrefix(tr.AccessToken, protocol.AgentTokenPrefix) {
 			t.Fatalf("token %q lacks the prefix", tr.AccessToken)
 		}
 
@@ -100,8 +103,8 @@ func TestAgentLoop(t *testing.T) {
 		if read.status != http.StatusOK {
 			t.Fatalf("read: %d %s", read.status, read.challenge)
 		}
-		want := Identity{Subject: testUser, Organization: testOrg, AgentSession: testSession, ClientID: agentClientID,
-			Scopes: []string{issuesReadScope, readScope}, Kind: KindAgent}
+		want := resource.Identity{Subject: testUser, Organization: testOrg, AgentSession: testSession, ClientID: agentClientID,
+			Scopes: []string{issuesReadScope, readScope}, Kind: resource.KindAgent}
 		if fmt.Sprint(read.identity) != fmt.Sprint(want) {
 			t.Errorf("identity = %+v, want %+v", read.identity, want)
 		}
@@ -256,7 +259,7 @@ func TestMintGoAPI(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		e := newEnv(t, s)
 		ctx := context.Background()
-		tok, err := e.minter.Mint(ctx, MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: "first-party-agent"})
+		tok, err := e.minter.Mint(ctx, agenttoken.MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: "first-party-agent"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,14 +274,14 @@ func TestMintGoAPI(t *testing.T) {
 			t.Errorf("identity = %+v", id)
 		}
 		// Lifetimes are capped at an hour.
-		long, err := e.minter.Mint(ctx, MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: "a", Lifespan: 48 * time.Hour})
+		long, err := e.minter.Mint(ctx, agenttoken.MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: "a", Lifespan: 48 * time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := long.ExpiresAt.Sub(long.IssuedAt); got != MaxAgentTokenLifespan {
+		if got := long.ExpiresAt.Sub(long.IssuedAt); got != agenttoken.MaxAgentTokenLifespan {
 			t.Errorf("lifespan = %v", got)
 		}
-		for _, bad := range []MintRequest{
+		for _, bad := range []agenttoken.MintRequest{
 			{UserID: testUser, Organization: testOrg, AgentSessionID: "", ClientID: "a"},
 			{UserID: testUser, Organization: testOrg, AgentSessionID: "a/b", ClientID: "a"},
 			{UserID: testUser, Organization: "", AgentSessionID: testSession, ClientID: "a"},
@@ -331,7 +334,7 @@ func TestAgentScopesFormula(t *testing.T) {
 			if tc.clientNone {
 				c = nil
 			}
-			got := AgentScopes(cat, tc.u, tc.g, r, c)
+			got := agenttoken.AgentScopes(cat, tc.u, tc.g, r, c)
 			if !slices.Equal(got, scope.Normalize(tc.want)) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
@@ -354,7 +357,7 @@ func TestAgentScopesFormula(t *testing.T) {
 		for _, g := range subsets {
 			for _, r := range subsets {
 				for _, c := range subsets {
-					got := AgentScopes(cat, u, g, r, c)
+					got := agenttoken.AgentScopes(cat, u, g, r, c)
 					for _, s := range got {
 						if !slices.Contains(u, s) || (len(r) > 0 && !slices.Contains(r, s)) || !slices.Contains(c, s) {
 							t.Fatalf("U=%v G=%v R=%v C=%v gave %v: %q escapes", u, g, r, c, got, s)

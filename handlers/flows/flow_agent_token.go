@@ -1,4 +1,4 @@
-package handlers
+package flows
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/x/errorsx"
 
+	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/scope"
 )
 
@@ -30,7 +31,7 @@ var _ fosite.TokenEndpointHandler = (*AgentTokenGrantHandler)(nil)
 // an agent session, and gets a short-lived agent token that is read-only
 // unless the user approved more for that session. Nothing is stored.
 type AgentTokenGrantHandler struct {
-	Minter *Minter
+	Minter *agenttoken.Minter
 	// AccessTokenStrategy and AccessTokenStorage resolve the subject token,
 	// exactly as fosite's introspection does.
 	AccessTokenStrategy oauth2.AccessTokenStrategy
@@ -51,7 +52,7 @@ type AgentTokenGrantHandler struct {
 // newSession is the host's session constructor, used to decode subject
 // tokens' stored sessions; nil means *fosite.DefaultSession. A session with a
 // GetOrganization() string method binds its token to that organization.
-func AgentTokenGrantFactory(m *Minter, newSession func() fosite.Session) compose.Factory {
+func AgentTokenGrantFactory(m *agenttoken.Minter, newSession func() fosite.Session) compose.Factory {
 	return func(config fosite.Configurator, storage interface{}, strategy interface{}) interface{} {
 		return &AgentTokenGrantHandler{
 			Minter:              m,
@@ -92,10 +93,10 @@ func (c *AgentTokenGrantHandler) HandleTokenEndpointRequest(ctx context.Context,
 	if form.Get("subject_token_type") != TokenTypeAccessToken {
 		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("'subject_token_type' must be '%s'.", TokenTypeAccessToken))
 	}
-	if len(form["agent_session_id"]) != 1 || !ValidAgentSessionID(form.Get("agent_session_id")) {
+	if len(form["agent_session_id"]) != 1 || !agenttoken.ValidAgentSessionID(form.Get("agent_session_id")) {
 		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint("'agent_session_id' must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'."))
 	}
-	if len(form["organization"]) != 1 || !ValidOrganization(form.Get("organization")) {
+	if len(form["organization"]) != 1 || !agenttoken.ValidOrganization(form.Get("organization")) {
 		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint("'organization' is required: 1 to 128 printable characters without spaces."))
 	}
 	if aud := request.GetRequestedAudience(); len(aud) > 0 {
@@ -118,7 +119,7 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 		return err
 	}
 	client := request.GetClient()
-	tok, err := c.Minter.Mint(ctx, MintRequest{
+	tok, err := c.Minter.Mint(ctx, agenttoken.MintRequest{
 		UserID:         userID,
 		Organization:   form.Get("organization"),
 		AgentSessionID: form.Get("agent_session_id"),
@@ -130,11 +131,11 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 	})
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrInvalidAgentSession), errors.Is(err, ErrInvalidOrganization):
+	case errors.Is(err, agenttoken.ErrInvalidAgentSession), errors.Is(err, agenttoken.ErrInvalidOrganization):
 		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint(err.Error()))
 	case errors.Is(err, scope.ErrUserNotFound), errors.Is(err, scope.ErrUserDisabled):
 		return errorsx.WithStack(fosite.ErrInvalidGrant.WithHint("The user of the subject token can no longer act."))
-	case errors.Is(err, ErrNoScopes):
+	case errors.Is(err, agenttoken.ErrNoScopes):
 		return errorsx.WithStack(fosite.ErrInvalidScope.WithHint("None of the requested scopes can be granted to this agent session."))
 	default:
 		c.logger().ErrorContext(ctx, "deputy: minting an agent token", "client_id", client.GetID(), "err", err)

@@ -1,4 +1,4 @@
-package handlers
+package agenttoken
 
 import (
 	"net/http"

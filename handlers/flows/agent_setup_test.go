@@ -1,4 +1,4 @@
-package handlers
+package flows
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/ory/fosite/token/hmac"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -113,9 +114,9 @@ type env struct {
 	t         *testing.T
 	store     *storage.Store
 	dir       *directory
-	keys      *Keyring
-	minter    *Minter
-	verifier  *AgentVerifier
+	keys      *agenttoken.Keyring
+	minter    *agenttoken.Minter
+	verifier  *agenttoken.AgentVerifier
 	strategy  *prefixedStrategy
 	provider  fosite.OAuth2Provider
 	tokenURL  string
@@ -126,14 +127,14 @@ type env struct {
 func newEnv(t *testing.T, s *storage.Store) *env {
 	t.Helper()
 	ctx := context.Background()
-	keys, err := NewKeyring(ctx, KeyringConfig{Store: s, SystemSecret: testSecret, MinRefreshInterval: -1})
+	keys, err := agenttoken.NewKeyring(ctx, agenttoken.KeyringConfig{Store: s, SystemSecret: testSecret, MinRefreshInterval: -1})
 	if err != nil {
 		t.Fatalf("keyring: %v", err)
 	}
 	e := &env{t: t, store: s, dir: newDirectory(), keys: keys,
 		catalog: scope.NewCatalog(scope.Entry{Name: readScope}, scope.Entry{Name: writeScope, Write: true})}
-	e.minter = &Minter{Keys: keys, Store: s, Directory: e.dir, Catalog: e.catalog, Issuer: testIssuer}
-	e.verifier = &AgentVerifier{Keys: keys, Issuer: testIssuer}
+	e.minter = &agenttoken.Minter{Keys: keys, Store: s, Directory: e.dir, Catalog: e.catalog, Issuer: testIssuer}
+	e.verifier = &agenttoken.AgentVerifier{Keys: keys, Issuer: testIssuer}
 
 	e.fositeCfg = &fosite.Config{
 		GlobalSecret:        []byte("fosite-hmac-secret-0123456789abcdef"),
@@ -164,7 +165,7 @@ func newEnv(t *testing.T, s *storage.Store) *env {
 		}
 		e.provider.WriteAccessResponse(ctx, w, ar, resp)
 	})
-	mux.Handle("/.well-known/jwks.json", NewJWKSHandler(keys))
+	mux.Handle("/.well-known/jwks.json", agenttoken.NewJWKSHandler(keys))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	e.tokenURL = srv.URL + "/oauth2/token"

@@ -1,4 +1,4 @@
-package handlers
+package agenttoken
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deputyauth/deputy/handlers/resource"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -29,7 +31,7 @@ func mintWith(t *testing.T, k *Keyring, s *storage.Store, org string) *AgentToke
 
 func kidOf(t *testing.T, token string) string {
 	t.Helper()
-	seg, _, _ := strings.Cut(strings.TrimPrefix(token, AgentTokenPrefix), ".")
+	seg, _, _ := strings.Cut(strings.TrimPrefix(token, protocol.AgentTokenPrefix), ".")
 	raw, err := b64.DecodeString(seg)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +137,7 @@ func TestRotateKeysAcrossReplicas(t *testing.T) {
 			t.Errorf("old token just before expiry: %v", err)
 		}
 		vb.now = func() time.Time { return old.ExpiresAt.Add(DefaultLeeway + time.Second) }
-		if _, err := vb.Verify(ctx, old.Token, testOrg); !errors.Is(err, ErrInvalidToken) {
+		if _, err := vb.Verify(ctx, old.Token, testOrg); !errors.Is(err, resource.ErrInvalidToken) {
 			t.Errorf("old token after expiry: %v", err)
 		}
 
@@ -180,7 +182,7 @@ func TestKeyringUnknownKidRateLimited(t *testing.T) {
 	before := k.loads.Load()
 	for i := range 200 {
 		h := map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": strings.Repeat("0", 20) + string(rune('a'+i%6)) + "bcd"}
-		if _, err := v.Verify(context.Background(), forge(t, k, h, validClaims()), testOrg); !errors.Is(err, ErrInvalidToken) {
+		if _, err := v.Verify(context.Background(), forge(t, k, h, validClaims()), testOrg); !errors.Is(err, resource.ErrInvalidToken) {
 			t.Fatalf("unknown kid accepted: %v", err)
 		}
 	}
@@ -253,7 +255,7 @@ func TestES256Keys(t *testing.T) {
 		}
 		// The ES256 key named under an EdDSA header is refused.
 		h := map[string]any{"alg": AlgEdDSA, "kid": kidOf(t, ecTok.Token), "typ": "at+jwt"}
-		if _, err := v.Verify(ctx, forge(t, ec, h, validClaims()), testOrg); !errors.Is(err, ErrInvalidToken) {
+		if _, err := v.Verify(ctx, forge(t, ec, h, validClaims()), testOrg); !errors.Is(err, resource.ErrInvalidToken) {
 			t.Errorf("algorithm confusion accepted: %v", err)
 		}
 		if _, err := NewKeyring(ctx, KeyringConfig{Store: s, SystemSecret: testSecret, Algorithm: "HS256"}); err == nil {
@@ -272,7 +274,7 @@ func TestVerifyFastPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := mintWith(t, k, s, testOrg)
-	header, _, _ := strings.Cut(strings.TrimPrefix(tok.Token, AgentTokenPrefix), ".")
+	header, _, _ := strings.Cut(strings.TrimPrefix(tok.Token, protocol.AgentTokenPrefix), ".")
 	if k.set.Load().byHeader[header] == nil {
 		t.Errorf("header %s is not the one expected", header)
 	}

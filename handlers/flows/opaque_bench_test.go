@@ -1,4 +1,4 @@
-package handlers
+package flows
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/ory/fosite"
 
+	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -25,7 +26,7 @@ func BenchmarkMiddlewareOpaqueToken(b *testing.B) {
 			ctx := context.Background()
 			strategy := NewHMACStrategy(&fosite.Config{GlobalSecret: []byte(strings.Repeat("s", 32)), AccessTokenLifespan: time.Hour})
 			tok := storeOpaqueToken(b, s, strategy, testUser, testOrg, []string{readScope})
-			mw := &Middleware{
+			mw := &resource.Middleware{
 				Opaque: &OpaqueVerifier{Strategy: strategy, Storage: s, Directory: newDirectory()},
 				Org:    func(*http.Request) string { return testOrg },
 			}

@@ -1,4 +1,4 @@
-package handlers
+package agenttoken
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -35,16 +36,16 @@ func FuzzVerifyAgentToken(f *testing.F) {
 	f.Add(forge(f, k, with(validHeader(f, k), "alg", "none"), validClaims()))
 
 	v := &AgentVerifier{Keys: k, Issuer: testIssuer}
-	mw := &Middleware{Agent: v, Org: func(*http.Request) string { return testOrg }}
+	mw := &resource.Middleware{Agent: v, Org: func(*http.Request) string { return testOrg }}
 	h := mw.RequireScopes(readScope)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := IdentityFrom(r.Context()); !ok {
+		if _, ok := resource.IdentityFrom(r.Context()); !ok {
 			w.WriteHeader(http.StatusTeapot)
 		}
 	}))
 	f.Fuzz(func(t *testing.T, token string) {
 		id, err := v.Verify(ctx, token, testOrg)
 		switch {
-		case err != nil && !errors.Is(err, ErrInvalidToken):
+		case err != nil && !errors.Is(err, resource.ErrInvalidToken):
 			t.Fatalf("error %v does not wrap ErrInvalidToken", err)
 		case err == nil && (id == nil || id.Subject == "" || id.Organization != testOrg || len(id.Scopes) == 0):
 			t.Fatalf("accepted with identity %+v", id)

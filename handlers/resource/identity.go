@@ -1,7 +1,9 @@
-// Package handlers holds deputy's fosite token-endpoint handlers (owned client
-// credentials, the agent-token grant), agent JWT minting and verification, and
-// the resource-server middleware.
-package handlers
+// Package resource is deputy's resource-server side: the middleware that
+// protects an API with deputy tokens, the Identity a verified token speaks
+// for, and the verifier interfaces the middleware routes tokens to (agent
+// tokens to handlers/agenttoken's verifier, opaque access tokens to
+// handlers/flows' OpaqueVerifier, or a host's own).
+package resource
 
 import (
 	"context"
@@ -46,6 +48,13 @@ type Identity struct {
 // internal.
 type AccessTokenVerifier interface {
 	VerifyAccessToken(ctx context.Context, token string, org string) (*Identity, error)
+}
+
+// AgentTokenVerifier checks a dpy_agt_ agent token (with its prefix) for a
+// request in org. Errors wrapping ErrInvalidToken mean "not valid"; other
+// errors are internal.
+type AgentTokenVerifier interface {
+	Verify(ctx context.Context, token, org string) (*Identity, error)
 }
 
 type identityKey struct{}

@@ -1,4 +1,4 @@
-package handlers
+package flows
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -51,7 +52,7 @@ func TestJWKSVerifiesWithGoJoseAlone(t *testing.T) {
 			}
 		}
 
-		parsed, err := jwt.ParseSigned(strings.TrimPrefix(token, AgentTokenPrefix), []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256})
+		parsed, err := jwt.ParseSigned(strings.TrimPrefix(token, protocol.AgentTokenPrefix), []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256})
 		if err != nil {
 			t.Fatal(err)
 		}

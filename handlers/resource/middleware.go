@@ -1,4 +1,4 @@
-package handlers
+package resource
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 )
 
@@ -20,8 +21,9 @@ const maxAuthorizationLen = 8192
 // to the opaque access-token verifier; anything else is refused. Its
 // RequireScopes has the shape of gorilla/mux's MiddlewareFunc.
 type Middleware struct {
-	// Agent verifies dpy_agt_ agent tokens; nil refuses them.
-	Agent *AgentVerifier
+	// Agent verifies dpy_agt_ agent tokens (agenttoken.AgentVerifier); nil
+	// refuses them.
+	Agent AgentTokenVerifier
 	// Opaque verifies dpy_at_ access tokens, re-checking their owner; nil
 	// refuses them.
 	Opaque AccessTokenVerifier
@@ -118,9 +120,9 @@ func (m *Middleware) verify(r *http.Request, token, org string) (id *Identity, e
 		}
 	}()
 	switch {
-	case strings.HasPrefix(token, AgentTokenPrefix) && m.Agent != nil:
+	case strings.HasPrefix(token, protocol.AgentTokenPrefix) && m.Agent != nil:
 		id, err = m.Agent.Verify(r.Context(), token, org)
-	case strings.HasPrefix(token, subjectAccessTokenPrefix) && m.Opaque != nil:
+	case strings.HasPrefix(token, protocol.AccessTokenPrefix) && m.Opaque != nil:
 		id, err = m.Opaque.VerifyAccessToken(r.Context(), token, org)
 	default:
 		return nil, ErrInvalidToken

@@ -1,4 +1,4 @@
-package handlers
+package agenttoken
 
 import (
 	"bytes"
@@ -17,13 +17,11 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/deputyauth/deputy/handlers/resource"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
-
-// AgentTokenPrefix marks an agent capability token: the middleware routes on
-// it without parsing anything else.
-const AgentTokenPrefix = "dpy_agt_"
 
 // agentTokenType is the JWS "typ" of an agent token (RFC 9068 §2.1). Checking
 // it keeps an ID token or any other JWT signed by the same keys from being
@@ -235,7 +233,7 @@ func (m *Minter) Mint(ctx context.Context, req MintRequest) (*AgentToken, error)
 	if err != nil {
 		return nil, fmt.Errorf("deputy: mint: serialize: %w", err)
 	}
-	return &AgentToken{Token: AgentTokenPrefix + compact, Scopes: scopes, IssuedAt: issued, ExpiresAt: expires}, nil
+	return &AgentToken{Token: protocol.AgentTokenPrefix + compact, Scopes: scopes, IssuedAt: issued, ExpiresAt: expires}, nil
 }
 
 func (m *Minter) audience() string {
@@ -301,15 +299,15 @@ type jwsHeader struct {
 	Crit json.RawMessage `json:"crit"`
 }
 
-func invalid(reason string) error { return fmt.Errorf("%w: %s", ErrInvalidToken, reason) }
+func invalid(reason string) error { return fmt.Errorf("%w: %s", resource.ErrInvalidToken, reason) }
 
 // Verify checks token (with its dpy_agt_ prefix) for a request in org and
 // returns whom it speaks for. Every failure wraps ErrInvalidToken.
-func (v *AgentVerifier) Verify(ctx context.Context, token, org string) (*Identity, error) {
-	if len(token) > maxAgentTokenLen+len(AgentTokenPrefix) {
+func (v *AgentVerifier) Verify(ctx context.Context, token, org string) (*resource.Identity, error) {
+	if len(token) > maxAgentTokenLen+len(protocol.AgentTokenPrefix) {
 		return nil, invalid("too long")
 	}
-	jws, ok := strings.CutPrefix(token, AgentTokenPrefix)
+	jws, ok := strings.CutPrefix(token, protocol.AgentTokenPrefix)
 	if !ok {
 		return nil, invalid("not an agent token")
 	}
@@ -347,13 +345,13 @@ func (v *AgentVerifier) Verify(ctx context.Context, token, org string) (*Identit
 	if err := v.checkClaims(&c, org); err != nil {
 		return nil, err
 	}
-	return &Identity{
+	return &resource.Identity{
 		Subject:      c.Subject,
 		Organization: c.Organization,
 		AgentSession: c.AgentSession,
 		ClientID:     c.ClientID,
 		Scopes:       strings.Fields(c.Scope),
-		Kind:         KindAgent,
+		Kind:         resource.KindAgent,
 	}, nil
 }
 

@@ -1,4 +1,6 @@
-package handlers
+// Package ratelimit holds the client-authentication rate limiter in front of
+// the token, introspection and revocation endpoints.
+package ratelimit
 
 import (
 	"bytes"

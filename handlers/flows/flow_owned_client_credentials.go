@@ -1,4 +1,4 @@
-package handlers
+package flows
 
 import (
 	"context"
@@ -8,64 +8,11 @@ import (
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
-	"github.com/ory/fosite/handler/openid"
 	"github.com/ory/x/errorsx"
 
+	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/scope"
 )
-
-// Session is the fosite session deputy stores with every token: fosite's
-// OpenID Connect session (so a host can add ID tokens) plus the organization
-// the token is bound to. The token endpoint, the host's authorize endpoint
-// and every lookup must use this type, because fosite decodes a stored
-// session into whatever session the caller hands it.
-type Session struct {
-	openid.DefaultSession
-	// Organization the token is bound to; "" where the IdP has none.
-	Organization string `json:"organization,omitempty"`
-}
-
-// NewSession returns a session for subject bound to org.
-func NewSession(subject, org string) *Session {
-	s := &Session{DefaultSession: *openid.NewDefaultSession(), Organization: org}
-	s.Subject = subject
-	// Ready for an ID token should a host add OpenID Connect.
-	s.Claims.Subject = subject
-	return s
-}
-
-// Clone is needed because DefaultSession's would return a DefaultSession.
-func (s *Session) Clone() fosite.Session {
-	if s == nil {
-		return nil
-	}
-	c := *s
-	if d, ok := s.DefaultSession.Clone().(*openid.DefaultSession); ok && d != nil {
-		c.DefaultSession = *d
-	}
-	return &c
-}
-
-// GetOrganization returns the organization the token is bound to.
-func (s *Session) GetOrganization() string {
-	if s == nil {
-		return ""
-	}
-	return s.Organization
-}
-
-// SetOrganization binds the session to org.
-func (s *Session) SetOrganization(org string) { s.Organization = org }
-
-// GetExtraClaims puts the organization into introspection responses as
-// "org". The map is built on each call: the session keeps no other extra
-// claims, so there is nothing for a caller's change to persist into.
-func (s *Session) GetExtraClaims() map[string]interface{} {
-	if s == nil || s.Organization == "" {
-		return map[string]interface{}{}
-	}
-	return map[string]interface{}{"org": s.Organization}
-}
 
 // OwnedClient is a client whose tokens act as its owner: storage.Client.
 type OwnedClient interface {
@@ -161,7 +108,7 @@ func (c *OwnedClientCredentialsGrantHandler) HandleTokenEndpointRequest(ctx cont
 		s.IDTokenClaims().Subject = owned.Owner()
 		s.SetOrganization(org)
 	default:
-		return errorsx.WithStack(fosite.ErrServerError.WithWrap(errors.New("deputy: the token endpoint must use handlers.Session")).WithDebugf("session is %T", sess))
+		return errorsx.WithStack(fosite.ErrServerError.WithWrap(errors.New("deputy: the token endpoint must use flows.Session")).WithDebugf("session is %T", sess))
 	}
 
 	atLifespan := fosite.GetEffectiveLifespan(client, fosite.GrantTypeClientCredentials, fosite.AccessToken, c.Config.GetAccessTokenLifespan(ctx))
@@ -189,7 +136,7 @@ func (c *OwnedClientCredentialsGrantHandler) CanHandleTokenEndpointRequest(_ con
 }
 
 // validOrganization accepts the default "" or what ValidOrganization does.
-func validOrganization(org string) bool { return org == "" || ValidOrganization(org) }
+func validOrganization(org string) bool { return org == "" || agenttoken.ValidOrganization(org) }
 
 // OwnedClientCredentialsFactory builds the handler for compose.Compose, in
 // place of compose.OAuth2ClientCredentialsGrantFactory.

@@ -1,4 +1,7 @@
-package handlers
+// Package clientsecret makes client secrets and checks them: the dpy_cs_
+// secret generator, the SHA-256 hasher fosite compares them with, and the
+// throttled writer of secrets' last use.
+package clientsecret
 
 import (
 	"context"

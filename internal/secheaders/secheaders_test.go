@@ -1,4 +1,4 @@
-package handlers
+package secheaders
 
 import (
 	"net/http"
