@@ -36,11 +36,8 @@ func (s *Store) CreateClientSecret(ctx context.Context, clientID string, hash []
 	res, err := s.exec(ctx, `INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at)
 		SELECT ?, id, ?, ?, ? FROM clients WHERE id = ?`,
 		cs.ID, hash, cs.DisplayPrefix, cs.CreatedAt, clientID)
-	if isUniqueViolation(err) {
-		return nil, fmt.Errorf("storage: client secret: %w", ErrConflict)
-	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("storage: client secret: %w", err)
 	}
 	if err := oneRow(res); err != nil {
 		return nil, fmt.Errorf("storage: client %q: %w", clientID, err)

@@ -114,10 +114,10 @@ func (s *Store) CreateClient(ctx context.Context, c *Client) error {
 	_, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
 		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.OwnerUserID, c.CreatedAt, c.UpdatedAt)
-	if isUniqueViolation(err) {
-		return fmt.Errorf("storage: client %q: %w", c.ID, ErrConflict)
+	if err != nil {
+		return fmt.Errorf("storage: client %q: %w", c.ID, err)
 	}
-	return err
+	return nil
 }
 
 // UpdateClient replaces the mutable fields of the client with c.ID.
@@ -231,7 +231,7 @@ func (s *Store) SetClientAssertionJWT(ctx context.Context, jti string, exp time.
 			return err
 		}
 		_, err := s.exec(ctx, `INSERT INTO oauth2_jti (jti, expires_at) VALUES (?, ?)`, jti, exp.UTC())
-		if isUniqueViolation(err) {
+		if errors.Is(err, ErrConflict) {
 			return fosite.ErrJTIKnown
 		}
 		return err

@@ -37,7 +37,7 @@ func newClient(t *testing.T, s *storage.Store, id string) *storage.Client {
 
 func addSecretHash(t *testing.T, s *storage.Store, clientID string, hash []byte) {
 	t.Helper()
-	_, err := s.DB().Exec(s.Rebind(`INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at) VALUES (?, ?, ?, ?, ?)`),
+	_, err := s.Exec(context.Background(), `INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at) VALUES (?, ?, ?, ?, ?)`,
 		storage.NewID(8), clientID, hash, "dpy_cs_test", time.Now().UTC())
 	if err != nil {
 		t.Fatalf("insert secret: %v", err)

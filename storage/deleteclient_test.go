@@ -46,7 +46,7 @@ func TestDeleteClientRemovesEveryRequest(t *testing.T) {
 					continue // kept was given no secret
 				}
 				var n int
-				if err := s.DB().Get(&n, s.Rebind(`SELECT COUNT(*) FROM `+table+` WHERE client_id = ?`), id); err != nil {
+				if err := s.DB().Get(&n, s.DB().Rebind(`SELECT COUNT(*) FROM `+table+` WHERE client_id = ?`), id); err != nil {
 					t.Fatal(err)
 				}
 				if n != want {

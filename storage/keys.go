@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -76,8 +77,8 @@ func (s *Store) RotateSigningKeys(ctx context.Context, k *SigningKey, retain tim
 		k.RetiredAt, k.DropAfter = sql.NullTime{}, sql.NullTime{}
 		_, err := s.exec(ctx, `INSERT INTO signing_keys (`+signingKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			k.ID, k.Algorithm, k.PublicKey, k.PrivateKey, true, k.CreatedAt, nil, nil)
-		if isUniqueViolation(err) {
-			return fmt.Errorf("signing key rotation raced another: %w", ErrConflict)
+		if errors.Is(err, ErrConflict) {
+			return fmt.Errorf("signing key rotation raced another: %w", err)
 		}
 		return err
 	})

@@ -59,6 +59,10 @@ const migrationLockKey = 0x6465707574790001 // "deputy" + 1
 // Migrate applies every embedded migration the database has not seen yet,
 // each in its own transaction. It is safe to call from several processes at once.
 func (s *Store) Migrate(ctx context.Context) error {
+	return s.flavor.classify(s.migrate(ctx))
+}
+
+func (s *Store) migrate(ctx context.Context) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
@@ -68,12 +72,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("storage: migrate: %w", err)
 	}
 	defer conn.Close()
-	if s.dialect == Postgres {
-		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLockKey)); err != nil {
-			return fmt.Errorf("storage: migrate: lock: %w", err)
-		}
-		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrationLockKey)) //nolint:errcheck
+	unlock, err := s.flavor.lock(ctx, conn, migrationLockKey)
+	if err != nil {
+		return fmt.Errorf("storage: migrate: lock: %w", err)
 	}
+	defer unlock()
 	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY,
 		name TEXT NOT NULL,
@@ -87,7 +90,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return fmt.Errorf("storage: migrate %04d: %w", m.version, err)
 		}
 		var seen int
-		if err := tx.GetContext(ctx, &seen, s.Rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.version); err != nil {
+		if err := tx.GetContext(ctx, &seen, s.rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), m.version); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("storage: migrate %04d: %w", m.version, err)
 		}
@@ -95,11 +98,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 			tx.Rollback()
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, s.dialect.translateDDL(m.sql)); err != nil {
+		if _, err := tx.ExecContext(ctx, s.flavor.translateDDL(m.sql)); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("storage: migrate %04d_%s: %w", m.version, m.name, err)
 		}
-		if _, err := tx.ExecContext(ctx, s.Rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`), m.version, m.name, now()); err != nil {
+		if _, err := tx.ExecContext(ctx, s.rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`), m.version, m.name, now()); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("storage: migrate %04d: record: %w", m.version, err)
 		}

@@ -47,7 +47,7 @@ func TestQueryCounterExact(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, h := range []string{"hash-one", "hash-two"} {
-			if _, err := db.ExecContext(ctx, s.Rebind(`INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at)
+			if _, err := db.ExecContext(ctx, s.DB().Rebind(`INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at)
 				VALUES (?, ?, ?, ?, ?)`), []string{"s1", "s2"}[i], "seeded", []byte(h), "dpy_cs_x", time.Now().UTC()); err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +144,7 @@ func TestQueryCounterExact(t *testing.T) {
 						t.Fatal(err)
 					}
 					defer conn.Close()
-					st, err := conn.PrepareContext(ctx, s.Rebind(`UPDATE clients SET name = ? WHERE id = ?`))
+					st, err := conn.PrepareContext(ctx, s.DB().Rebind(`UPDATE clients SET name = ? WHERE id = ?`))
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -154,7 +154,7 @@ func TestQueryCounterExact(t *testing.T) {
 						}
 					}
 					st.Close()
-					q, err := conn.PrepareContext(ctx, s.Rebind(`SELECT name FROM clients WHERE id = ?`))
+					q, err := conn.PrepareContext(ctx, s.DB().Rebind(`SELECT name FROM clients WHERE id = ?`))
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -149,7 +149,7 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 		row.Signature, row.RequestID, row.ClientID, row.Subject, row.RequestedAt, row.ExpiresAt,
 		row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
 		row.FormData, row.SessionData, row.Active)
-	if isUniqueViolation(err) {
+	if errors.Is(err, ErrConflict) {
 		return fmt.Errorf("storage: %s: %w", t, ErrConflict)
 	}
 	return err

@@ -8,7 +8,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -18,13 +17,10 @@ import (
 	_ "modernc.org/sqlite" // registers "sqlite"
 )
 
-// ErrConflict reports a write that collides with an existing row.
-var ErrConflict = errors.New("storage: conflict")
-
 // Store is one handle on a deputy database. It is safe for concurrent use.
 type Store struct {
-	db      *sqlx.DB
-	dialect Dialect
+	db     *sqlx.DB
+	flavor *flavor
 
 	rebound sync.Map // query text → query text in the dialect's placeholder style
 
@@ -49,69 +45,23 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // OpenCounting can put a counting driver under the very same pool settings.
 // connect receives the driver name and the driver's own DSN.
 func open(ctx context.Context, dsn string, connect func(driverName, dsn string) (*sqlx.DB, error)) (*Store, error) {
-	var (
-		db  *sqlx.DB
-		d   Dialect
-		err error
-	)
-	switch {
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		d = Postgres
-		db, err = connect("postgres", postgresDSN(dsn))
-		if err != nil {
-			return nil, fmt.Errorf("storage: open postgres: %w", err)
-		}
-		// Enough connections to keep both cores busy while requests wait on
-		// the network, few enough that several replicas fit under
-		// PostgreSQL's default max_connections of 100.
-		db.SetMaxOpenConns(20)
-		db.SetMaxIdleConns(20)
-		db.SetConnMaxIdleTime(5 * time.Minute)
-		db.SetConnMaxLifetime(30 * time.Minute)
-	case strings.HasPrefix(dsn, "sqlite:"):
-		d = SQLite
-		path := strings.TrimPrefix(dsn, "sqlite:")
-		if path == "" {
-			return nil, errors.New("storage: sqlite DSN needs a path (sqlite:deputy.db, or sqlite::memory: for a private in-memory database)")
-		}
-		db, err = connect("sqlite", sqliteDSN(path))
-		if err != nil {
-			return nil, fmt.Errorf("storage: open sqlite: %w", err)
-		}
-		// SQLite has one writer. One connection serialises writers in Go
-		// instead of in SQLite's busy loop, and keeps ":memory:" one database.
-		db.SetMaxOpenConns(1)
-		db.SetMaxIdleConns(1)
-		db.SetConnMaxIdleTime(0)
-		db.SetConnMaxLifetime(0)
-	default:
-		return nil, fmt.Errorf("storage: unsupported DSN %q: want postgres://… or sqlite:PATH", redactDSN(dsn))
+	f, driverDSN, err := flavorOf(dsn)
+	if err != nil {
+		return nil, err
 	}
-	s := &Store{db: db, dialect: d}
-	if err := db.PingContext(ctx); err != nil {
+	db, err := connect(f.driver, driverDSN)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", f.dialect, err)
+	}
+	db.SetMaxOpenConns(f.pool.maxOpen)
+	db.SetMaxIdleConns(f.pool.maxIdle)
+	db.SetConnMaxIdleTime(f.pool.idleTime)
+	db.SetConnMaxLifetime(f.pool.lifetime)
+	if err := f.ping(ctx, db); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("storage: connect %s: %w", d, err)
+		return nil, fmt.Errorf("storage: connect %s: %w", f.dialect, f.classify(err))
 	}
-	return s, nil
-}
-
-// sqliteDSN adds the pragmas every connection needs: WAL so readers do not
-// block the writer, a busy timeout instead of SQLITE_BUSY errors, foreign keys
-// (off by default in SQLite), and a sortable time format so that timestamps
-// compare correctly as text.
-func sqliteDSN(path string) string {
-	var b strings.Builder
-	if path == ":memory:" {
-		b.WriteString("file::memory:")
-	} else {
-		b.WriteString("file:")
-		b.WriteString(path)
-	}
-	b.WriteString("?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_time_format=sqlite&_txlock=immediate")
-	if path != ":memory:" {
-		b.WriteString("&_pragma=journal_mode(WAL)")
-	}
-	return b.String()
+	return &Store{db: db, flavor: f}, nil
 }
 
 // redactDSN hides a password in a DSN for error messages.
@@ -125,21 +75,23 @@ func redactDSN(dsn string) string {
 }
 
 // Dialect reports which SQL flavour the store speaks.
-func (s *Store) Dialect() Dialect { return s.dialect }
+func (s *Store) Dialect() Dialect { return s.flavor.dialect }
 
-// DB exposes the pool for the host's own tables (the demo IdP keeps its users
-// beside deputy's). Queries must use Rebind.
+// DB exposes the pool, for what Exec, Get and Select cannot do (a
+// dedicated connection, the pool's statistics). Errors from it are the
+// driver's own, unclassified; queries on it must use the dialect's
+// placeholders.
 func (s *Store) DB() *sqlx.DB { return s.db }
 
-// Rebind rewrites "?" placeholders into the dialect's style, caching the result.
-func (s *Store) Rebind(query string) string {
-	if s.dialect != Postgres {
-		return query
+// rebind rewrites "?" placeholders into the dialect's style, caching the result.
+func (s *Store) rebind(query string) string {
+	if s.flavor.bind == sqlx.QUESTION {
+		return query // as written
 	}
 	if q, ok := s.rebound.Load(query); ok {
 		return q.(string)
 	}
-	q := sqlx.Rebind(s.dialect.bindType(), query)
+	q := sqlx.Rebind(s.flavor.bind, query)
 	s.rebound.Store(query, q)
 	return q
 }
@@ -155,7 +107,28 @@ func (s *Store) Close() error {
 }
 
 // Ping checks the database answers; /healthz uses it.
-func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+func (s *Store) Ping(ctx context.Context) error { return s.flavor.classify(s.db.PingContext(ctx)) }
+
+// Exec, Get and Select run a host's queries on its own tables beside
+// deputy's (the demo IdP keeps its users there) the way the store runs its
+// own: written with "?" placeholders, inside the transaction ctx carries
+// (InTx), and with errors classified (ErrUnavailable, ErrInvalidInput,
+// ErrConflict). Get returns sql.ErrNoRows when there is no row.
+
+// Exec runs a statement.
+func (s *Store) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.exec(ctx, query, args...)
+}
+
+// Get scans one row into dest.
+func (s *Store) Get(ctx context.Context, dest any, query string, args ...any) error {
+	return s.get(ctx, dest, query, args...)
+}
+
+// Select scans every row into dest, a pointer to a slice.
+func (s *Store) Select(ctx context.Context, dest any, query string, args ...any) error {
+	return s.selectAll(ctx, dest, query, args...)
+}
 
 type txKey struct{ s *Store }
 
@@ -166,6 +139,45 @@ type querier interface {
 	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 }
 
+// statement is one query bound to where it runs: a prepared statement
+// (*sqlx.Stmt), or the query's text on the pool or the transaction (direct).
+type statement interface {
+	ExecContext(ctx context.Context, args ...any) (sql.Result, error)
+	GetContext(ctx context.Context, dest any, args ...any) error
+	SelectContext(ctx context.Context, dest any, args ...any) error
+}
+
+type direct struct {
+	q     querier
+	query string
+}
+
+func (d direct) ExecContext(ctx context.Context, args ...any) (sql.Result, error) {
+	return d.q.ExecContext(ctx, d.query, args...)
+}
+
+func (d direct) GetContext(ctx context.Context, dest any, args ...any) error {
+	return d.q.GetContext(ctx, dest, d.query, args...)
+}
+
+func (d direct) SelectContext(ctx context.Context, dest any, args ...any) error {
+	return d.q.SelectContext(ctx, dest, d.query, args...)
+}
+
+// run is the one place every query of the store passes: it binds query
+// (written with "?" placeholders) to the transaction ctx carries or to the
+// pool, through its prepared statement when prepare is set, runs fn on it,
+// and classifies the error.
+func (s *Store) run(ctx context.Context, query string, prepare bool, fn func(statement) error) error {
+	var err error
+	if prepare {
+		err = s.withStmt(ctx, query, func(st *sqlx.Stmt) error { return fn(st) })
+	} else {
+		err = fn(direct{q: s.q(ctx), query: s.rebind(query)})
+	}
+	return s.flavor.classify(err)
+}
+
 // q returns the transaction carried by ctx, if this store began one, or the pool.
 func (s *Store) q(ctx context.Context) querier {
 	if tx, ok := ctx.Value(txKey{s}).(*sqlx.Tx); ok {
@@ -174,25 +186,48 @@ func (s *Store) q(ctx context.Context) querier {
 	return s.db
 }
 
-// exec runs a statement written with "?" placeholders.
-func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return s.q(ctx).ExecContext(ctx, s.Rebind(query), args...)
+// exec runs a statement.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
+	err = s.run(ctx, query, false, func(st statement) error {
+		res, err = st.ExecContext(ctx, args...)
+		return err
+	})
+	return res, err
 }
 
 // get scans one row into dest; sql.ErrNoRows when there is none.
 func (s *Store) get(ctx context.Context, dest any, query string, args ...any) error {
-	return s.q(ctx).GetContext(ctx, dest, s.Rebind(query), args...)
+	return s.run(ctx, query, false, func(st statement) error { return st.GetContext(ctx, dest, args...) })
 }
 
 // selectAll scans every row into dest, a pointer to a slice.
 func (s *Store) selectAll(ctx context.Context, dest any, query string, args ...any) error {
-	return s.q(ctx).SelectContext(ctx, dest, s.Rebind(query), args...)
+	return s.run(ctx, query, false, func(st statement) error { return st.SelectContext(ctx, dest, args...) })
 }
 
-// prepared returns the prepared statement for query, preparing it on first
-// use. Only the statements of the token endpoint's hot path go through it: a
-// prepared statement skips PostgreSQL's parse and plan on every execution
-// after the first on each connection.
+// execPrepared, getPrepared and selectPrepared are exec, get and selectAll
+// through a prepared statement. Only the statements of the token endpoint's
+// hot path use them: a prepared statement skips PostgreSQL's parse and plan
+// on every execution after the first on each connection.
+func (s *Store) execPrepared(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
+	err = s.run(ctx, query, true, func(st statement) error {
+		res, err = st.ExecContext(ctx, args...)
+		return err
+	})
+	return res, err
+}
+
+func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ...any) error {
+	return s.run(ctx, query, true, func(st statement) error { return st.GetContext(ctx, dest, args...) })
+}
+
+func (s *Store) selectPrepared(ctx context.Context, dest any, query string, args ...any) error {
+	return s.run(ctx, query, true, func(st statement) error { return st.SelectContext(ctx, dest, args...) })
+}
+
+// prepared returns the pool's prepared statement for query, preparing it on
+// first use. database/sql prepares it on a connection the first time it runs
+// there and reuses it after.
 func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	if st, ok := s.stmts.Load(query); ok {
 		return st.(*sqlx.Stmt), nil
@@ -202,7 +237,7 @@ func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) 
 	if st, ok := s.stmts.Load(query); ok {
 		return st.(*sqlx.Stmt), nil
 	}
-	st, err := s.db.PreparexContext(ctx, s.Rebind(query))
+	st, err := s.db.PreparexContext(ctx, s.rebind(query))
 	if err != nil {
 		return nil, err
 	}
@@ -230,35 +265,12 @@ func (s *Store) withStmt(ctx context.Context, query string, fn func(st *sqlx.Stm
 		st = tx.StmtxContext(ctx, cached.(*sqlx.Stmt))
 	} else {
 		var err error
-		if st, err = tx.PreparexContext(ctx, s.Rebind(query)); err != nil {
+		if st, err = tx.PreparexContext(ctx, s.rebind(query)); err != nil {
 			return err
 		}
 	}
 	defer st.Close() // the transaction's statement; the pool's stays
 	return fn(st)
-}
-
-// execPrepared is exec through a prepared statement.
-func (s *Store) execPrepared(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
-	err = s.withStmt(ctx, query, func(st *sqlx.Stmt) error {
-		res, err = st.ExecContext(ctx, args...)
-		return err
-	})
-	return res, err
-}
-
-// getPrepared is get through a prepared statement.
-func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ...any) error {
-	return s.withStmt(ctx, query, func(st *sqlx.Stmt) error {
-		return st.GetContext(ctx, dest, args...)
-	})
-}
-
-// selectPrepared is selectAll through a prepared statement.
-func (s *Store) selectPrepared(ctx context.Context, dest any, query string, args ...any) error {
-	return s.withStmt(ctx, query, func(st *sqlx.Stmt) error {
-		return st.SelectContext(ctx, dest, args...)
-	})
 }
 
 // BeginTX starts a transaction carried by the returned context; the store's
@@ -270,7 +282,7 @@ func (s *Store) BeginTX(ctx context.Context) (context.Context, error) {
 	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return ctx, fmt.Errorf("storage: begin: %w", err)
+		return ctx, fmt.Errorf("storage: begin: %w", s.flavor.classify(err))
 	}
 	return context.WithValue(ctx, txKey{s}, tx), nil
 }
@@ -281,7 +293,7 @@ func (s *Store) Commit(ctx context.Context) error {
 	if !ok {
 		return errors.New("storage: no transaction in context")
 	}
-	return tx.Commit()
+	return s.flavor.classify(tx.Commit())
 }
 
 // Rollback aborts the transaction in ctx. Rolling back a finished transaction
@@ -292,7 +304,7 @@ func (s *Store) Rollback(ctx context.Context) error {
 		return errors.New("storage: no transaction in context")
 	}
 	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return err
+		return s.flavor.classify(err)
 	}
 	return nil
 }
@@ -316,20 +328,3 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 // now is the store's clock, truncated to microseconds, the precision both
 // dialects keep, so that a value read back equals the value written.
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
-
-// postgresDSN turns on lib/pq's binary_parameters unless the DSN chooses:
-// a statement with arguments then costs one network round trip (Parse, Bind
-// and Execute sent together) instead of two (a Parse/Describe first), which
-// halves the token endpoint's time waiting on PostgreSQL.
-func postgresDSN(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return dsn // lib/pq reports the error with its own message
-	}
-	q := u.Query()
-	if q.Get("binary_parameters") == "" {
-		q.Set("binary_parameters", "yes")
-		u.RawQuery = q.Encode()
-	}
-	return u.String()
-}

@@ -39,7 +39,7 @@ func selfCPU() time.Duration {
 // connections, or nil when PostgreSQL is not local or not telling.
 func pgBackends(ctx context.Context, s *storage.Store) []int {
 	var pids []int
-	if err := s.DB().SelectContext(ctx, &pids, s.Rebind(`SELECT pid FROM pg_stat_activity WHERE application_name = ?`), appName); err != nil {
+	if err := s.Select(ctx, &pids, `SELECT pid FROM pg_stat_activity WHERE application_name = ?`, appName); err != nil {
 		return nil
 	}
 	// A remote or containerised server's pids are not ours to read.

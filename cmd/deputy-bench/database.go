@@ -148,13 +148,11 @@ const (
 )
 
 func setupFloor(ctx context.Context, d *database) error {
-	_, err := d.Store.DB().ExecContext(ctx, floorDDL)
+	_, err := d.Store.Exec(ctx, floorDDL)
 	return err
 }
 
 func floorOp(d *database) op {
-	db := d.Store.DB()
-	query := d.Store.Rebind(floorInsert)
 	return func(ctx context.Context, _ *worker) error {
 		var sig, rid [32]byte
 		if _, err := rand.Read(sig[:]); err != nil {
@@ -164,7 +162,7 @@ func floorOp(d *database) op {
 			return err
 		}
 		now := time.Now().UTC()
-		_, err := db.ExecContext(ctx, query,
+		_, err := d.Store.Exec(ctx, floorInsert,
 			base64.RawURLEncoding.EncodeToString(sig[:]), hex.EncodeToString(rid[:16]), "bench-app-0123456789ab", "bench-owner",
 			now, now.Add(time.Hour), floorScopes, floorScopes, "[]", "[]", floorForm, floorSession, true)
 		return err

@@ -21,7 +21,7 @@ func sweep(ctx context.Context, st *storage.Store, log *slog.Logger) {
 	if err != nil {
 		log.WarnContext(ctx, "sweeping expired tokens", "err", err)
 	}
-	res, err := st.DB().ExecContext(ctx, st.Rebind(`DELETE FROM idp_sessions WHERE expires_at < ?`), now)
+	res, err := st.Exec(ctx, `DELETE FROM idp_sessions WHERE expires_at < ?`, now)
 	if err != nil {
 		log.WarnContext(ctx, "sweeping expired sessions", "err", err)
 	} else if k, err := res.RowsAffected(); err == nil {

@@ -59,8 +59,8 @@ func (s *server) handleListProjects(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ps []*project
-	err := s.st.DB().SelectContext(r.Context(), &ps, s.st.Rebind(`SELECT id, organization, name, created_by, created_at
-		FROM idp_projects WHERE organization = ? ORDER BY created_at, id`), org)
+	err := s.st.Select(r.Context(), &ps, `SELECT id, organization, name, created_by, created_at
+		FROM idp_projects WHERE organization = ? ORDER BY created_at, id`, org)
 	if err != nil {
 		s.internalError(w, r, "list projects", err)
 		return
@@ -116,8 +116,8 @@ func (s *server) handleCreateProject(w http.ResponseWriter, r *http.Request) {
 		CreatedBy:    id.Subject,
 		CreatedAt:    time.Now().UTC().Truncate(time.Microsecond),
 	}
-	_, err := s.st.DB().ExecContext(r.Context(), s.st.Rebind(`INSERT INTO idp_projects (id, organization, name, created_by, created_at)
-		VALUES (?, ?, ?, ?, ?)`), p.ID, p.Organization, p.Name, p.CreatedBy, p.CreatedAt)
+	_, err := s.st.Exec(r.Context(), `INSERT INTO idp_projects (id, organization, name, created_by, created_at)
+		VALUES (?, ?, ?, ?, ?)`, p.ID, p.Organization, p.Name, p.CreatedBy, p.CreatedAt)
 	if err != nil {
 		s.internalError(w, r, "create project", err)
 		return

@@ -429,14 +429,13 @@ func TestSettingsAppLifecycle(t *testing.T) {
 // tables or the host's tables.
 func assertNotStored(t *testing.T, idp *testIdP, value string) {
 	t.Helper()
-	db := idp.srv.st.DB()
 	for _, q := range []string{
 		`SELECT COUNT(*) FROM clients WHERE id = ? OR name = ?`,
 		`SELECT COUNT(*) FROM client_secrets WHERE id = ? OR display_prefix = ?`,
 		`SELECT COUNT(*) FROM idp_sessions WHERE id = ? OR user_id = ?`,
 	} {
 		var n int
-		if err := db.Get(&n, idp.srv.st.Rebind(q), value, value); err != nil {
+		if err := idp.srv.st.Get(context.Background(), &n, q, value, value); err != nil {
 			t.Fatal(err)
 		}
 		if n != 0 {

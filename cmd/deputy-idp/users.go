@@ -156,12 +156,12 @@ func (u *users) create(ctx context.Context, username, password string, admin boo
 		Admin:        admin,
 		CreatedAt:    time.Now().UTC().Truncate(time.Microsecond),
 	}
-	_, err = u.st.DB().ExecContext(ctx, u.st.Rebind(`INSERT INTO idp_users (id, username, password_hash, disabled, admin, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`), nu.ID, nu.Username, nu.PasswordHash, false, nu.Admin, nu.CreatedAt)
+	_, err = u.st.Exec(ctx, `INSERT INTO idp_users (id, username, password_hash, disabled, admin, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, nu.ID, nu.Username, nu.PasswordHash, false, nu.Admin, nu.CreatedAt)
+	if errors.Is(err, storage.ErrConflict) {
+		return nil, errUsernameTaken // the id is random: the name is what collided
+	}
 	if err != nil {
-		if _, lookErr := u.byUsername(ctx, username); lookErr == nil {
-			return nil, errUsernameTaken
-		}
 		return nil, fmt.Errorf("insert user: %w", err)
 	}
 	return nu, nil
@@ -169,8 +169,8 @@ func (u *users) create(ctx context.Context, username, password string, admin boo
 
 // setMembership gives the user exactly scopes in org, replacing what they had.
 func (u *users) setMembership(ctx context.Context, userID, org string, scopes []string) error {
-	_, err := u.st.DB().ExecContext(ctx, u.st.Rebind(`INSERT INTO idp_memberships (user_id, organization, scopes)
-		VALUES (?, ?, ?) ON CONFLICT (user_id, organization) DO UPDATE SET scopes = excluded.scopes`),
+	_, err := u.st.Exec(ctx, `INSERT INTO idp_memberships (user_id, organization, scopes)
+		VALUES (?, ?, ?) ON CONFLICT (user_id, organization) DO UPDATE SET scopes = excluded.scopes`,
 		userID, org, scope.Join(scope.Normalize(scopes)))
 	if err != nil {
 		return fmt.Errorf("set membership: %w", err)
@@ -181,8 +181,7 @@ func (u *users) setMembership(ctx context.Context, userID, org string, scopes []
 // setDisabled disables or re-enables an account. Disabling also ends its
 // browser sessions; its tokens stop working through the Directory.
 func (u *users) setDisabled(ctx context.Context, userID string, disabled bool) error {
-	db := u.st.DB()
-	res, err := db.ExecContext(ctx, u.st.Rebind(`UPDATE idp_users SET disabled = ? WHERE id = ?`), disabled, userID)
+	res, err := u.st.Exec(ctx, `UPDATE idp_users SET disabled = ? WHERE id = ?`, disabled, userID)
 	if err != nil {
 		return fmt.Errorf("disable user: %w", err)
 	}
@@ -190,7 +189,7 @@ func (u *users) setDisabled(ctx context.Context, userID string, disabled bool) e
 		return scope.ErrUserNotFound
 	}
 	if disabled {
-		if _, err := db.ExecContext(ctx, u.st.Rebind(`DELETE FROM idp_sessions WHERE user_id = ?`), userID); err != nil {
+		if _, err := u.st.Exec(ctx, `DELETE FROM idp_sessions WHERE user_id = ?`, userID); err != nil {
 			return fmt.Errorf("end sessions: %w", err)
 		}
 	}
@@ -217,7 +216,7 @@ func (u *users) lookup(ctx context.Context, idOrName string) (*user, error) {
 
 func (u *users) one(ctx context.Context, query string, arg any) (*user, error) {
 	var usr user
-	err := u.st.DB().GetContext(ctx, &usr, u.st.Rebind(query), arg)
+	err := u.st.Get(ctx, &usr, query, arg)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, scope.ErrUserNotFound
 	}
@@ -231,8 +230,8 @@ func (u *users) one(ctx context.Context, query string, arg any) (*user, error) {
 // memberships lists the user's organizations, by name.
 func (u *users) memberships(ctx context.Context, userID string) ([]membership, error) {
 	var ms []membership
-	err := u.st.DB().SelectContext(ctx, &ms, u.st.Rebind(`SELECT user_id, organization, scopes
-		FROM idp_memberships WHERE user_id = ? ORDER BY organization`), userID)
+	err := u.st.Select(ctx, &ms, `SELECT user_id, organization, scopes
+		FROM idp_memberships WHERE user_id = ? ORDER BY organization`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("load memberships: %w", err)
 	}
@@ -338,11 +337,10 @@ func (u *users) createSession(ctx context.Context, userID string, ttl time.Durat
 	exp := now.Add(ttl)
 	// Sweeping the user's expired sessions here keeps the table from growing
 	// without a background job.
-	db := u.st.DB()
-	if _, err := db.ExecContext(ctx, u.st.Rebind(`DELETE FROM idp_sessions WHERE user_id = ? AND expires_at < ?`), userID, now); err != nil {
+	if _, err := u.st.Exec(ctx, `DELETE FROM idp_sessions WHERE user_id = ? AND expires_at < ?`, userID, now); err != nil {
 		return "", time.Time{}, fmt.Errorf("sweep sessions: %w", err)
 	}
-	_, err := db.ExecContext(ctx, u.st.Rebind(`INSERT INTO idp_sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`),
+	_, err := u.st.Exec(ctx, `INSERT INTO idp_sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
 		id, userID, now, exp)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("create session: %w", err)
@@ -356,9 +354,9 @@ func (u *users) sessionUser(ctx context.Context, token string) (string, error) {
 		return "", errNoSession
 	}
 	var userID string
-	err := u.st.DB().GetContext(ctx, &userID, u.st.Rebind(`SELECT s.user_id FROM idp_sessions s
+	err := u.st.Get(ctx, &userID, `SELECT s.user_id FROM idp_sessions s
 		JOIN idp_users u ON u.id = s.user_id
-		WHERE s.id = ? AND s.expires_at > ? AND u.disabled = ?`), sessionID(token), time.Now().UTC(), false)
+		WHERE s.id = ? AND s.expires_at > ? AND u.disabled = ?`, sessionID(token), time.Now().UTC(), false)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errNoSession
 	}
@@ -373,6 +371,6 @@ func (u *users) deleteSession(ctx context.Context, token string) error {
 	if token == "" {
 		return nil
 	}
-	_, err := u.st.DB().ExecContext(ctx, u.st.Rebind(`DELETE FROM idp_sessions WHERE id = ?`), sessionID(token))
+	_, err := u.st.Exec(ctx, `DELETE FROM idp_sessions WHERE id = ?`, sessionID(token))
 	return err
 }

@@ -168,17 +168,17 @@ func TestSessionAuthenticator(t *testing.T) {
 
 		// Only the SHA-256 of the token is stored.
 		var n int
-		if err := s.DB().GetContext(ctx, &n, s.Rebind(`SELECT COUNT(*) FROM idp_sessions WHERE id = ?`), token); err != nil || n != 0 {
+		if err := s.Get(ctx, &n, `SELECT COUNT(*) FROM idp_sessions WHERE id = ?`, token); err != nil || n != 0 {
 			t.Errorf("the raw session token is stored as an id (n=%d, err=%v)", n, err)
 		}
-		if err := s.DB().GetContext(ctx, &n, s.Rebind(`SELECT COUNT(*) FROM idp_sessions WHERE id = ?`), sessionID(token)); err != nil || n != 1 {
+		if err := s.Get(ctx, &n, `SELECT COUNT(*) FROM idp_sessions WHERE id = ?`, sessionID(token)); err != nil || n != 1 {
 			t.Errorf("no session row under the token's hash (n=%d, err=%v)", n, err)
 		}
 
 		// An expired session of ivan's, written directly.
 		expToken, expID := newSessionToken()
 		past := time.Now().UTC().Add(-time.Hour)
-		if _, err := s.DB().ExecContext(ctx, s.Rebind(`INSERT INTO idp_sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`),
+		if _, err := s.Exec(ctx, `INSERT INTO idp_sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
 			expID, ivan.ID, past.Add(-time.Hour), past); err != nil {
 			t.Fatal(err)
 		}
@@ -303,13 +303,13 @@ func TestSweepRemovesExpiredSessions(t *testing.T) {
 		}
 		_, oldID := newSessionToken()
 		past := time.Now().UTC().Add(-time.Minute)
-		if _, err := s.DB().ExecContext(ctx, s.Rebind(`INSERT INTO idp_sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`),
+		if _, err := s.Exec(ctx, `INSERT INTO idp_sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
 			oldID, peggy.ID, past.Add(-time.Hour), past); err != nil {
 			t.Fatal(err)
 		}
 		sweep(ctx, s, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		var n int
-		if err := s.DB().GetContext(ctx, &n, s.Rebind(`SELECT COUNT(*) FROM idp_sessions WHERE id = ?`), oldID); err != nil || n != 0 {
+		if err := s.Get(ctx, &n, `SELECT COUNT(*) FROM idp_sessions WHERE id = ?`, oldID); err != nil || n != 0 {
 			t.Errorf("expired session survives the sweep (n=%d, err=%v)", n, err)
 		}
 		if id, err := u.sessionUser(ctx, live); err != nil || id != peggy.ID {

@@ -186,7 +186,7 @@ func (e *env) client(id, secret string, grants, scopes []string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	_, err = e.store.DB().Exec(e.store.Rebind(`INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at) VALUES (?, ?, ?, ?, ?)`),
+	_, err = e.store.Exec(context.Background(), `INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at) VALUES (?, ?, ?, ?, ?)`,
 		storage.NewID(8), id, hash, "dpy_cs_test", time.Now().UTC())
 	if err != nil {
 		e.t.Fatal(err)
