@@ -3,8 +3,6 @@ package plugin_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -25,9 +23,6 @@ import (
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
-
-func hexString(b []byte) string { return hex.EncodeToString(b) }
-func b64String(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 func TestOtherUsersGetNotFound(t *testing.T) {
 	t.Parallel()

@@ -2,7 +2,6 @@ package plugin_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -238,7 +237,7 @@ func TestSecretShownOnceAndNeverStored(t *testing.T) {
 		// Neither the secret nor the token is in any row of any table.
 		e.introspect(rs, tok.AccessToken)
 		tokenKey, _, _ := strings.Cut(strings.TrimPrefix(tok.AccessToken, protocol.AccessTokenPrefix), ".")
-		for table, text := range dumpTables(t, s) {
+		for table, text := range storagetest.Dump(t, s) {
 			for what, needle := range map[string]string{"client secret": random, "access token": tokenKey} {
 				if strings.Contains(text, needle) {
 					t.Errorf("table %s holds the %s", table, what)
@@ -246,52 +245,4 @@ func TestSecretShownOnceAndNeverStored(t *testing.T) {
 			}
 		}
 	})
-}
-
-// dumpTables renders every row of every table as text, bytes also as hex
-// and base64, so that a search finds a secret in any encoding.
-func dumpTables(t *testing.T, s *storage.Store) map[string]string {
-	t.Helper()
-	var tables []string
-	var q string
-	if s.Dialect() == storage.Postgres {
-		q = `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`
-	} else {
-		q = `SELECT name FROM sqlite_master WHERE type = 'table'`
-	}
-	if err := s.DB().Select(&tables, q); err != nil {
-		t.Fatal(err)
-	}
-	if len(tables) < 5 {
-		t.Fatalf("found only tables %v", tables)
-	}
-	out := map[string]string{}
-	for _, table := range tables {
-		rows, err := s.DB().Queryx(`SELECT * FROM ` + table)
-		if err != nil {
-			t.Fatalf("%s: %v", table, err)
-		}
-		var b strings.Builder
-		for rows.Next() {
-			vals, err := rows.SliceScan()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, v := range vals {
-				switch v := v.(type) {
-				case []byte:
-					b.Write(v)
-					b.WriteString(" " + hexString(v) + " " + b64String(v) + " ")
-				default:
-					js, _ := json.Marshal(v)
-					b.Write(js)
-				}
-				b.WriteByte('|')
-			}
-			b.WriteByte('\n')
-		}
-		rows.Close()
-		out[table] = b.String()
-	}
-	return out
 }

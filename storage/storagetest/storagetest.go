@@ -12,10 +12,13 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,4 +150,56 @@ func newPostgresSchema(t testing.TB) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// catalog lists the tables of the store's schema, per dialect.
+var catalog = map[storage.Dialect]string{
+	storage.Postgres: `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name`,
+	storage.SQLite:   `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`,
+}
+
+// Dump renders every row of every table of s as text, by table, so that a
+// test can search the whole database for a value that must not be stored:
+// strings as they are, bytes as they are and also in hex and base64.
+func Dump(t testing.TB, s *storage.Store) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	var tables []string
+	if err := s.Select(ctx, &tables, catalog[s.Dialect()]); err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) < 5 {
+		t.Fatalf("found only tables %v", tables)
+	}
+	out := map[string]string{}
+	for _, table := range tables {
+		rows, err := s.DB().QueryxContext(ctx, `SELECT * FROM `+table)
+		if err != nil {
+			t.Fatalf("%s: %v", table, err)
+		}
+		var b strings.Builder
+		for rows.Next() {
+			vals, err := rows.SliceScan()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range vals {
+				switch v := v.(type) {
+				case []byte:
+					b.Write(v)
+					b.WriteString(" " + hex.EncodeToString(v) + " " + base64.RawURLEncoding.EncodeToString(v) + " " + base64.StdEncoding.EncodeToString(v))
+				default:
+					fmt.Fprint(&b, v)
+				}
+				b.WriteByte('|')
+			}
+			b.WriteByte('\n')
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("%s: %v", table, err)
+		}
+		rows.Close()
+		out[table] = b.String()
+	}
+	return out
 }
