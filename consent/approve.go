@@ -183,7 +183,7 @@ func (h *Handler) readApproval(w http.ResponseWriter, r *http.Request) (*approva
 	case "application/json":
 		raw, err := io.ReadAll(r.Body)
 		if err != nil {
-			return nil, err
+			return nil, bodyError(err)
 		}
 		var b approveBody
 		if err := json.Unmarshal(raw, &b); err != nil {
@@ -210,6 +210,21 @@ func (h *Handler) readApproval(w http.ResponseWriter, r *http.Request) (*approva
 }
 
 var errUnsupportedMedia = errors.New("consent: unsupported media type")
+
+// bodyError classifies an error reading the request body where it happens:
+// it is always the client's. A body over MaxBodyBytes stays a
+// *http.MaxBytesError (413); anything else (a body that ends before its
+// Content-Length, io.ErrUnexpectedEOF, or a connection that broke
+// mid-body) is a 400. Left unclassified it would reach internal, whose
+// storage.IsUnavailable reads io.ErrUnexpectedEOF as a database
+// connection dropping and answers 503.
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	return badInput("the request body ended early or could not be read")
+}
 
 // jsonError turns a decoding error into a message for the client.
 func jsonError(err error) error {
