@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // maxFormBytes bounds every form body this host reads.
@@ -79,6 +81,14 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if username == "" || password == "" || len(username) > 256 || len(password) > 1024 {
 		s.render(w, r, http.StatusBadRequest, "login", view{Title: "Sign in",
 			Data: s.loginData(returnTo, username, "Enter your username and password.")})
+		return
+	}
+	// No account's name holds a control character (NUL included) or
+	// invalid UTF-8 (validUsername): refused here, as the client's fault,
+	// before PostgreSQL refuses the lookup and it reads as our error.
+	if !utf8.ValidString(username) || strings.ContainsFunc(username, unicode.IsControl) {
+		s.render(w, r, http.StatusBadRequest, "login", view{Title: "Sign in",
+			Data: s.loginData(returnTo, "", "Usernames are letters, digits, '.', '_' and '-'.")})
 		return
 	}
 	usr, err := s.users.checkPassword(r.Context(), username, password)

@@ -196,7 +196,9 @@ func (s *server) createApp(w http.ResponseWriter, r *http.Request, u *user) {
 // 404 as for an app that does not exist, so ids cannot be probed.
 func (s *server) ownedApp(w http.ResponseWriter, r *http.Request, u *user) (*storage.Client, bool) {
 	c, err := s.st.Client(r.Context(), mux.Vars(r)["id"])
-	if errors.Is(err, storage.ErrNotFound) || err == nil && c.Owner() != u.ID && !s.users.isAdmin(r.Context(), u.ID) {
+	// An id the database cannot even hold (a NUL byte or invalid UTF-8 on
+	// PostgreSQL) names no app either.
+	if errors.Is(err, storage.ErrNotFound) || storage.IsInvalidInput(err) || err == nil && c.Owner() != u.ID && !s.users.isAdmin(r.Context(), u.ID) {
 		s.errorPage(w, r, http.StatusNotFound, "There is no such app, or it is not yours.")
 		return nil, false
 	}
@@ -363,7 +365,7 @@ func (s *server) deleteSecret(w http.ResponseWriter, r *http.Request, u *user) {
 		return
 	}
 	err := s.st.DeleteClientSecret(r.Context(), c.ID, mux.Vars(r)["secretID"])
-	if errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) || storage.IsInvalidInput(err) {
 		s.errorPage(w, r, http.StatusNotFound, "There is no such secret.")
 		return
 	}
@@ -375,15 +377,29 @@ func (s *server) deleteSecret(w http.ResponseWriter, r *http.Request, u *user) {
 	http.Redirect(w, r, "/settings/apps/"+c.ID+"?done=secret-deleted", http.StatusSeeOther)
 }
 
-func (s *server) confirmRevokeApp(w http.ResponseWriter, r *http.Request, u *user) {
+// authorizedApp finds the {id} app among those holding live tokens for u.
+// Any other id, whether no app's, an app of someone else's or one that
+// holds nothing of u's, gets the same 404: the page would otherwise name
+// any app to anyone signed in.
+func (s *server) authorizedApp(w http.ResponseWriter, r *http.Request, u *user) (*storage.Client, bool) {
 	id := mux.Vars(r)["id"]
-	c, err := s.st.Client(r.Context(), id)
-	if errors.Is(err, storage.ErrNotFound) {
-		s.errorPage(w, r, http.StatusNotFound, "There is no such app.")
-		return
-	}
+	as, err := s.st.ListAuthorizedApps(r.Context(), u.ID)
 	if err != nil {
-		s.internalError(w, r, "load app", err)
+		s.internalError(w, r, "list authorized apps", err)
+		return nil, false
+	}
+	for _, a := range as {
+		if a.Client.ID == id {
+			return a.Client, true
+		}
+	}
+	s.errorPage(w, r, http.StatusNotFound, "There is no such app, or it holds no access of yours.")
+	return nil, false
+}
+
+func (s *server) confirmRevokeApp(w http.ResponseWriter, r *http.Request, u *user) {
+	c, ok := s.authorizedApp(w, r, u)
+	if !ok {
 		return
 	}
 	s.confirm(w, r, u, confirmData{
@@ -398,7 +414,14 @@ func (s *server) confirmRevokeApp(w http.ResponseWriter, r *http.Request, u *use
 func (s *server) revokeApp(w http.ResponseWriter, r *http.Request, u *user) {
 	id := mux.Vars(r)["id"]
 	err := s.st.RevokeClientTokensForSubject(r.Context(), id, u.ID)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) || storage.IsInvalidInput(err) {
+		// Nothing of u's to revoke: already revoked (a second submit), or
+		// not an app holding anything of u's; the apps API's DELETE
+		// answers the same 404.
+		s.errorPage(w, r, http.StatusNotFound, "There is no such app, or it holds no access of yours.")
+		return
+	}
+	if err != nil {
 		s.internalError(w, r, "revoke app", err)
 		return
 	}

@@ -86,12 +86,17 @@ type errUnknownPage string
 
 func (e errUnknownPage) Error() string { return "unknown page " + string(e) }
 
-// internalError logs err with detail and answers generically.
+// internalError answers err generically and logs it with detail, at a
+// level chosen by what it is, classified before anything is logged: a
+// database that cannot be reached is an outage (ERROR, 503); a value the
+// database refuses to hold (a NUL byte or invalid UTF-8 in PostgreSQL text)
+// is the request's fault (WARN, 400), so hostile input cannot fill the
+// error log; anything else is ours (ERROR, 500).
 func (s *server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
-	s.log.ErrorContext(r.Context(), what, "err", err, "method", r.Method, "path", r.URL.Path)
 	if storage.IsUnavailable(err) {
-		// The database is down: the same request will work once it is
-		// back, so say so rather than blame the server.
+		s.log.ErrorContext(r.Context(), what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
+		// The same request will work once the database is back, so say so
+		// rather than blame the server.
 		w.Header().Set("Retry-After", "5")
 		if wantsJSON(r) {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable; try again shortly"})
@@ -101,8 +106,7 @@ func (s *server) internalError(w http.ResponseWriter, r *http.Request, what stri
 		return
 	}
 	if storage.IsInvalidInput(err) {
-		// A value the database cannot hold (a NUL byte in PostgreSQL
-		// text): the request's fault, not ours.
+		s.log.WarnContext(r.Context(), what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)
 		if wantsJSON(r) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the request contains characters that are not allowed"})
 			return
@@ -110,6 +114,7 @@ func (s *server) internalError(w http.ResponseWriter, r *http.Request, what stri
 		http.Error(w, "The request contains characters that are not allowed.", http.StatusBadRequest)
 		return
 	}
+	s.log.ErrorContext(r.Context(), what, "err", err, "method", r.Method, "path", r.URL.Path)
 	if wantsJSON(r) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": "internal error"})
 		return
