@@ -2,8 +2,11 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -91,13 +94,29 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			Data: s.loginData(returnTo, "", "Usernames are letters, digits, '.', '_' and '-'.")})
 		return
 	}
+	// Reserved before the password is checked (see loginThrottle): a
+	// limit checked after would let parallel guesses through, and a
+	// refusal only for wrong passwords would tell a right guess.
+	source := loginSource(r)
+	hold, wait := s.throttle.reserve(source, loginAccount(username))
+	if hold == nil {
+		secs := int(math.Ceil(wait.Seconds()))
+		s.log.InfoContext(r.Context(), "login throttled", "username", username, "source", source, "retry_after", secs)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.render(w, r, http.StatusTooManyRequests, "login", view{Title: "Sign in",
+			Data: s.loginData(returnTo, username, fmt.Sprintf("Too many failed sign-in attempts. Try again in %d seconds.", secs))})
+		return
+	}
 	usr, err := s.users.checkPassword(r.Context(), username, password)
 	if errors.Is(err, errBadCredentials) {
-		s.log.InfoContext(r.Context(), "login failed", "username", username)
+		// The reserved failure stays spent.
+		s.log.InfoContext(r.Context(), "login failed", "username", username, "source", source)
 		s.render(w, r, http.StatusUnauthorized, "login", view{Title: "Sign in",
 			Data: s.loginData(returnTo, username, "Invalid username or password.")})
 		return
 	}
+	// The right password, or a failure of ours: nothing to charge.
+	hold.release()
 	if err != nil {
 		s.internalError(w, r, "login", err)
 		return

@@ -27,6 +27,7 @@ type server struct {
 	sessions *SessionAuthenticator
 	pages    pages
 	flash    *flashSealer
+	throttle *loginThrottle
 	catalog  *scope.Catalog
 	deputy   *deputy
 }
@@ -115,6 +116,7 @@ func buildServer(ctx context.Context, cfg config) (_ *server, cleanup func(), er
 		sessions: &SessionAuthenticator{users: u, secure: strings.HasPrefix(issuer, "https://"), ttl: defaultSessionTTL},
 		pages:    pg,
 		flash:    newFlashSealer(secret),
+		throttle: newLoginThrottle(defaultLoginLimits),
 		catalog:  scope.NewCatalog(scopeCatalog...),
 	}
 	if err := s.compose(ctx, &closers); err != nil {
