@@ -215,9 +215,9 @@ var errUnsupportedMedia = errors.New("consent: unsupported media type")
 // it is always the client's. A body over MaxBodyBytes stays a
 // *http.MaxBytesError (413); anything else (a body that ends before its
 // Content-Length, io.ErrUnexpectedEOF, or a connection that broke
-// mid-body) is a 400. Left unclassified it would reach internal, whose
-// storage.IsUnavailable reads io.ErrUnexpectedEOF as a database
-// connection dropping and answers 503.
+// mid-body) is a 400. Left unclassified it would reach internal as a
+// server error: a 500, and, while io.ErrUnexpectedEOF still read as a
+// dropped database connection, a 503 logged "database unavailable".
 func bodyError(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

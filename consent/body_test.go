@@ -48,8 +48,8 @@ func (b *logBuffer) String() string {
 }
 
 // TestCutShortBodyIsTheClients: a body that ends early is the client's
-// fault (400), never the database's (503 and "database unavailable" at
-// ERROR), and writes nothing.
+// fault (400), never ours (500) nor the database's (503 and "database
+// unavailable" at ERROR, as it was), and writes nothing.
 func TestCutShortBodyIsTheClients(t *testing.T) {
 	t.Parallel()
 	full := approveJSON("s", "approve", "docs:read")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -95,9 +96,10 @@ func TestInternalErrorClassifiesBeforeLogging(t *testing.T) {
 		status int
 		level  string
 	}{
-		{"NUL in PostgreSQL text", &pq.Error{Code: "22021", Message: "invalid byte sequence for encoding \"UTF8\": 0x00"}, http.StatusBadRequest, "level=WARN"},
-		{"value out of range", fmt.Errorf("load: %w", &pq.Error{Code: "22003"}), http.StatusBadRequest, "level=WARN"},
-		{"backend terminated", &pq.Error{Code: "57P01"}, http.StatusServiceUnavailable, "level=ERROR"},
+		// What the store returns for text PostgreSQL cannot hold (SQLSTATE
+		// 22021), classified by the store where the query ran.
+		{"NUL in PostgreSQL text", fmt.Errorf("load: %w: %w", storage.ErrInvalidInput, &pq.Error{Code: "22021", Message: "invalid byte sequence for encoding \"UTF8\": 0x00"}), http.StatusBadRequest, "level=WARN"},
+		{"backend terminated", fmt.Errorf("load: %w: %w", storage.ErrUnavailable, &pq.Error{Code: "57P01"}), http.StatusServiceUnavailable, "level=ERROR"},
 		{"a bug of ours", errors.New("template exploded"), http.StatusInternalServerError, "level=ERROR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
