@@ -116,10 +116,33 @@ func (p *Plugin) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		p.logOAuthError(r, "introspection endpoint", unwrapInactive(err))
+		if basicAuthFailed(r, err) {
+			// fosite tells "Unable to find OAuth 2.0 Client" (an unknown
+			// id) from "credentials are invalid" (a known one): an oracle
+			// for which client ids exist. Give the one answer the token and
+			// revocation endpoints give both, which RFC 7662 §2.3 asks for
+			// (RFC 6749 §5.2's invalid_client, 401).
+			provider.WriteAccessError(ctx, w, nil, fosite.ErrInvalidClient)
+			return
+		}
 		provider.WriteIntrospectionError(ctx, w, err)
 		return
 	}
 	provider.WriteIntrospectionResponse(ctx, w, ir)
+}
+
+// basicAuthFailed reports that fosite refused an introspection request's
+// HTTP Basic client credentials: with Basic and no bearer token, a
+// request_unauthorized answer is the client's authentication (an id or
+// secret that does not decode, an unknown id, a wrong secret). Only the
+// answer's own error counts: an inactive token's token_inactive may wrap a
+// request_unauthorized of the token's check, and stays active:false.
+func basicAuthFailed(r *http.Request, err error) bool {
+	if fosite.ErrorToRFC6749Error(err).ErrorField != fosite.ErrRequestUnauthorized.ErrorField || fosite.AccessTokenFromRequest(r) != "" {
+		return false
+	}
+	_, _, ok := r.BasicAuth()
+	return ok
 }
 
 // unwrapInactive digs the cause out of fosite's "token is inactive", which
