@@ -1,20 +1,24 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -884,6 +888,177 @@ var attacks = []attack{
 		},
 	},
 	{
+		name:       "a body that ends before its Content-Length",
+		protection: "each body reader classifies its own read error as the client's (consent.bodyError, the apps API's decode, fosite's form parsing): 400, never an outage",
+		// Without it: the approval's io.ErrUnexpectedEOF fell through to
+		// consent's internal: a 503 with Retry-After and "database
+		// unavailable" at ERROR while storage.IsUnavailable read
+		// io.ErrUnexpectedEOF as a dropped connection (what the black-box
+		// run found), a 500 since the store classifies its own errors. The
+		// apps API and the OAuth endpoints already answered 400; their
+		// cases keep it so. Checked by removing bodyError from
+		// consent.readApproval: the row fails on both dialects, as does
+		// consent's TestCutShortBodyIsTheClients.
+		run: func(t *testing.T, e *attackEnv) {
+			app := createOwnedApp(t, e.alice, "projects:read")
+			basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(app.ID)+":"+url.QueryEscape(app.Secret)))
+			cookie := e.alice.cookieHeader()
+			for _, c := range []struct {
+				path, ctype, body string
+				header            map[string]string
+			}{
+				{"/agent/approve", "application/json", `{"organization":"` + demoOrg + `","sessionId":"` + e.session + `","scopes":["projects:write"],"decision":"appr`, map[string]string{"Cookie": cookie}},
+				{"/agent/approve", "application/x-www-form-urlencoded", "organization=" + demoOrg + "&sessionId=" + e.session + "&scopes=projects:write&decision=appr", map[string]string{"Cookie": cookie}},
+				{"/api/apps", "application/json", `{"name":"truncated","grantTypes":["client_credentials"],"scopes":["projects:re`, map[string]string{"Cookie": cookie}},
+				{"/oauth2/token", "application/x-www-form-urlencoded", "grant_type=client_credentials&scope=projects:re", map[string]string{"Authorization": basic}},
+				{"/oauth2/token", "application/x-www-form-urlencoded", "grant_type=client_credentials&client_id=" + app.ID + "&client_secret=" + app.Secret[:12], nil},
+				{"/oauth2/introspect", "application/x-www-form-urlencoded", "token=" + e.user.AccessToken[:10], map[string]string{"Authorization": basic}},
+				{"/oauth2/revoke", "application/x-www-form-urlencoded", "token=" + e.user.AccessToken[:10], map[string]string{"Authorization": basic}},
+			} {
+				h := map[string]string{"Content-Type": c.ctype, "Origin": e.tg.URL, "Sec-Fetch-Site": "same-origin", "Accept": "application/json"}
+				for k, v := range c.header {
+					h[k] = v
+				}
+				status, hdr, body := truncatedPost(t, e.tg.URL, c.path, h, c.body, len(c.body)+64)
+				if status != http.StatusBadRequest || hdr.Get("Retry-After") != "" {
+					t.Errorf("%s %s cut short: status %d, Retry-After %q; want 400 and none\n%s", c.path, c.ctype, status, hdr.Get("Retry-After"), truncate(body))
+				}
+			}
+			if s := e.mintScopes(t, e.session); slices.Contains(s, "projects:write") {
+				t.Fatalf("a cut-short approval approved: %v", s)
+			}
+			// Control: the endpoints are up; the same app authenticates.
+			if _, code := ccToken(e.tg.URL, app, app.Secret); code != "" {
+				t.Fatalf("control: the app's token: %q", code)
+			}
+		},
+	},
+	{
+		name:       "another user's authorized-app revoke page",
+		protection: "cmd/deputy-idp confirmRevokeApp: only an app holding tokens for the signed-in user has a revoke page; anything else is 404",
+		// Without it: bob opens /settings/authorized-apps/{id}/revoke for
+		// any app id and reads its name ("Revoke <name>'s access?", 200),
+		// a probe for app ids and names. Checked by removing the
+		// authorized-app lookup in confirmRevokeApp: the row fails with 200
+		// and the platform's name on bob's page.
+		run: func(t *testing.T, e *attackEnv) {
+			var authorized []map[string]any
+			if status, body := e.alice.jsonCall(http.MethodGet, "/api/authorized-apps", nil, &authorized); status != http.StatusOK {
+				t.Fatalf("alice's authorized apps: %d %s", status, body)
+			}
+			var platName string
+			for _, a := range authorized {
+				if a["id"] == e.plat.ID {
+					platName, _ = a["name"].(string)
+				}
+			}
+			if platName == "" {
+				t.Fatalf("the platform is not among alice's authorized apps: %v", authorized)
+			}
+			var own map[string]any
+			if status, body := e.alice.jsonCall(http.MethodGet, "/api/apps/"+e.aliceApp.ID, nil, &own); status != http.StatusOK {
+				t.Fatalf("alice's app: %d %s", status, body)
+			}
+			appName := str(t, own, "name")
+			// Control: alice, whom the platform holds tokens for, sees it.
+			resp, body := e.alice.getPage("/settings/authorized-apps/" + e.plat.ID + "/revoke")
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), platName) {
+				t.Fatalf("control: alice's revoke page: %d\n%s", resp.StatusCode, truncate(body))
+			}
+			for id, name := range map[string]string{e.plat.ID: platName, e.aliceApp.ID: appName, randomName("no-such-app-"): "", "a\x00b": "", "\xff\xfe": ""} {
+				resp, body := e.bob.getPage("/settings/authorized-apps/" + url.PathEscape(id) + "/revoke")
+				if resp.StatusCode != http.StatusNotFound {
+					t.Errorf("bob's revoke page for %q: status %d, want 404", id, resp.StatusCode)
+				}
+				if name != "" && strings.Contains(string(body), name) {
+					t.Errorf("bob's revoke page for %q names the app %q", id, name)
+				}
+			}
+		},
+	},
+	{
+		name:       "introspection telling unknown client ids from known ones",
+		protection: "plugin.introspect: every failed HTTP Basic client authentication gets the one invalid_client answer the token and revocation endpoints give",
+		// Without it: fosite answers an unknown client id "Unable to find
+		// OAuth 2.0 Client from HTTP basic authorization header." and a
+		// known one with a wrong secret "OAuth 2.0 Client credentials are
+		// invalid.", so anyone can test which client ids exist. Checked by
+		// removing the rewrite in plugin.introspect: the row fails on the
+		// differing bodies.
+		run: func(t *testing.T, e *attackEnv) {
+			app := createOwnedApp(t, e.alice, "projects:read")
+			answer := func(endpoint, id, secret string) (int, string) {
+				form := url.Values{"token": {e.user.AccessToken}, "grant_type": {"client_credentials"}}
+				req, err := http.NewRequest(http.MethodPost, e.tg.URL+endpoint, strings.NewReader(form.Encode()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", endpoint, err)
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(body)
+			}
+			unknown := randomName("no-such-client-")
+			for _, endpoint := range []string{"/oauth2/introspect", "/oauth2/revoke", "/oauth2/token"} {
+				s1, b1 := answer(endpoint, unknown, "dpy_cs_guess")
+				s2, b2 := answer(endpoint, app.ID, "dpy_cs_guess")
+				if s1 != http.StatusUnauthorized || s1 != s2 || b1 != b2 {
+					t.Errorf("%s: unknown client %d %s\nknown client, wrong secret %d %s\nwant one 401 answer for both", endpoint, s1, b1, s2, b2)
+				}
+				var oe struct{ Error string }
+				if json.Unmarshal([]byte(b1), &oe); oe.Error != "invalid_client" {
+					t.Errorf("%s: error %q, want invalid_client (RFC 7662 §2.3, RFC 6749 §5.2)", endpoint, oe.Error)
+				}
+			}
+			// Control: the right secret introspects.
+			if s, b := answer("/oauth2/introspect", app.ID, app.Secret); s != http.StatusOK || !strings.Contains(b, `"active":true`) {
+				t.Fatalf("control: introspection with the right secret: %d %s", s, b)
+			}
+		},
+	},
+	{
+		name:       "password guessing at /login",
+		protection: "cmd/deputy-idp loginThrottle: failures per account and per source address are reserved before the password check; an exhausted limit is 429 with Retry-After of at most 30 s",
+		// Without it: every guess is a 401 and guessing runs as fast as
+		// bcrypt allows. Checked by removing the throttle from handleLogin:
+		// the row fails (no 429 after the account's burst). The bounds for
+		// the real user at another address are TestLoginThrottle's in
+		// cmd/deputy-idp, which controls source addresses.
+		run: func(t *testing.T, e *attackEnv) {
+			name, pw := randomName("dave-"), randomName("pw-")
+			e.tg.cli(t, "users", "create", "--username", name, "--password", pw, "--org", demoOrg, "--scope", "projects:read")
+			var resp *http.Response
+			var body []byte
+			for i := 0; i < 20; i++ {
+				resp, body = newBrowser(t, e.tg.URL).postForm("/login", url.Values{"username": {name}, "password": {fmt.Sprintf("guess-%d", i)}})
+				if resp.StatusCode != http.StatusUnauthorized {
+					break
+				}
+			}
+			if resp.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("after repeated wrong passwords: status %d, want 429\n%s", resp.StatusCode, truncate(body))
+			}
+			secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+			if err != nil || secs < 1 || secs > 30 {
+				t.Errorf("Retry-After %q: want 1–30 seconds", resp.Header.Get("Retry-After"))
+			}
+			// The right password waits too: the limit is checked before the
+			// password, or a refusal would tell a right guess from a wrong one.
+			b := newBrowser(t, e.tg.URL)
+			resp, body = b.postForm("/login", url.Values{"username": {name}, "password": {pw}})
+			if resp.StatusCode != http.StatusTooManyRequests || b.hasSession() {
+				t.Errorf("the right password while throttled: status %d\n%s", resp.StatusCode, truncate(body))
+			}
+			// Another account from the same address is not held up.
+			newBrowser(t, e.tg.URL).login("bob", bobPassword)
+		},
+	},
+	{
 		// Last, so that the other rows run while the token ages.
 		name:       "agent token replayed after expiry",
 		protection: "AgentVerifier.checkClaims: exp (with DefaultLeeway)",
@@ -914,4 +1089,72 @@ func approveBodyJSON(t testing.TB, session string, scopes ...string) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// cookieHeader is the Cookie header the browser would send to its server.
+func (b *browser) cookieHeader() string {
+	b.t.Helper()
+	u, _ := url.Parse(b.base)
+	var parts []string
+	for _, c := range b.c.Jar.Cookies(u) {
+		parts = append(parts, c.Name+"="+c.Value)
+	}
+	if len(parts) == 0 {
+		b.t.Fatal("the browser holds no cookies")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// truncatedPost sends a POST whose Content-Length promises declared bytes
+// but whose body stops after body, then half-closes the connection, as a
+// client that dies mid-request (or an attacker) does. It returns the
+// server's answer.
+func truncatedPost(t testing.TB, base, path string, header map[string]string, body string, declared int) (int, http.Header, []byte) {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conn net.Conn
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	host := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	if u.Scheme == "https" {
+		conn, err = tls.DialWithDialer(d, "tcp", host, &tls.Config{ServerName: u.Hostname()})
+	} else {
+		conn, err = d.Dial("tcp", host)
+	}
+	if err != nil {
+		t.Fatalf("dial %s: %v", host, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second)) //nolint:errcheck
+	var req strings.Builder
+	fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n", path, u.Host, declared)
+	for k, v := range header {
+		fmt.Fprintf(&req, "%s: %s\r\n", k, v)
+	}
+	req.WriteString("\r\n" + body)
+	if _, err := io.WriteString(conn, req.String()); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+	switch c := conn.(type) {
+	case *net.TCPConn:
+		c.CloseWrite() //nolint:errcheck
+	case *tls.Conn:
+		c.CloseWrite() //nolint:errcheck
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%s: no answer to a cut-short body: %v", path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, data
 }
