@@ -6,6 +6,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -37,19 +38,24 @@ type Store struct {
 //	postgres://user@host:5432/db?sslmode=disable   PostgreSQL via lib/pq
 //	sqlite:/path/to/deputy.db                        SQLite file via modernc.org/sqlite
 //	sqlite::memory:                                  private in-memory SQLite (tests)
-func Open(ctx context.Context, dsn string) (*Store, error) {
-	return open(ctx, dsn, sqlx.Open)
-}
-
-// open is Open with the pool's constructor as a parameter, so that
-// OpenCounting can put a counting driver under the very same pool settings.
-// connect receives the driver name and the driver's own DSN.
-func open(ctx context.Context, dsn string, connect func(driverName, dsn string) (*sqlx.DB, error)) (*Store, error) {
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	f, driverDSN, err := flavorOf(dsn)
 	if err != nil {
 		return nil, err
 	}
-	db, err := connect(f.driver, driverDSN)
+	var db *sqlx.DB
+	if o.connector == nil {
+		db, err = sqlx.Open(f.driver, driverDSN)
+	} else {
+		var c driver.Connector
+		if c, err = o.connector(f.driver, driverDSN); err == nil {
+			db = sqlx.NewDb(sql.OpenDB(c), f.driver)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", f.dialect, err)
 	}
@@ -62,6 +68,22 @@ func open(ctx context.Context, dsn string, connect func(driverName, dsn string) 
 		return nil, fmt.Errorf("storage: connect %s: %w", f.dialect, f.classify(err))
 	}
 	return &Store{db: db, flavor: f}, nil
+}
+
+// An Option changes how Open builds the store.
+type Option func(*options)
+
+type options struct {
+	connector func(driverName, dsn string) (driver.Connector, error)
+}
+
+// WithConnector makes Open build its pool on the connector that connect
+// returns for the driver's name and the driver's own DSN (after deputy's
+// defaults are added), instead of on the driver's own: the seam for
+// instrumentation between the pool and the driver (storage/querycount counts
+// round trips through it). The pool settings stay the dialect's.
+func WithConnector(connect func(driverName, dsn string) (driver.Connector, error)) Option {
+	return func(o *options) { o.connector = connect }
 }
 
 // redactDSN hides a password in a DSN for error messages.

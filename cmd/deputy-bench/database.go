@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/querycount"
 )
 
 // database is one fresh, migrated deputy database of the run, opened with
@@ -20,7 +21,7 @@ import (
 type database struct {
 	Backend string // "postgres" or "sqlite"
 	Store   *storage.Store
-	Counter *storage.QueryCounter
+	Counter *querycount.Counter
 	drop    func()
 }
 
@@ -97,7 +98,7 @@ func newSQLite(ctx context.Context) (*database, error) {
 }
 
 func openDatabase(ctx context.Context, backend, dsn string) (*database, error) {
-	s, qc, err := storage.OpenCounting(ctx, dsn)
+	s, qc, err := querycount.Open(ctx, dsn)
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/querycount"
 )
 
 const defaultPostgres = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
@@ -154,11 +155,11 @@ type result struct {
 	// SQLPerRequest is counted on sequential requests before the load, so
 	// it is exact; SQLPerRequestUnderLoad divides everything the driver saw
 	// during the cell (background work included) by the requests sent.
-	SQLPerRequest          *float64             `json:"sql_round_trips_per_request,omitempty"`
-	WirePerRequest         *float64             `json:"postgres_wire_round_trips_per_request,omitempty"`
-	SQLSampled             *storage.QueryCounts `json:"sql_calls_over_samples,omitempty"`
-	SQLSamples             int                  `json:"sql_samples,omitempty"`
-	SQLPerRequestUnderLoad *float64             `json:"sql_round_trips_per_request_under_load,omitempty"`
+	SQLPerRequest          *float64           `json:"sql_round_trips_per_request,omitempty"`
+	WirePerRequest         *float64           `json:"postgres_wire_round_trips_per_request,omitempty"`
+	SQLSampled             *querycount.Counts `json:"sql_calls_over_samples,omitempty"`
+	SQLSamples             int                `json:"sql_samples,omitempty"`
+	SQLPerRequestUnderLoad *float64           `json:"sql_round_trips_per_request_under_load,omitempty"`
 
 	// CPU time per request during the measured phase: of this process
 	// (server and load generator together) and of the PostgreSQL backends
@@ -284,7 +285,7 @@ func (b *bench) unavailable(group, cell, grant, backend string, why error) {
 // exact per-request counts measured beforehand.
 func (b *bench) measure(ctx context.Context, group, cell, grant, backend string, o op, viaHTTP bool, db *database, sql *sqlCounts) {
 	var (
-		counter *storage.QueryCounter
+		counter *querycount.Counter
 		store   *storage.Store
 	)
 	if db != nil {
@@ -304,7 +305,7 @@ func (b *bench) measure(ctx context.Context, group, cell, grant, backend string,
 			newClient = newHTTPClient
 		}
 		var (
-			before   storage.QueryCounts
+			before   querycount.Counts
 			cpu      cpuMeter
 			measured int64
 		)
@@ -356,7 +357,7 @@ func (b *bench) measure(ctx context.Context, group, cell, grant, backend string,
 type sqlCounts struct {
 	PerRequest     float64 // median driver calls per request
 	WirePerRequest float64 // median PostgreSQL wire round trips per request
-	Total          storage.QueryCounts
+	Total          querycount.Counts
 	Samples        int
 }
 
@@ -366,7 +367,7 @@ type sqlCounts struct {
 // one sample (the last-used bookkeeping of secrets, at most once per
 // interval) does not belong to the request; the under-load figure, a mean
 // over everything, shows it.
-func sqlPerRequest(ctx context.Context, counter *storage.QueryCounter, o op, viaHTTP bool, samples int) (*sqlCounts, error) {
+func sqlPerRequest(ctx context.Context, counter *querycount.Counter, o op, viaHTTP bool, samples int) (*sqlCounts, error) {
 	w := &worker{}
 	if viaHTTP {
 		w.client = newHTTPClient()
@@ -377,7 +378,7 @@ func sqlPerRequest(ctx context.Context, counter *storage.QueryCounter, o op, via
 		return nil, err
 	}
 	var (
-		total     storage.QueryCounts
+		total     querycount.Counts
 		sql, wire = make([]int64, 0, samples), make([]int64, 0, samples)
 	)
 	for range samples {

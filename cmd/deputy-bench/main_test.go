@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/querycount"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -21,7 +21,7 @@ func TestGrantRoundTrips(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		s, qc, err := storage.OpenCounting(ctx, b.NewDSN(t))
+		s, qc, err := querycount.Open(ctx, b.NewDSN(t))
 		if err != nil {
 			t.Fatal(err)
 		}

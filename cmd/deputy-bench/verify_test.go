@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/querycount"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -16,7 +16,7 @@ func TestVerifyCases(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		s, qc, err := storage.OpenCounting(ctx, b.NewDSN(t))
+		s, qc, err := querycount.Open(ctx, b.NewDSN(t))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package storage_test
+package querycount_test
 
 import (
 	"context"
@@ -9,18 +9,19 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/querycount"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
 // openCounting opens and migrates a counting store on a fresh database of b.
-func openCounting(t *testing.T, b storagetest.Backend) (*storage.Store, *storage.QueryCounter, string) {
+func openCounting(t *testing.T, b storagetest.Backend) (*storage.Store, *querycount.Counter, string) {
 	t.Helper()
 	dsn := b.NewDSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, qc, err := storage.OpenCounting(ctx, dsn)
+	s, qc, err := querycount.Open(ctx, dsn)
 	if err != nil {
-		t.Fatalf("OpenCounting: %v", err)
+		t.Fatalf("querycount.Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	if err := s.Migrate(ctx); err != nil {
@@ -32,7 +33,7 @@ func openCounting(t *testing.T, b storagetest.Backend) (*storage.Store, *storage
 // The counts are exact: each known operation makes exactly the calls listed,
 // on both drivers, and nothing database/sql does on its own (pinging,
 // resetting sessions, rolling back a committed transaction) is counted.
-func TestQueryCounterExact(t *testing.T) {
+func TestCountsExact(t *testing.T) {
 	t.Parallel()
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		t.Parallel()
@@ -46,9 +47,8 @@ func TestQueryCounterExact(t *testing.T) {
 		if err := s.CreateClient(ctx, seed); err != nil {
 			t.Fatal(err)
 		}
-		for i, h := range []string{"hash-one", "hash-two"} {
-			if _, err := db.ExecContext(ctx, s.DB().Rebind(`INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at)
-				VALUES (?, ?, ?, ?, ?)`), []string{"s1", "s2"}[i], "seeded", []byte(h), "dpy_cs_x", time.Now().UTC()); err != nil {
+		for _, h := range []string{"hash-one", "hash-two"} {
+			if _, err := s.CreateClientSecret(ctx, "seeded", []byte(h), "dpy_cs_x"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -56,7 +56,7 @@ func TestQueryCounterExact(t *testing.T) {
 		tests := []struct {
 			name string
 			op   func(t *testing.T)
-			want storage.QueryCounts
+			want querycount.Counts
 		}{
 			{
 				name: "ping",
@@ -74,7 +74,7 @@ func TestQueryCounterExact(t *testing.T) {
 						t.Fatal(err)
 					}
 				},
-				want: storage.QueryCounts{Exec: 1},
+				want: querycount.Counts{Exec: 1},
 			},
 			{
 				name: "client with two secrets is one query",
@@ -90,7 +90,7 @@ func TestQueryCounterExact(t *testing.T) {
 				// A prepared statement of the hot path: its first use
 				// prepares it on the connection (once per connection),
 				// every use is one query.
-				want: storage.QueryCounts{Prepare: 1, StmtQuery: 1},
+				want: querycount.Counts{Prepare: 1, StmtQuery: 1},
 			},
 			{
 				name: "missing client is one query",
@@ -101,7 +101,7 @@ func TestQueryCounterExact(t *testing.T) {
 				},
 				// The statement is prepared on this connection already (the
 				// pool hands back the connection used last).
-				want: storage.QueryCounts{StmtQuery: 1},
+				want: querycount.Counts{StmtQuery: 1},
 			},
 			{
 				name: "committed transaction",
@@ -117,7 +117,7 @@ func TestQueryCounterExact(t *testing.T) {
 					}
 				},
 				// InTx's deferred Rollback after Commit stops in database/sql.
-				want: storage.QueryCounts{Begin: 1, Exec: 2, Commit: 1},
+				want: querycount.Counts{Begin: 1, Exec: 2, Commit: 1},
 			},
 			{
 				name: "rolled back transaction",
@@ -132,7 +132,7 @@ func TestQueryCounterExact(t *testing.T) {
 						t.Fatalf("got %v, want %v", err, errBoom)
 					}
 				},
-				want: storage.QueryCounts{Begin: 1, Exec: 1, Rollback: 1},
+				want: querycount.Counts{Begin: 1, Exec: 1, Rollback: 1},
 			},
 			{
 				name: "prepared once, executed twice, queried once",
@@ -164,7 +164,7 @@ func TestQueryCounterExact(t *testing.T) {
 						t.Fatalf("got %q, %v; want y", name, err)
 					}
 				},
-				want: storage.QueryCounts{Prepare: 2, StmtExec: 2, StmtQuery: 1},
+				want: querycount.Counts{Prepare: 2, StmtExec: 2, StmtQuery: 1},
 			},
 			{
 				name: "a failing statement still reached the database",
@@ -173,7 +173,7 @@ func TestQueryCounterExact(t *testing.T) {
 						t.Fatal("want an error")
 					}
 				},
-				want: storage.QueryCounts{Exec: 1},
+				want: querycount.Counts{Exec: 1},
 			},
 		}
 		// Sequential: the counts of one store are shared.
@@ -198,7 +198,7 @@ func TestQueryCounterExact(t *testing.T) {
 // arguments as two network round trips (parse+describe, then bind+execute)
 // and one without arguments as one; binary_parameters=yes makes the former
 // one too. SQLite has no wire.
-func TestQueryCounterWire(t *testing.T) {
+func TestCountsWire(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
@@ -219,7 +219,7 @@ func TestQueryCounterWire(t *testing.T) {
 				dsn += "&" + tt.dsnParam
 			}
 			ctx := context.Background()
-			s, qc, err := storage.OpenCounting(ctx, dsn)
+			s, qc, err := querycount.Open(ctx, dsn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -259,7 +259,7 @@ func TestQueryCounterWire(t *testing.T) {
 }
 
 // A counting store is the store Open returns, with the same pool settings.
-func TestOpenCountingKeepsPoolSettings(t *testing.T) {
+func TestOpenKeepsPoolSettings(t *testing.T) {
 	t.Parallel()
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		t.Parallel()
@@ -277,9 +277,9 @@ func TestOpenCountingKeepsPoolSettings(t *testing.T) {
 	})
 }
 
-func TestOpenCountingRejectsUnknownDSN(t *testing.T) {
+func TestOpenRejectsUnknownDSN(t *testing.T) {
 	t.Parallel()
-	if _, _, err := storage.OpenCounting(context.Background(), "mysql://x"); err == nil {
+	if _, _, err := querycount.Open(context.Background(), "mysql://x"); err == nil {
 		t.Fatal("want an error for an unsupported DSN")
 	}
 }

@@ -1,4 +1,9 @@
-package storage
+// Package querycount counts the calls a Store makes to its database driver,
+// for benchmarks and tests: statements, prepares, transactions and, on
+// PostgreSQL, network exchanges. Unlike timings the counts are
+// deterministic, so tests can assert them. It plugs in below the pool
+// through storage.WithConnector; production code does not use it.
+package querycount
 
 import (
 	"context"
@@ -10,12 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/deputyauth/deputy/storage"
 )
 
-// QueryCounter counts the calls that reach the database driver under a Store
-// opened with OpenCounting: one per statement executed, statement prepared,
+// Counter counts the calls that reach the database driver under a Store
+// opened with Open: one per statement executed, statement prepared,
 // transaction begun, committed or rolled back. These are the store's round
 // trips as the driver sees them; the benchmark and the query-count tests
 // read them, since, unlike timings, they are deterministic.
@@ -23,7 +29,7 @@ import (
 // A call the driver declines with driver.ErrSkip (database/sql then prepares
 // and executes instead) is not counted: nothing reached the database, and
 // the prepare and execute that follow are.
-type QueryCounter struct {
+type Counter struct {
 	exec, query, prepare    atomic.Int64
 	stmtExec, stmtQuery     atomic.Int64
 	begin, commit, rollback atomic.Int64
@@ -31,8 +37,8 @@ type QueryCounter struct {
 	wire                    atomic.Int64
 }
 
-// QueryCounts is a snapshot of a QueryCounter.
-type QueryCounts struct {
+// Counts is a snapshot of a Counter.
+type Counts struct {
 	Exec      int64 `json:"exec"`       // one-shot statements without a result set
 	Query     int64 `json:"query"`      // one-shot statements returning rows
 	Prepare   int64 `json:"prepare"`    // statements prepared (per connection)
@@ -57,13 +63,13 @@ type QueryCounts struct {
 // RoundTrips is the number of calls that went to the database: every
 // statement, prepare, begin, commit and rollback. Opening connections is not
 // included, nor is Wire, which counts the same work in network exchanges.
-func (c QueryCounts) RoundTrips() int64 {
+func (c Counts) RoundTrips() int64 {
 	return c.Exec + c.Query + c.Prepare + c.StmtExec + c.StmtQuery + c.Begin + c.Commit + c.Rollback
 }
 
 // Sub returns c − o, the calls made between two snapshots.
-func (c QueryCounts) Sub(o QueryCounts) QueryCounts {
-	return QueryCounts{
+func (c Counts) Sub(o Counts) Counts {
+	return Counts{
 		Exec:      c.Exec - o.Exec,
 		Query:     c.Query - o.Query,
 		Prepare:   c.Prepare - o.Prepare,
@@ -78,8 +84,8 @@ func (c QueryCounts) Sub(o QueryCounts) QueryCounts {
 }
 
 // Add returns c + o.
-func (c QueryCounts) Add(o QueryCounts) QueryCounts {
-	return QueryCounts{
+func (c Counts) Add(o Counts) Counts {
+	return Counts{
 		Exec:      c.Exec + o.Exec,
 		Query:     c.Query + o.Query,
 		Prepare:   c.Prepare + o.Prepare,
@@ -93,14 +99,14 @@ func (c QueryCounts) Add(o QueryCounts) QueryCounts {
 	}
 }
 
-func (c QueryCounts) String() string {
+func (c Counts) String() string {
 	return fmt.Sprintf("%d round trips (exec %d, query %d, prepare %d, stmt exec %d, stmt query %d, begin %d, commit %d, rollback %d; %d on the wire)",
 		c.RoundTrips(), c.Exec, c.Query, c.Prepare, c.StmtExec, c.StmtQuery, c.Begin, c.Commit, c.Rollback, c.Wire)
 }
 
 // Counts returns the calls counted so far.
-func (q *QueryCounter) Counts() QueryCounts {
-	return QueryCounts{
+func (q *Counter) Counts() Counts {
+	return Counts{
 		Exec:      q.exec.Load(),
 		Query:     q.query.Load(),
 		Prepare:   q.prepare.Load(),
@@ -117,24 +123,20 @@ func (q *QueryCounter) Counts() QueryCounts {
 // Measure runs fn and returns the calls made while it ran. Calls made
 // concurrently by other goroutines on the same store are included, so measure
 // on a store nothing else is using.
-func (q *QueryCounter) Measure(fn func()) QueryCounts {
+func (q *Counter) Measure(fn func()) Counts {
 	before := q.Counts()
 	fn()
 	return q.Counts().Sub(before)
 }
 
-// OpenCounting is Open with a QueryCounter between the pool and the driver.
-// The store behaves exactly as one from Open (same driver, DSN handling and
-// pool settings); it only counts. Benchmarks and tests use it.
-func OpenCounting(ctx context.Context, dsn string) (*Store, *QueryCounter, error) {
-	qc := new(QueryCounter)
-	s, err := open(ctx, dsn, func(driverName, dsn string) (*sqlx.DB, error) {
-		c, err := countingConnector(driverName, dsn, qc)
-		if err != nil {
-			return nil, err
-		}
-		return sqlx.NewDb(sql.OpenDB(c), driverName), nil
-	})
+// Open is storage.Open with a Counter between the pool and the driver. The
+// store behaves exactly as one from storage.Open (same driver, DSN handling
+// and pool settings); it only counts.
+func Open(ctx context.Context, dsn string, opts ...storage.Option) (*storage.Store, *Counter, error) {
+	qc := new(Counter)
+	s, err := storage.Open(ctx, dsn, append(opts, storage.WithConnector(func(driverName, dsn string) (driver.Connector, error) {
+		return countingConnector(driverName, dsn, qc)
+	}))...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -143,7 +145,7 @@ func OpenCounting(ctx context.Context, dsn string) (*Store, *QueryCounter, error
 
 // countingConnector wraps the connector of the driver registered as
 // driverName, exactly as sql.Open would build it.
-func countingConnector(driverName, dsn string, qc *QueryCounter) (driver.Connector, error) {
+func countingConnector(driverName, dsn string, qc *Counter) (driver.Connector, error) {
 	// sql.Open only looks the driver up; it connects to nothing.
 	probe, err := sql.Open(driverName, "")
 	if err != nil {
@@ -175,7 +177,7 @@ func countingConnector(driverName, dsn string, qc *QueryCounter) (driver.Connect
 // exchanges on the wire.
 type wireDialer struct {
 	d  net.Dialer
-	qc *QueryCounter
+	qc *Counter
 }
 
 func (w wireDialer) Dial(network, address string) (net.Conn, error) {
@@ -199,7 +201,7 @@ func (w wireDialer) DialContext(ctx context.Context, network, address string) (n
 // wireConn counts a round trip at the first write after a read.
 type wireConn struct {
 	net.Conn
-	qc      *QueryCounter
+	qc      *Counter
 	writing atomic.Bool
 }
 
@@ -227,7 +229,7 @@ func (c dsnConnector) Driver() driver.Driver                        { return c.d
 
 type countConnector struct {
 	inner driver.Connector
-	qc    *QueryCounter
+	qc    *Counter
 }
 
 func (c *countConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -255,7 +257,7 @@ func (c *countConnector) Close() error {
 // connection lacks it, so that the wrapper changes no code path.
 type countConn struct {
 	inner driver.Conn
-	qc    *QueryCounter
+	qc    *Counter
 }
 
 var (
@@ -387,7 +389,7 @@ func namedToValues(named []driver.NamedValue) ([]driver.Value, error) {
 	vals := make([]driver.Value, len(named))
 	for i, nv := range named {
 		if nv.Name != "" {
-			return nil, errors.New("storage: driver does not support named parameters")
+			return nil, errors.New("querycount: driver does not support named parameters")
 		}
 		vals[i] = nv.Value
 	}
@@ -396,7 +398,7 @@ func namedToValues(named []driver.NamedValue) ([]driver.Value, error) {
 
 type countTx struct {
 	inner driver.Tx
-	qc    *QueryCounter
+	qc    *Counter
 }
 
 func (t *countTx) Commit() error {
