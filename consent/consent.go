@@ -20,17 +20,13 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
 
-// Defaults of Config.
-const (
-	DefaultGrantLifespan = time.Hour
-	DefaultLoginURL      = "/login"
-	// MaxBodyBytes caps a POST body; a larger one is answered 413.
-	MaxBodyBytes = 64 << 10
-)
+// MaxBodyBytes caps a POST body; a larger one is answered 413.
+const MaxBodyBytes = 64 << 10
 
 // Template names a Config.Templates override must define.
 const (
@@ -120,10 +116,10 @@ func New(cfg Config) (*Handler, error) {
 		h.catalog = scope.NewCatalog()
 	}
 	if h.lifespan <= 0 {
-		h.lifespan = DefaultGrantLifespan
+		h.lifespan = protocol.DefaultGrantLifespan
 	}
 	if h.loginURL == "" {
-		h.loginURL = DefaultLoginURL
+		h.loginURL = protocol.DefaultLoginURL
 	}
 	if h.log == nil {
 		h.log = slog.Default()

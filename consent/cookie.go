@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/deputyauth/deputy/internal/protocol"
 )
 
 // SessionCookie builds a first-party session cookie the way the consent
@@ -41,9 +43,5 @@ func isLoopback(host string) bool {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return protocol.IsLoopback(host)
 }

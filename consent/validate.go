@@ -2,55 +2,17 @@ package consent
 
 import (
 	"fmt"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 )
 
-// Limits on what a request may name. They are generous for real use and
-// keep a hostile request from making deputy store or render megabytes.
-const (
-	MaxSessionIDLen    = 128
-	MaxOrganizationLen = 256
-	MaxScopeLen        = 256
-	MaxScopes          = 100
-)
-
-// ValidSessionID reports whether id is an agent session id deputy accepts:
-// 1–128 characters of [A-Za-z0-9._:-]. The agent-token grant applies the
-// same rule, so a grant can always be found by the session that minted.
-func ValidSessionID(id string) bool {
-	if len(id) == 0 || len(id) > MaxSessionIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.' || c == '_' || c == ':' || c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validScopeToken reports whether s is a scope-token of RFC 6749 §3.3:
-// printable ASCII without space, '"' or '\'.
-func validScopeToken(s string) bool {
-	if len(s) == 0 || len(s) > MaxScopeLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
+// MaxScopes caps how many scopes one approval may name: generous for real
+// use, and it keeps a hostile request from making deputy store or render
+// megabytes. What an organization, a session id and a scope may be is
+// internal/protocol's rule, the same the agent-token grant applies, so any
+// approval consent stores is one the grant can mint from.
+const MaxScopes = 100
 
 // approval is a validated approve/deny request.
 type approval struct {
@@ -79,12 +41,8 @@ func checkOrganization(org string) error {
 	switch {
 	case org == "":
 		return badInput("organization is required")
-	case len(org) > MaxOrganizationLen:
-		return badInput("organization is longer than %d bytes", MaxOrganizationLen)
-	case !utf8.ValidString(org):
-		return badInput("organization is not valid UTF-8")
-	case strings.IndexFunc(org, unicode.IsControl) >= 0:
-		return badInput("organization contains control characters")
+	case !protocol.ValidOrganization(org):
+		return badInput("organization must be %s", protocol.OrganizationRule)
 	}
 	return nil
 }
@@ -93,10 +51,8 @@ func checkSessionID(id string) error {
 	switch {
 	case id == "":
 		return badInput("sessionId is required")
-	case len(id) > MaxSessionIDLen:
-		return badInput("sessionId is longer than %d characters", MaxSessionIDLen)
-	case !ValidSessionID(id):
-		return badInput("sessionId may contain only letters, digits and . _ : -")
+	case !protocol.ValidAgentSessionID(id):
+		return badInput("sessionId must be %s", protocol.AgentSessionIDRule)
 	}
 	return nil
 }
@@ -110,8 +66,8 @@ func (h *Handler) checkScopes(requested []string, required bool) ([]string, erro
 	closed := len(h.catalog.Entries()) > 0
 	var unknown []string
 	for _, s := range requested {
-		if !validScopeToken(s) {
-			return nil, badInput("scope %q is not a valid scope name (printable ASCII, no spaces, at most %d characters)", truncate(s, 64), MaxScopeLen)
+		if !protocol.ValidScopeToken(s) {
+			return nil, badInput("scope %q is not a valid scope name: it must be %s", truncate(s, 64), protocol.ScopeTokenRule)
 		}
 		if closed && !h.catalog.Known(s) {
 			unknown = append(unknown, s)

@@ -15,7 +15,6 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
-	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
@@ -87,7 +86,7 @@ func newAgentIdP(tb testing.TB, s *storage.Store) *agentIdP {
 	// The harness itself works: a well-formed request gets its token, so
 	// the fuzzer's mutations start from a request that reaches the minting.
 	valid := url.Values{"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {"__SUBJECT__"},
-		"subject_token_type": {flows.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}}
+		"subject_token_type": {protocol.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}}
 	if w := a.post(a.placeholders.Replace(valid.Encode()), true); w.Code != http.StatusOK {
 		tb.Fatalf("a well-formed agent-token request: %d %s", w.Code, w.Body.String())
 	}
@@ -173,7 +172,7 @@ func (a *agentIdP) checkTokenAnswer(t *testing.T, input any, w *httptest.Respons
 		Scope           string `json:"scope"`
 	}
 	if err := json.Unmarshal(w.Body.Bytes(), &tr); err != nil || tr.AccessToken == "" ||
-		!strings.EqualFold(tr.TokenType, "bearer") || tr.IssuedTokenType != flows.TokenTypeAccessToken {
+		!strings.EqualFold(tr.TokenType, "bearer") || tr.IssuedTokenType != protocol.TokenTypeAccessToken {
 		t.Fatalf("%q: 200 with body %q (%v)", input, w.Body.String(), err)
 	}
 	if cc := w.Header().Get("Cache-Control"); !strings.Contains(cc, "no-store") {
@@ -224,7 +223,7 @@ func tokenOrg(tok string) (string, error) {
 //	go test -run '^$' -fuzz FuzzAgentGrantForm ./plugin/
 func FuzzAgentGrantForm(f *testing.F) {
 	f.Add("grant_type=" + url.QueryEscape(plugin.GrantTypeAgentToken) + "&subject_token=__SUBJECT__&subject_token_type=" +
-		url.QueryEscape(flows.TokenTypeAccessToken) + "&agent_session_id=s1&organization=acme")
+		url.QueryEscape(protocol.TokenTypeAccessToken) + "&agent_session_id=s1&organization=acme")
 	var idps []*agentIdP
 	for _, s := range fuzzStores(f) {
 		idps = append(idps, newAgentIdP(f, s))
@@ -246,7 +245,7 @@ func FuzzAgentGrantForm(f *testing.F) {
 //
 //	go test -run '^$' -fuzz FuzzAgentGrantParams ./plugin/
 func FuzzAgentGrantParams(f *testing.F) {
-	f.Add(plugin.GrantTypeAgentToken, "__SUBJECT__", flows.TokenTypeAccessToken, "s1", "acme", "docs:read", "", uint8(0), uint8(0))
+	f.Add(plugin.GrantTypeAgentToken, "__SUBJECT__", protocol.TokenTypeAccessToken, "s1", "acme", "docs:read", "", uint8(0), uint8(0))
 	var idps []*agentIdP
 	for _, s := range fuzzStores(f) {
 		idps = append(idps, newAgentIdP(f, s))
@@ -310,7 +309,7 @@ func TestMalformedAudienceIsClientError(t *testing.T) {
 		}
 		for name, form := range map[string]url.Values{
 			"agent-token": {"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {"__SUBJECT__"},
-				"subject_token_type": {flows.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}},
+				"subject_token_type": {protocol.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}},
 			"client_credentials": {"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"},
 				"client_id": {app.ID}, "client_secret": {sec.Secret}},
 		} {

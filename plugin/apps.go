@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,8 +16,8 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -28,7 +27,7 @@ import (
 const (
 	MaxAppNameLength  = 64
 	MaxRedirectURIs   = 10
-	MaxURILength      = 2048
+	MaxURILength      = protocol.MaxURILength
 	MaxAppScopes      = 100
 	MaxAudiences      = 10
 	MaxAudienceLength = 512
@@ -598,7 +597,7 @@ func (p *Plugin) applyInput(c *storage.Client, in *AppInput) error {
 		return invalid("redirectUris", "an authorization_code app needs at least one")
 	}
 	for i, u := range in.RedirectURIs {
-		if err := validRedirectURI(u); err != nil {
+		if err := protocol.CheckRedirectURI(u); err != nil {
 			return invalid("redirectUris", "[%d] %s", i, err)
 		}
 	}
@@ -611,11 +610,11 @@ func (p *Plugin) applyInput(c *storage.Client, in *AppInput) error {
 		return invalid("scopes", "a client_credentials app needs at least one scope")
 	}
 	for _, s := range scopes {
-		if !validScopeName(s) {
+		if !protocol.ValidScopeToken(s) {
 			return invalid("scopes", "%q is not a valid scope name", s)
 		}
-		protocol := !cc && scope.Contains(flows.ProtocolScopes, s)
-		if len(p.cfg.Scopes) > 0 && !protocol && !p.catalog.Known(s) {
+		feature := !cc && scope.Contains(protocol.ProtocolScopes, s)
+		if len(p.cfg.Scopes) > 0 && !feature && !p.catalog.Known(s) {
 			return invalid("scopes", "unknown scope %q", s)
 		}
 	}
@@ -676,48 +675,6 @@ func validGrantTypes(in []string) ([]string, error) {
 		return nil, invalid("grantTypes", "refresh_token needs authorization_code")
 	}
 	return gs, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// validRedirectURI follows OAuth 2.0 Security BCP and RFC 8252: https; http
-// only to a loopback address; or a private-use scheme in reverse-domain
-// form for native apps. Never a fragment, never credentials.
-func validRedirectURI(raw string) error {
-	if len(raw) > MaxURILength {
-		return fmt.Errorf("longer than %d characters", MaxURILength)
-	}
-	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() {
-		return errors.New("must be an absolute URI")
-	}
-	if u.Fragment != "" || strings.Contains(raw, "#") {
-		return errors.New("must not have a fragment")
-	}
-	if u.User != nil {
-		return errors.New("must not carry credentials")
-	}
-	switch scheme := strings.ToLower(u.Scheme); {
-	case scheme == "https":
-		if u.Hostname() == "" {
-			return errors.New("needs a host")
-		}
-	case scheme == "http":
-		if !isLoopback(u.Hostname()) {
-			return errors.New("http is allowed only for loopback addresses; use https")
-		}
-	case strings.Contains(scheme, "."):
-		// private-use scheme, e.g. com.example.app:/callback
-	default:
-		return fmt.Errorf("scheme %q is not allowed", u.Scheme)
-	}
-	return nil
 }
 
 func validIconURL(raw string) error {

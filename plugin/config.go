@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/deputyauth/deputy/consent"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -92,14 +93,14 @@ type Config struct {
 // Defaults of Config.
 const (
 	DefaultIssuer                = "http://127.0.0.1:8080"
-	DefaultLoginURL              = "/login"
+	DefaultLoginURL              = protocol.DefaultLoginURL
 	DefaultAccessTokenLifespan   = time.Hour
 	DefaultRefreshTokenLifespan  = 30 * 24 * time.Hour
 	DefaultAuthorizeCodeLifespan = 10 * time.Minute
-	DefaultAgentTokenLifespan    = 5 * time.Minute
-	MaxAgentTokenLifespan        = time.Hour
+	DefaultAgentTokenLifespan    = protocol.DefaultAgentTokenLifespan
+	MaxAgentTokenLifespan        = protocol.MaxAgentTokenLifespan
 	DefaultAgentTokenAlgorithm   = "EdDSA"
-	DefaultGrantLifespan         = time.Hour
+	DefaultGrantLifespan         = protocol.DefaultGrantLifespan
 )
 
 // ClientAuthLimit configures the client-authentication rate limiter

@@ -206,7 +206,7 @@ func TestSecretShownOnceAndNeverStored(t *testing.T) {
 		e.bodies = nil
 		app := e.ccApp("alice", "docs:read")
 		sec := e.createSecret("alice", app.ID)
-		if !strings.HasPrefix(sec.Secret, clientsecret.ClientSecretPrefix) || len(sec.Secret) != len(clientsecret.ClientSecretPrefix)+43 {
+		if !strings.HasPrefix(sec.Secret, protocol.ClientSecretPrefix) || len(sec.Secret) != len(protocol.ClientSecretPrefix)+43 {
 			t.Fatalf("secret %q is not dpy_cs_ + base64url(32 bytes)", sec.Secret)
 		}
 		if sec.DisplayPrefix != sec.Secret[:clientsecret.SecretDisplayPrefixLen] {
@@ -219,7 +219,7 @@ func TestSecretShownOnceAndNeverStored(t *testing.T) {
 			e.must(http.StatusOK, st, body, nil)
 		}
 		e.call(admin, http.MethodGet, "/api/apps", nil)
-		random := strings.TrimPrefix(sec.Secret, clientsecret.ClientSecretPrefix)
+		random := strings.TrimPrefix(sec.Secret, protocol.ClientSecretPrefix)
 		n := 0
 		for _, b := range e.bodies {
 			n += strings.Count(string(b), random)

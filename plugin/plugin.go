@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/scope"
 )
@@ -35,10 +34,10 @@ const (
 
 // Grant types deputy speaks.
 const (
-	GrantTypeAuthorizationCode = "authorization_code"
-	GrantTypeRefreshToken      = "refresh_token"
-	GrantTypeClientCredentials = "client_credentials"
-	GrantTypeAgentToken        = "urn:deputy:params:oauth:grant-type:agent-token"
+	GrantTypeAuthorizationCode = protocol.GrantTypeAuthorizationCode
+	GrantTypeRefreshToken      = protocol.GrantTypeRefreshToken
+	GrantTypeClientCredentials = protocol.GrantTypeClientCredentials
+	GrantTypeAgentToken        = protocol.GrantTypeAgentToken
 )
 
 // MinSystemSecretLength is the shortest SystemSecret New accepts.
@@ -147,11 +146,11 @@ func (c *Config) withDefaults() error {
 		c.Issuer = DefaultIssuer
 	}
 	c.Issuer = strings.TrimRight(c.Issuer, "/")
-	if u, err := url.Parse(c.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+	if !protocol.ValidIssuer(c.Issuer) {
 		bad("Issuer", "%q must be an absolute http(s) URL without query or fragment", c.Issuer)
 	}
 	for _, e := range c.Scopes {
-		if !validScopeName(e.Name) {
+		if !protocol.ValidScopeToken(e.Name) {
 			bad("Scopes", "%q is not a valid scope name", e.Name)
 		}
 	}
@@ -195,12 +194,6 @@ func (c *Config) withDefaults() error {
 	}
 	return nil
 }
-
-// scopeToken is RFC 6749 §3.3's scope-token: printable ASCII but space,
-// '"' and '\'.
-var scopeToken = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]{1,128}$`)
-
-func validScopeName(s string) bool { return scopeToken.MatchString(s) }
 
 // Config returns the configuration with its defaults filled in.
 func (p *Plugin) Config() Config { return p.cfg }

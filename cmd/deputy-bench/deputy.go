@@ -17,6 +17,7 @@ import (
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -183,7 +184,7 @@ func (s *deputyServer) prepareAgent(ctx context.Context, st *storage.Store) erro
 	form := url.Values{
 		"grant_type":         {plugin.GrantTypeAgentToken},
 		"subject_token":      {userToken},
-		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+		"subject_token_type": {protocol.TokenTypeAccessToken},
 		"agent_session_id":   {benchSession},
 		"organization":       {benchOrg},
 		"scope":              {benchReadScope + " " + benchWrite},

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -32,7 +33,7 @@ func userToken(t *testing.T, idp *testIdP, oc *oauth2.Config, username, password
 func mintAgentToken(t *testing.T, idp *testIdP, oc *oauth2.Config, subject, session string) (string, string) {
 	t.Helper()
 	form := url.Values{
-		"grant_type":         {agentTokenGrant},
+		"grant_type":         {protocol.GrantTypeAgentToken},
 		"subject_token":      {subject},
 		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
 		"agent_session_id":   {session},

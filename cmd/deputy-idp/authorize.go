@@ -6,7 +6,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/ory/fosite"
 
-	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -108,7 +108,7 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		e, _ := s.deputy.p.Catalog().Lookup(name)
 		cs := consentScope{Name: name, Description: e.Description, Write: e.Write}
 		switch {
-		case scope.Contains(flows.ProtocolScopes, name):
+		case scope.Contains(protocol.ProtocolScopes, name):
 			cs.Held, cs.Write = true, false
 			cs.Description = protocolScopeDescription(name)
 		default:

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -22,7 +23,7 @@ func testClient(t *testing.T, idp *testIdP, firstParty bool) *oauth2.Config {
 	c := &storage.Client{
 		ID:           newClientID(),
 		Name:         "Agent Platform",
-		GrantTypes:   []string{"authorization_code", "refresh_token", agentTokenGrant},
+		GrantTypes:   []string{"authorization_code", "refresh_token", protocol.GrantTypeAgentToken},
 		RedirectURIs: []string{testRedirect},
 		Scopes:       []string{"projects:read", "projects:write", "members:read", "offline_access"},
 		FirstParty:   firstParty,

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -74,6 +74,15 @@ func cmdUsersCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if *username == "" || *password == "" || *org == "" {
 		fmt.Fprintln(stderr, "users create: --username, --password and --org are required")
+		return 2
+	}
+	if !protocol.ValidOrganization(*org) {
+		// Tokens, approvals and agent tokens could never name it.
+		fmt.Fprintf(stderr, "users create: --org must be %s\n", protocol.OrganizationRule)
+		return 2
+	}
+	if err := checkScopeFlag(scope.Parse(*scopes)); err != nil {
+		fmt.Fprintf(stderr, "users create: %v\n", err)
 		return 2
 	}
 	st, u, err := openStore(ctx, common.databaseURL)
@@ -153,11 +162,15 @@ func cmdAppsCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "apps create: --owner, --name and --scope are required")
 		return 2
 	}
+	if err := checkScopeFlag(scope.Parse(*scopes)); err != nil {
+		fmt.Fprintf(stderr, "apps create: %v\n", err)
+		return 2
+	}
 	if len(grants) == 0 {
-		grants = stringsFlag{"client_credentials"}
+		grants = stringsFlag{protocol.GrantTypeClientCredentials}
 	}
 	for _, g := range grants {
-		if g != "client_credentials" {
+		if g != protocol.GrantTypeClientCredentials {
 			fmt.Fprintf(stderr, "apps create: an owned app only uses the client_credentials grant, not %q; use `clients create` for other clients\n", g)
 			return 2
 		}
@@ -177,7 +190,7 @@ func cmdAppsCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	c := &storage.Client{
 		ID:         newClientID(),
 		Name:       strings.TrimSpace(*name),
-		GrantTypes: []string{"client_credentials"},
+		GrantTypes: []string{protocol.GrantTypeClientCredentials},
 		Scopes:     scope.Parse(*scopes),
 	}
 	c.SetOwner(usr.ID)
@@ -198,7 +211,7 @@ func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 	common.register(fs)
 	name := fs.String("name", "", "display name (required)")
 	var grants, redirects stringsFlag
-	fs.Var(&grants, "grant", "grant type, repeatable: authorization_code, refresh_token, "+agentTokenGrant)
+	fs.Var(&grants, "grant", "grant type, repeatable: authorization_code, refresh_token, "+protocol.GrantTypeAgentToken)
 	fs.Var(&redirects, "redirect-uri", "redirect URI, repeatable (required with authorization_code)")
 	scopes := fs.String("scope", "", `space-separated scopes the client may request (required)`)
 	firstParty := fs.Bool("first-party", false, "users are not asked to consent (only for clients you run yourself)")
@@ -251,55 +264,58 @@ func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 	return 0
 }
 
-// agentTokenGrant is deputy's agent-token grant type.
-const agentTokenGrant = "urn:deputy:params:oauth:grant-type:agent-token"
-
 var knownUnownedGrants = map[string]bool{
-	"authorization_code": true,
-	"refresh_token":      true,
-	agentTokenGrant:      true,
+	protocol.GrantTypeAuthorizationCode: true,
+	protocol.GrantTypeRefreshToken:      true,
+	protocol.GrantTypeAgentToken:        true,
+}
+
+// checkScopeFlag refuses a --scope that is not an RFC 6749 scope token.
+func checkScopeFlag(scopes []string) error {
+	for _, s := range scopes {
+		if !protocol.ValidScopeToken(s) {
+			return fmt.Errorf("--scope %q must be %s", s, protocol.ScopeTokenRule)
+		}
+	}
+	return nil
 }
 
 // validateUnownedClient applies the rules of DESIGN.md §1 to a client
 // without an owner: no client_credentials (a client-credentials token acts
 // as its owner, and this client has none), redirect URIs that are absolute
-// and fragment-free, and response types that follow the grants.
+// and allowed by protocol.CheckRedirectURI (the apps API's rule), scopes
+// that are scope tokens, and response types that follow the grants.
 func validateUnownedClient(c *storage.Client) error {
 	for _, g := range c.GrantTypes {
-		if g == "client_credentials" {
+		if g == protocol.GrantTypeClientCredentials {
 			return errors.New("--grant client_credentials needs an owner: use `apps create --owner`")
 		}
 		if !knownUnownedGrants[g] {
 			return fmt.Errorf("--grant %q is not supported", g)
 		}
 	}
-	hasCode := scope.Contains(c.GrantTypes, "authorization_code")
+	hasCode := scope.Contains(c.GrantTypes, protocol.GrantTypeAuthorizationCode)
 	if hasCode && len(c.RedirectURIs) == 0 {
 		return errors.New("--redirect-uri is required with authorization_code")
 	}
 	if !hasCode && len(c.RedirectURIs) > 0 {
 		return errors.New("--redirect-uri only makes sense with authorization_code")
 	}
-	if c.Public && scope.Contains(c.GrantTypes, agentTokenGrant) {
+	if c.Public && scope.Contains(c.GrantTypes, protocol.GrantTypeAgentToken) {
 		return errors.New("the agent-token grant needs a confidential client (drop --public)")
 	}
 	for _, ru := range c.RedirectURIs {
-		u, err := url.Parse(ru)
-		if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" {
-			return fmt.Errorf("--redirect-uri %q must be an absolute URL without a fragment", ru)
+		if err := protocol.CheckRedirectURI(ru); err != nil {
+			return fmt.Errorf("--redirect-uri %q: %w", ru, err)
 		}
-		if u.Scheme != "https" && !isLoopback(u.Hostname()) {
-			return fmt.Errorf("--redirect-uri %q must use https (http only for localhost)", ru)
-		}
+	}
+	if err := checkScopeFlag(c.Scopes); err != nil {
+		return err
 	}
 	if hasCode {
 		c.ResponseTypes = []string{"code"}
 	}
 	return nil
-}
-
-func isLoopback(host string) bool {
-	return host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
 
 func normalizeList(in []string) []string {

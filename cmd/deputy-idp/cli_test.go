@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -73,7 +75,7 @@ func TestCLIRoundTrip(t *testing.T) {
 
 		// clients create: an agent platform; its secret authenticates.
 		cl := cliJSON(t, "clients", "create", db, "--name", "Agent Platform",
-			"--grant", "authorization_code", "--grant", "refresh_token", "--grant", agentTokenGrant,
+			"--grant", "authorization_code", "--grant", "refresh_token", "--grant", protocol.GrantTypeAgentToken,
 			"--redirect-uri", "http://127.0.0.1:9999/callback", "--scope", "projects:read projects:write offline_access")
 		cid, _ := cl["client_id"].(string)
 		csecret, _ := cl["client_secret"].(string)
@@ -133,6 +135,12 @@ func TestCLIRefusals(t *testing.T) {
 		{"clients: code without redirect", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--scope", "a"}, 2, "redirect-uri"},
 		{"clients: http redirect", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "http://evil.example/cb", "--scope", "a"}, 2, "https"},
 		{"clients: fragment", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://a.example/cb#x", "--scope", "a"}, 2, "fragment"},
+		{"users: org with a space", []string{"users", "create", db, "--username", "x", "--password", "long-enough", "--org", "acme corp"}, 2, "--org must be"},
+		{"users: bad scope", []string{"users", "create", db, "--username", "x", "--password", "long-enough", "--org", "o", "--scope", `a"b`}, 2, "--scope"},
+		{"apps: bad scope", []string{"apps", "create", db, "--owner", "x", "--name", "n", "--scope", strings.Repeat("s", 129)}, 2, "--scope"},
+		{"clients: bad scope", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://a.example/cb", "--scope", "é"}, 2, "--scope"},
+		{"clients: ftp to localhost", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "ftp://localhost/cb", "--scope", "a"}, 2, "not allowed"},
+		{"clients: credentials in redirect", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://u:p@a.example/cb", "--scope", "a"}, 2, "credentials"},
 		{"keys: short secret", []string{"keys", "rotate", db, "--system-secret", "short"}, 1, "at least 32"},
 		{"postgres needs a secret", []string{"keys", "rotate", "--database-url", "postgres://nobody@127.0.0.1:1/x", "--system-secret="}, 1, "required with PostgreSQL"},
 	}
@@ -149,7 +157,7 @@ func TestResolveSystemSecret(t *testing.T) {
 	dsn := storagetest.SQLite.NewDSN(t)
 	log := discardLogger()
 	first, err := resolveSystemSecret(dsn, nil, log)
-	if err != nil || len(first) < minSecretLen {
+	if err != nil || len(first) < plugin.MinSystemSecretLength {
 		t.Fatalf("first start: %q, %v", first, err)
 	}
 	again, err := resolveSystemSecret(dsn, nil, log)

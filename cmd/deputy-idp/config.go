@@ -10,10 +10,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 
+	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 )
 
@@ -21,7 +22,6 @@ import (
 const (
 	defaultListen      = "127.0.0.1:8080"
 	defaultDatabaseURL = "sqlite:deputy.db"
-	minSecretLen       = 32
 )
 
 // config is everything newServer needs. The serve command fills it from
@@ -98,8 +98,7 @@ func defaultIssuer(listen string) string {
 
 // validateIssuer refuses issuers that would break redirects and cookies.
 func validateIssuer(issuer string) (string, error) {
-	u, err := url.Parse(issuer)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+	if !protocol.ValidIssuer(issuer) {
 		return "", fmt.Errorf("issuer %q must be an absolute http(s) URL without query or fragment", issuer)
 	}
 	return strings.TrimSuffix(issuer, "/"), nil
@@ -112,8 +111,8 @@ func validateIssuer(issuer string) (string, error) {
 // share a secret the operator chose, so there it is required.
 func resolveSystemSecret(dsn string, configured []byte, log *slog.Logger) ([]byte, error) {
 	if len(configured) > 0 {
-		if len(configured) < minSecretLen {
-			return nil, fmt.Errorf("system secret is %d bytes; it must be at least %d", len(configured), minSecretLen)
+		if len(configured) < plugin.MinSystemSecretLength {
+			return nil, fmt.Errorf("system secret is %d bytes; it must be at least %d", len(configured), plugin.MinSystemSecretLength)
 		}
 		return configured, nil
 	}
@@ -130,8 +129,8 @@ func resolveSystemSecret(dsn string, configured []byte, log *slog.Logger) ([]byt
 	switch {
 	case err == nil:
 		s := []byte(strings.TrimSpace(string(b)))
-		if len(s) < minSecretLen {
-			return nil, fmt.Errorf("system secret in %s is shorter than %d bytes", file, minSecretLen)
+		if len(s) < plugin.MinSystemSecretLength {
+			return nil, fmt.Errorf("system secret in %s is shorter than %d bytes", file, plugin.MinSystemSecretLength)
 		}
 		return s, nil
 	case errors.Is(err, fs.ErrNotExist):

@@ -11,11 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/internal/protocol"
@@ -37,31 +35,12 @@ const DefaultLeeway = 30 * time.Second
 
 // Errors of Mint. The token endpoint maps them to OAuth2 errors.
 var (
-	ErrInvalidAgentSession = errors.New("deputy: agent_session_id must be 1-128 characters of [A-Za-z0-9._:-]")
-	ErrInvalidOrganization = errors.New("deputy: organization must be 1-128 printable characters without spaces")
+	ErrInvalidAgentSession = errors.New("deputy: agent_session_id must be " + protocol.AgentSessionIDRule)
+	ErrInvalidOrganization = errors.New("deputy: organization must be " + protocol.OrganizationRule)
 	ErrNoScopes            = errors.New("deputy: no scope left to grant")
 )
 
 var b64 = base64.RawURLEncoding.Strict()
-
-var sessionIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
-
-// ValidAgentSessionID reports whether id is a well-formed agent session id.
-func ValidAgentSessionID(id string) bool { return sessionIDPattern.MatchString(id) }
-
-// ValidOrganization reports whether org is a well-formed organization id:
-// 1–128 printable characters, no white space.
-func ValidOrganization(org string) bool {
-	if org == "" || len(org) > 128 {
-		return false
-	}
-	for _, r := range org {
-		if r == unicode.ReplacementChar || !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			return false
-		}
-	}
-	return true
-}
 
 // AgentScopes is the scope formula of agent tokens:
 //
@@ -94,8 +73,8 @@ type Minter struct {
 	Issuer string
 	// Audience goes into aud when the request names none. Default: Issuer.
 	Audience string
-	// Lifespan of tokens. Default DefaultAgentTokenLifespan, at most
-	// MaxAgentTokenLifespan.
+	// Lifespan of tokens. Default protocol.DefaultAgentTokenLifespan (5 minutes),
+	// at most protocol.MaxAgentTokenLifespan (1 hour).
 	Lifespan time.Duration
 	Logger   *slog.Logger
 }
@@ -118,7 +97,7 @@ type MintRequest struct {
 	Requested []string
 	// Audience of the token; nil means the Minter's Audience.
 	Audience []string
-	// Lifespan overrides the Minter's, still at most MaxAgentTokenLifespan.
+	// Lifespan overrides the Minter's, still at most protocol.MaxAgentTokenLifespan.
 	Lifespan time.Duration
 }
 
@@ -158,10 +137,10 @@ type actor struct {
 // ErrInvalidOrganization, ErrNoScopes, the Directory's scope.ErrUserNotFound
 // or scope.ErrUserDisabled, or an internal error.
 func (m *Minter) Mint(ctx context.Context, req MintRequest) (*AgentToken, error) {
-	if !ValidAgentSessionID(req.AgentSessionID) {
+	if !protocol.ValidAgentSessionID(req.AgentSessionID) {
 		return nil, ErrInvalidAgentSession
 	}
-	if !ValidOrganization(req.Organization) {
+	if !protocol.ValidOrganization(req.Organization) {
 		return nil, ErrInvalidOrganization
 	}
 	if req.UserID == "" || req.ClientID == "" {
@@ -190,9 +169,9 @@ func (m *Minter) Mint(ctx context.Context, req MintRequest) (*AgentToken, error)
 		lifespan = m.Lifespan
 	}
 	if lifespan <= 0 {
-		lifespan = DefaultAgentTokenLifespan
+		lifespan = protocol.DefaultAgentTokenLifespan
 	}
-	lifespan = min(lifespan, MaxAgentTokenLifespan).Truncate(time.Second)
+	lifespan = min(lifespan, protocol.MaxAgentTokenLifespan).Truncate(time.Second)
 	issued = issued.Truncate(time.Second)
 	expires := issued.Add(lifespan)
 
@@ -456,7 +435,7 @@ func (v *AgentVerifier) checkClaims(c *verifiedClaims, org string) error {
 		return invalid("not yet valid")
 	case t < c.IssuedAt-leeway:
 		return invalid("issued in the future")
-	case c.Expiry-c.IssuedAt > int64(MaxAgentTokenLifespan/time.Second):
+	case c.Expiry-c.IssuedAt > int64(protocol.MaxAgentTokenLifespan/time.Second):
 		// The key rotation schedule relies on this bound.
 		return invalid("lifetime too long")
 	case c.Subject == "" || c.ID == "" || c.Scope == "" || c.ClientID == "" || c.AgentSession == "":

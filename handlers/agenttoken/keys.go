@@ -23,6 +23,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/storage"
 )
 
@@ -30,12 +31,6 @@ import (
 const (
 	AlgEdDSA = "EdDSA"
 	AlgES256 = "ES256"
-)
-
-// Agent-token lifetimes.
-const (
-	DefaultAgentTokenLifespan = 5 * time.Minute
-	MaxAgentTokenLifespan     = time.Hour
 )
 
 // Keyring defaults.
@@ -239,7 +234,7 @@ func (k *Keyring) newKey() (*storage.SigningKey, error) {
 // longest lifetime plus the time other replicas may take to notice the
 // rotation, plus clock leeway.
 func (k *Keyring) RotateKeys(ctx context.Context) error {
-	retain := MaxAgentTokenLifespan + k.refresh + k.minRefresh + time.Minute
+	retain := protocol.MaxAgentTokenLifespan + k.refresh + k.minRefresh + time.Minute
 	var err error
 	for range 3 {
 		var sk *storage.SigningKey

@@ -156,7 +156,7 @@ func TestRotateKeysAcrossReplicas(t *testing.T) {
 			}
 		}
 		if retired == nil || retired.Active || !retired.DropAfter.Valid ||
-			retired.DropAfter.Time.Sub(retired.RetiredAt.Time) < MaxAgentTokenLifespan {
+			retired.DropAfter.Time.Sub(retired.RetiredAt.Time) < protocol.MaxAgentTokenLifespan {
 			t.Fatalf("retired key kept for too short: %+v", retired)
 		}
 		// Once its retention has passed, the old key is gone from the set

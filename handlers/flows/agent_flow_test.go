@@ -86,10 +86,10 @@ func TestAgentLoop(t *testing.T) {
 		subject := e.userToken(testUser, []string{readScope, writeScope, issuesReadScope}, time.Now().Add(time.Hour))
 
 		tr := e.mint(subject, testSession, testOrg)
-		if tr.IssuedTokenType != TokenTypeAccessToken || tr.TokenType != "Bearer" {
+		if tr.IssuedTokenType != protocol.TokenTypeAccessToken || tr.TokenType != "Bearer" {
 			t.Errorf("issued_token_type %q token_type %q", tr.IssuedTokenType, tr.TokenType)
 		}
-		if tr.ExpiresIn != int64(agenttoken.DefaultAgentTokenLifespan/time.Second) {
+		if tr.ExpiresIn != int64(protocol.DefaultAgentTokenLifespan/time.Second) {
 			t.Errorf("expires_in = %d", tr.ExpiresIn)
 		}
 		if tr.Scope != "issues:read projects:read" {
@@ -211,6 +211,9 @@ func TestAgentTokenEndpointErrors(t *testing.T) {
 			{"session id twice", agentClientID, agentSecret, with(func(f url.Values) { f.Add("agent_session_id", "sess-2") }), 400, "invalid_request"},
 			{"organization missing", agentClientID, agentSecret, with(func(f url.Values) { f.Del("organization") }), 400, "invalid_request"},
 			{"organization with a space", agentClientID, agentSecret, with(func(f url.Values) { f.Set("organization", "ac me") }), 400, "invalid_request"},
+			{"organization with a no-break space", agentClientID, agentSecret, with(func(f url.Values) { f.Set("organization", "ac\u00a0me") }), 400, "invalid_request"},
+			{"organization over 128 bytes", agentClientID, agentSecret, with(func(f url.Values) { f.Set("organization", strings.Repeat("o", 129)) }), 400, "invalid_request"},
+			{"scope not a scope token", agentClientID, agentSecret, with(func(f url.Values) { f.Set("scope", readScope+` docs"x`) }), 400, "invalid_scope"},
 			{"subject token type wrong", agentClientID, agentSecret, with(func(f url.Values) { f.Set("subject_token_type", "urn:ietf:params:oauth:token-type:jwt") }), 400, "invalid_request"},
 			{"subject token missing", agentClientID, agentSecret, with(func(f url.Values) { f.Del("subject_token") }), 400, "invalid_request"},
 			{"subject token garbage", agentClientID, agentSecret, with(func(f url.Values) { f.Set("subject_token", "dpy_at_garbage") }), 400, "invalid_grant"},
@@ -278,7 +281,7 @@ func TestMintGoAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := long.ExpiresAt.Sub(long.IssuedAt); got != agenttoken.MaxAgentTokenLifespan {
+		if got := long.ExpiresAt.Sub(long.IssuedAt); got != protocol.MaxAgentTokenLifespan {
 			t.Errorf("lifespan = %v", got)
 		}
 		for _, bad := range []agenttoken.MintRequest{

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -146,7 +147,7 @@ func newEnv(t *testing.T, s *storage.Store) *env {
 		compose.OAuth2ClientCredentialsGrantFactory,
 		AgentTokenGrantFactory(e.minter, func() fosite.Session { return &orgSession{} }),
 	)
-	e.client(agentClientID, agentSecret, []string{GrantTypeAgentToken}, []string{readScope, writeScope, issuesReadScope})
+	e.client(agentClientID, agentSecret, []string{protocol.GrantTypeAgentToken}, []string{readScope, writeScope, issuesReadScope})
 	e.client(plainClientID, plainSecret, []string{"client_credentials"}, []string{readScope, writeScope})
 	e.client(webClientID, "", []string{"authorization_code"}, []string{readScope, writeScope, issuesReadScope, "admin:write"})
 
@@ -242,7 +243,7 @@ type tokenResponse struct {
 func (e *env) exchange(clientID, secret string, form url.Values) tokenResponse {
 	e.t.Helper()
 	if form.Get("grant_type") == "" {
-		form.Set("grant_type", GrantTypeAgentToken)
+		form.Set("grant_type", protocol.GrantTypeAgentToken)
 	}
 	req, err := http.NewRequest(http.MethodPost, e.tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -267,7 +268,7 @@ func (e *env) exchange(clientID, secret string, form url.Values) tokenResponse {
 func agentForm(subject, session, org string) url.Values {
 	return url.Values{
 		"subject_token":      {subject},
-		"subject_token_type": {TokenTypeAccessToken},
+		"subject_token_type": {protocol.TokenTypeAccessToken},
 		"agent_session_id":   {session},
 		"organization":       {org},
 	}

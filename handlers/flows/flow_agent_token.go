@@ -13,14 +13,8 @@ import (
 	"github.com/ory/x/errorsx"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
-)
-
-// The agent-token grant and the RFC 8693 token type it takes and returns.
-const (
-	GrantTypeAgentToken      = "urn:deputy:params:oauth:grant-type:agent-token"
-	TokenTypeAccessToken     = "urn:ietf:params:oauth:token-type:access_token"
-	subjectAccessTokenPrefix = "dpy_at_"
 )
 
 var _ fosite.TokenEndpointHandler = (*AgentTokenGrantHandler)(nil)
@@ -70,7 +64,7 @@ func (c *AgentTokenGrantHandler) CanSkipClientAuth(ctx context.Context, requeste
 }
 
 func (c *AgentTokenGrantHandler) CanHandleTokenEndpointRequest(ctx context.Context, requester fosite.AccessRequester) bool {
-	return requester.GetGrantTypes().ExactOne(GrantTypeAgentToken)
+	return requester.GetGrantTypes().ExactOne(protocol.GrantTypeAgentToken)
 }
 
 // HandleTokenEndpointRequest checks everything that needs no database: the
@@ -83,21 +77,26 @@ func (c *AgentTokenGrantHandler) HandleTokenEndpointRequest(ctx context.Context,
 	if client.IsPublic() {
 		return errorsx.WithStack(fosite.ErrUnauthorizedClient.WithHint("A public client may not use the agent-token grant."))
 	}
-	if !client.GetGrantTypes().Has(GrantTypeAgentToken) {
-		return errorsx.WithStack(fosite.ErrUnauthorizedClient.WithHintf("The OAuth 2.0 Client is not allowed to use authorization grant '%s'.", GrantTypeAgentToken))
+	if !client.GetGrantTypes().Has(protocol.GrantTypeAgentToken) {
+		return errorsx.WithStack(fosite.ErrUnauthorizedClient.WithHintf("The OAuth 2.0 Client is not allowed to use authorization grant '%s'.", protocol.GrantTypeAgentToken))
 	}
 	form := request.GetRequestForm()
-	if len(form["subject_token"]) != 1 || form.Get("subject_token") == "" {
-		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint("Exactly one 'subject_token' is required."))
+	if len(form[protocol.ParamSubjectToken]) != 1 || form.Get(protocol.ParamSubjectToken) == "" {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("Exactly one '%s' is required.", protocol.ParamSubjectToken))
 	}
-	if form.Get("subject_token_type") != TokenTypeAccessToken {
-		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("'subject_token_type' must be '%s'.", TokenTypeAccessToken))
+	if form.Get(protocol.ParamSubjectTokenType) != protocol.TokenTypeAccessToken {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("'%s' must be '%s'.", protocol.ParamSubjectTokenType, protocol.TokenTypeAccessToken))
 	}
-	if len(form["agent_session_id"]) != 1 || !agenttoken.ValidAgentSessionID(form.Get("agent_session_id")) {
-		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint("'agent_session_id' must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'."))
+	if len(form[protocol.ParamAgentSessionID]) != 1 || !protocol.ValidAgentSessionID(form.Get(protocol.ParamAgentSessionID)) {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("'%s' must be %s.", protocol.ParamAgentSessionID, protocol.AgentSessionIDRule))
 	}
-	if len(form["organization"]) != 1 || !agenttoken.ValidOrganization(form.Get("organization")) {
-		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHint("'organization' is required: 1 to 128 printable characters without spaces."))
+	if len(form[protocol.ParamOrganization]) != 1 || !protocol.ValidOrganization(form.Get(protocol.ParamOrganization)) {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("'%s' is required: %s.", protocol.ParamOrganization, protocol.OrganizationRule))
+	}
+	for _, s := range request.GetRequestedScopes() {
+		if !protocol.ValidScopeToken(s) {
+			return errorsx.WithStack(fosite.ErrInvalidScope.WithHintf("Every requested scope must be %s.", protocol.ScopeTokenRule))
+		}
 	}
 	if aud := request.GetRequestedAudience(); len(aud) > 0 {
 		if err := c.Config.GetAudienceStrategy(ctx)(client.GetAudience(), aud); err != nil {
@@ -114,15 +113,15 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 		return fosite.ErrUnknownRequest // not this grant: fosite moves on; no stack to capture on every other grant's request
 	}
 	form := request.GetRequestForm()
-	userID, presented, err := c.subject(ctx, form.Get("subject_token"), form.Get("organization"))
+	userID, presented, err := c.subject(ctx, form.Get(protocol.ParamSubjectToken), form.Get(protocol.ParamOrganization))
 	if err != nil {
 		return err
 	}
 	client := request.GetClient()
 	tok, err := c.Minter.Mint(ctx, agenttoken.MintRequest{
 		UserID:         userID,
-		Organization:   form.Get("organization"),
-		AgentSessionID: form.Get("agent_session_id"),
+		Organization:   form.Get(protocol.ParamOrganization),
+		AgentSessionID: form.Get(protocol.ParamAgentSessionID),
 		ClientID:       client.GetID(),
 		SubjectScopes:  presented,
 		ClientScopes:   append([]string{}, client.GetScopes()...),
@@ -150,7 +149,7 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 	request.GetSession().SetExpiresAt(fosite.AccessToken, tok.ExpiresAt)
 	response.SetAccessToken(tok.Token)
 	response.SetTokenType("Bearer")
-	response.SetExtra("issued_token_type", TokenTypeAccessToken)
+	response.SetExtra("issued_token_type", protocol.TokenTypeAccessToken)
 	response.SetExtra("expires_in", tok.ExpiresIn())
 	response.SetExtra("scope", scope.Join(tok.Scopes))
 	return nil
@@ -165,7 +164,7 @@ func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string)
 	}
 	// Only a stored access token: never an agent token (no chaining), a
 	// refresh token or an authorization code.
-	if !strings.HasPrefix(token, subjectAccessTokenPrefix) || len(token) > 1024 {
+	if !strings.HasPrefix(token, protocol.AccessTokenPrefix) || len(token) > 1024 {
 		return "", nil, bad("The subject token is not an access token issued by this server.")
 	}
 	session := c.newSession()

@@ -10,7 +10,7 @@ import (
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/x/errorsx"
 
-	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 )
 
@@ -20,10 +20,6 @@ type OwnedClient interface {
 	// Owner is the owning user's id, "" for an unowned client.
 	Owner() string
 }
-
-// OrganizationParam is the optional token request parameter that binds a
-// client_credentials token to an organization.
-const OrganizationParam = "organization"
 
 var _ fosite.TokenEndpointHandler = (*OwnedClientCredentialsGrantHandler)(nil)
 
@@ -56,7 +52,7 @@ func (c *OwnedClientCredentialsGrantHandler) HandleTokenEndpointRequest(ctx cont
 	if client.IsPublic() {
 		return errorsx.WithStack(fosite.ErrInvalidGrant.WithHint("The OAuth 2.0 Client is marked as public and is thus not allowed to use authorization grant 'client_credentials'."))
 	}
-	if !client.GetGrantTypes().Has("client_credentials") {
+	if !client.GetGrantTypes().Has(protocol.GrantTypeClientCredentials) {
 		return errorsx.WithStack(fosite.ErrUnauthorizedClient.WithHint("The OAuth 2.0 Client is not allowed to use authorization grant 'client_credentials'."))
 	}
 	owned, ok := client.(OwnedClient)
@@ -67,9 +63,9 @@ func (c *OwnedClientCredentialsGrantHandler) HandleTokenEndpointRequest(ctx cont
 	}
 
 	form := request.GetRequestForm()
-	org := form.Get(OrganizationParam)
-	if len(form[OrganizationParam]) > 1 || !validOrganization(org) {
-		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("The optional '%s' parameter must be 1 to 128 printable characters without spaces.", OrganizationParam))
+	org := form.Get(protocol.ParamOrganization)
+	if len(form[protocol.ParamOrganization]) > 1 || (org != "" && !protocol.ValidOrganization(org)) {
+		return errorsx.WithStack(fosite.ErrInvalidRequest.WithHintf("The optional '%s' parameter must be %s.", protocol.ParamOrganization, protocol.OrganizationRule))
 	}
 
 	for _, s := range request.GetRequestedScopes() {
@@ -132,11 +128,8 @@ func (c *OwnedClientCredentialsGrantHandler) CanSkipClientAuth(context.Context, 
 
 func (c *OwnedClientCredentialsGrantHandler) CanHandleTokenEndpointRequest(_ context.Context, requester fosite.AccessRequester) bool {
 	// grant_type REQUIRED. Value MUST be set to "client_credentials".
-	return requester.GetGrantTypes().ExactOne("client_credentials")
+	return requester.GetGrantTypes().ExactOne(protocol.GrantTypeClientCredentials)
 }
-
-// validOrganization accepts the default "" or what ValidOrganization does.
-func validOrganization(org string) bool { return org == "" || agenttoken.ValidOrganization(org) }
 
 // OwnedClientCredentialsFactory builds the handler for compose.Compose, in
 // place of compose.OAuth2ClientCredentialsGrantFactory.

@@ -5,14 +5,10 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/ory/fosite"
 )
-
-// ProtocolScopes are OAuth2/OpenID Connect scopes that ask for a protocol
-// feature (an ID token, a refresh token) rather than for authority a user
-// holds, so a Directory is not asked about them.
-var ProtocolScopes = []string{"openid", "offline", "offline_access"}
 
 // errCannotAct reports a token's user who is gone or disabled.
 var errCannotAct = errors.New("deputy: the token's user can no longer act")
@@ -36,7 +32,7 @@ func EffectiveScopes(ctx context.Context, dir scope.Directory, client fosite.Cli
 		}
 		return nil, fmt.Errorf("deputy: directory: %w", err)
 	}
-	return scope.Intersect(allowed, scope.Union(held, ProtocolScopes)), nil
+	return scope.Intersect(allowed, scope.Union(held, protocol.ProtocolScopes)), nil
 }
 
 // cannotAct reports whether err came from a user who can no longer act.

@@ -14,26 +14,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/ory/fosite"
 )
-
-// ClientSecretPrefix starts every app secret deputy generates, so that secret
-// scanners and people recognise one.
-const ClientSecretPrefix = "dpy_cs_"
 
 // SecretDisplayPrefixLen is how many leading characters of a secret are kept
 // in clear for recognition: the prefix and five random characters (30 bits,
 // too few to help a guess at the other 226).
 const SecretDisplayPrefixLen = 12
 
-// NewClientSecret returns a fresh secret (ClientSecretPrefix and 32 random
+// NewClientSecret returns a fresh secret (protocol.ClientSecretPrefix and 32 random
 // bytes, base64url), its SHA-256 hash, and its display prefix.
 func NewClientSecret() (secret string, hash []byte, displayPrefix string, err error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", nil, "", err
 	}
-	secret = ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	secret = protocol.ClientSecretPrefix + base64.RawURLEncoding.EncodeToString(b[:])
 	sum := sha256.Sum256([]byte(secret))
 	return secret, sum[:], secret[:SecretDisplayPrefixLen], nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -22,9 +23,9 @@ func TestNewClientSecret(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(secret, ClientSecretPrefix))
-		if !strings.HasPrefix(secret, ClientSecretPrefix) || err != nil || len(raw) != 32 {
-			t.Fatalf("secret %q is not %s + base64url(32 bytes)", secret, ClientSecretPrefix)
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(secret, protocol.ClientSecretPrefix))
+		if !strings.HasPrefix(secret, protocol.ClientSecretPrefix) || err != nil || len(raw) != 32 {
+			t.Fatalf("secret %q is not %s + base64url(32 bytes)", secret, protocol.ClientSecretPrefix)
 		}
 		if sum := sha256.Sum256([]byte(secret)); !bytes.Equal(hash, sum[:]) {
 			t.Fatal("hash is not SHA-256 of the secret")

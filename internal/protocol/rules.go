@@ -1,0 +1,126 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"unicode"
+)
+
+// Limits of the input rules.
+const (
+	MaxOrganizationLen   = 128
+	MaxAgentSessionIDLen = 128
+	MaxScopeTokenLen     = 128
+	// MaxURILength bounds a redirect URI (and any other URL deputy stores).
+	MaxURILength = 2048
+)
+
+// What each rule accepts, in words, for error messages; every refusal of
+// the same input says the same thing wherever it happens.
+const (
+	OrganizationRule   = "1 to 128 printable characters without spaces"
+	AgentSessionIDRule = "1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
+	ScopeTokenRule     = `1 to 128 printable ASCII characters without spaces, '"' or '\'`
+)
+
+// ValidOrganization reports whether org is a well-formed organization id:
+// 1–128 bytes of printable characters, no white space, valid UTF-8.
+func ValidOrganization(org string) bool {
+	if org == "" || len(org) > MaxOrganizationLen {
+		return false
+	}
+	for _, r := range org {
+		// Invalid UTF-8 decodes to the replacement character.
+		if r == unicode.ReplacementChar || !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidAgentSessionID reports whether id is a well-formed agent session id:
+// 1–128 characters of [A-Za-z0-9._:-].
+func ValidAgentSessionID(id string) bool {
+	if id == "" || len(id) > MaxAgentSessionIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.' || c == '_' || c == ':' || c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidScopeToken reports whether s is a scope-token of RFC 6749 §3.3
+// (%x21 / %x23-5B / %x5D-7E: printable ASCII but space, '"' and '\') of at
+// most 128 characters.
+func ValidScopeToken(s string) bool {
+	if s == "" || len(s) > MaxScopeTokenLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckRedirectURI follows the OAuth 2.0 Security BCP and RFC 8252: https
+// with a host; http only to a loopback address; or a private-use scheme in
+// reverse-domain form (com.example.app:/callback) for native apps. Never a
+// fragment, never credentials. The error says what is wrong.
+func CheckRedirectURI(raw string) error {
+	if len(raw) > MaxURILength {
+		return fmt.Errorf("longer than %d characters", MaxURILength)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() {
+		return errors.New("must be an absolute URI")
+	}
+	if u.Fragment != "" || strings.Contains(raw, "#") {
+		return errors.New("must not have a fragment")
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials")
+	}
+	switch scheme := strings.ToLower(u.Scheme); {
+	case scheme == "https":
+		if u.Hostname() == "" {
+			return errors.New("needs a host")
+		}
+	case scheme == "http":
+		if !IsLoopback(u.Hostname()) {
+			return errors.New("http is allowed only for loopback addresses; use https")
+		}
+	case strings.Contains(scheme, "."):
+		// private-use scheme, e.g. com.example.app:/callback
+	default:
+		return fmt.Errorf("scheme %q is not allowed", u.Scheme)
+	}
+	return nil
+}
+
+// IsLoopback reports whether host (without port) names the loopback
+// interface: "localhost" or a loopback IP address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ValidIssuer reports whether issuer is an absolute http(s) URL with a host
+// and without query or fragment, as OAuth 2.0 metadata (RFC 8414) requires.
+func ValidIssuer(issuer string) bool {
+	u, err := url.Parse(issuer)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+}
