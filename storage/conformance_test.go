@@ -26,44 +26,6 @@ func TestConformance(t *testing.T) {
 // What follows needs more than one store on one database, which only a
 // dialect (a DSN) can give: replicas.
 
-// TestMigrateConcurrently starts several "replicas" migrating one database at
-// once; the advisory lock (PostgreSQL) or the single writer (SQLite) must let
-// exactly one apply each migration.
-func TestMigrateConcurrently(t *testing.T) {
-	t.Parallel()
-	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
-		t.Parallel()
-		dsn := b.NewDSN(t)
-		var wg sync.WaitGroup
-		errs := make(chan error, 4)
-		for range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s, err := storage.Open(context.Background(), dsn)
-				if err != nil {
-					errs <- err
-					return
-				}
-				defer s.Close()
-				errs <- s.Migrate(context.Background())
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Error(err)
-			}
-		}
-		s := storagetest.OpenDSN(t, dsn)
-		v, err := s.SchemaVersion(context.Background())
-		if err != nil || v < 2 {
-			t.Fatalf("schema version %d, %v", v, err)
-		}
-	})
-}
-
 func TestOpenRejectsUnknownDSN(t *testing.T) {
 	t.Parallel()
 	for _, dsn := range []string{"", "mysql://x", "sqlite:", "postgres://user:hunter2@127.0.0.1:1/x?connect_timeout=1"} {

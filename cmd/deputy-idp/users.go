@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"embed"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
@@ -20,46 +21,14 @@ import (
 
 // The demo IdP keeps its users beside deputy's tables but outside deputy's
 // migrations: a real IdP already has a user store, and deputy must not own
-// it. The DDL is written so that both dialects accept it unchanged (TIMESTAMP
-// rather than TIMESTAMPTZ, every time written in UTC), and every statement is
-// idempotent so that replicas starting together do not trip over each other.
-var hostSchema = []string{
-	`CREATE TABLE IF NOT EXISTS idp_users (
-		id            TEXT PRIMARY KEY,
-		username      TEXT NOT NULL UNIQUE,
-		password_hash TEXT NOT NULL,
-		disabled      BOOLEAN NOT NULL DEFAULT FALSE,
-		admin         BOOLEAN NOT NULL DEFAULT FALSE,
-		created_at    TIMESTAMP NOT NULL
-	)`,
-	`CREATE TABLE IF NOT EXISTS idp_memberships (
-		user_id      TEXT NOT NULL REFERENCES idp_users (id) ON DELETE CASCADE,
-		organization TEXT NOT NULL,
-		scopes       TEXT NOT NULL DEFAULT '',
-		PRIMARY KEY (user_id, organization)
-	)`,
-	`CREATE TABLE IF NOT EXISTS idp_sessions (
-		id         TEXT PRIMARY KEY,
-		user_id    TEXT NOT NULL REFERENCES idp_users (id) ON DELETE CASCADE,
-		created_at TIMESTAMP NOT NULL,
-		expires_at TIMESTAMP NOT NULL
-	)`,
-	`CREATE INDEX IF NOT EXISTS idp_sessions_user_idx ON idp_sessions (user_id)`,
-	`CREATE INDEX IF NOT EXISTS idp_sessions_expires_idx ON idp_sessions (expires_at)`,
-	// The sample protected API's data.
-	`CREATE TABLE IF NOT EXISTS idp_projects (
-		id           TEXT PRIMARY KEY,
-		organization TEXT NOT NULL,
-		name         TEXT NOT NULL,
-		created_by   TEXT NOT NULL,
-		created_at   TIMESTAMP NOT NULL
-	)`,
-	`CREATE INDEX IF NOT EXISTS idp_projects_org_idx ON idp_projects (organization, created_at)`,
-}
+// it. Its tables are its own versioned migration set (migrations/), applied
+// by the store under deputy's migration lock and recorded in
+// idp_schema_migrations.
+//
+//go:embed migrations/*.sql
+var hostMigrationFiles embed.FS
 
-// hostLockKey serialises the host schema across PostgreSQL replicas: CREATE
-// TABLE IF NOT EXISTS is not safe against a concurrent identical CREATE there.
-const hostLockKey = 0x6465707574790002 // "deputy" + 2
+var hostMigrations = storage.MigrationSet{Name: "idp", Files: hostMigrationFiles, Dir: "migrations"}
 
 // Errors of the user store.
 var (
@@ -96,26 +65,9 @@ type membership struct {
 
 func (m membership) scopeList() []string { return scope.Parse(m.Scopes) }
 
-// migrate creates the host tables if they are missing.
+// migrate applies the host's migrations the database has not seen yet.
 func (u *users) migrate(ctx context.Context) error {
-	db := u.st.DB()
-	conn, err := db.Connx(ctx)
-	if err != nil {
-		return fmt.Errorf("host schema: %w", err)
-	}
-	defer conn.Close()
-	if u.st.Dialect() == storage.Postgres {
-		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(hostLockKey)); err != nil {
-			return fmt.Errorf("host schema: lock: %w", err)
-		}
-		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(hostLockKey)) //nolint:errcheck
-	}
-	for _, stmt := range hostSchema {
-		if _, err := conn.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("host schema: %w", err)
-		}
-	}
-	return nil
+	return u.st.MigrateSet(ctx, hostMigrations)
 }
 
 func validUsername(name string) bool {

@@ -317,3 +317,31 @@ func TestSweepRemovesExpiredSessions(t *testing.T) {
 		}
 	})
 }
+
+// A database created before the host tables were versioned holds them
+// already, with no record of any version: the first version adopts them as
+// they are, rows and all, and records itself.
+func TestHostMigrationsAdoptUnversionedTables(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		if _, err := s.Exec(ctx, `CREATE TABLE idp_users (
+			id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+			disabled BOOLEAN NOT NULL DEFAULT FALSE, admin BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMP NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Exec(ctx, `INSERT INTO idp_users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)`,
+			"usr_old", "olduser", "x", time.Now().UTC()); err != nil {
+			t.Fatal(err)
+		}
+		u := hostUsers(t, s)
+		if usr, err := u.byUsername(ctx, "olduser"); err != nil || usr.ID != "usr_old" {
+			t.Fatalf("the existing user after migrating: %+v, %v", usr, err)
+		}
+		var versions []int
+		if err := s.Select(ctx, &versions, `SELECT version FROM idp_schema_migrations ORDER BY version`); err != nil || len(versions) == 0 || versions[0] != 1 {
+			t.Fatalf("recorded versions %v, %v", versions, err)
+		}
+		mustUser(t, u, "newuser", false, map[string][]string{"acme": {"projects:read"}})
+	})
+}
