@@ -16,13 +16,13 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
-	"github.com/deputyauth/deputy/storage"
 )
 
 // MaxBodyBytes caps a POST body; a larger one is answered 413.
@@ -39,7 +39,9 @@ const (
 // Config is what the consent handler needs from the host. Store, Directory
 // and Sessions are required.
 type Config struct {
-	Store     *storage.Store
+	// Store keeps the grants and the audit log: a *storage.Store, or
+	// anything else with its methods.
+	Store     Storage
 	Directory scope.Directory
 	Sessions  SessionAuthenticator
 	// Catalog describes scopes on the page. When it has entries, a request
@@ -67,12 +69,28 @@ type Config struct {
 	// Clock is the time approvals are stamped with. Default time.Now; tests
 	// set it to move expiry without sleeping.
 	Clock func() time.Time
+	// PathPrefix is the path the host mounts the handler under ("/idp"),
+	// without a trailing slash; the routes and the links the pages render
+	// carry it. Default "": the routes are at /agent/….
+	PathPrefix string
 }
 
-// Handler serves the consent routes. Build it with New and mount it with
-// Register.
+// Handler serves the consent routes, an http.Handler. Build it with New and
+// mount it at PathPrefix+"/agent/" on the host's router (a ServeMux pattern
+// "/agent/", or a PathPrefix route): it answers
+//
+//	GET    /agent/approve              the approval page
+//	POST   /agent/approve              approve or deny (JSON or form)
+//	GET    /agent/approve/done         the confirmation page after a form post
+//	GET    /agent/grants               the caller's grants (JSON, or HTML for browsers)
+//	DELETE /agent/grants/{id}          revoke one (JSON API)
+//	POST   /agent/grants/{id}/revoke   revoke one (form on the grants page)
+//	GET    /agent/static/consent.css   the pages' stylesheet
+//
+// each under PathPrefix, 404 for any other path and 405 for another method.
+// POST and DELETE routes refuse cross-origin requests.
 type Handler struct {
-	store     *storage.Store
+	store     Storage
 	directory scope.Directory
 	sessions  SessionAuthenticator
 	catalog   *scope.Catalog
@@ -83,9 +101,10 @@ type Handler struct {
 	clock     func() time.Time
 	userName  func(ctx context.Context, userID string) string
 	cop       *http.CrossOriginProtection
+	routes    http.Handler
 
-	// Paths of the routes as mounted, so pages link correctly under a
-	// subrouter with a path prefix.
+	// Paths of the routes as mounted, PathPrefix included, so that pages
+	// link correctly.
 	approvePath, donePath, grantsPath, cssPath string
 }
 
@@ -93,6 +112,10 @@ type Handler struct {
 func New(cfg Config) (*Handler, error) {
 	if cfg.Store == nil || cfg.Directory == nil || cfg.Sessions == nil {
 		return nil, errors.New("consent: Config needs Store, Directory and Sessions")
+	}
+	prefix := cfg.PathPrefix
+	if prefix != "" && (!strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/")) {
+		return nil, fmt.Errorf("consent: PathPrefix %q must start with '/' and not end with one", prefix)
 	}
 	h := &Handler{
 		store:     cfg.Store,
@@ -107,10 +130,10 @@ func New(cfg Config) (*Handler, error) {
 		userName:  cfg.UserName,
 		cop:       http.NewCrossOriginProtection(),
 
-		approvePath: "/agent/approve",
-		donePath:    "/agent/approve/done",
-		grantsPath:  "/agent/grants",
-		cssPath:     "/agent/static/consent.css",
+		approvePath: prefix + "/agent/approve",
+		donePath:    prefix + "/agent/approve/done",
+		grantsPath:  prefix + "/agent/grants",
+		cssPath:     prefix + "/agent/static/consent.css",
 	}
 	if h.catalog == nil {
 		h.catalog = scope.NewCatalog()
@@ -143,38 +166,23 @@ func New(cfg Config) (*Handler, error) {
 	h.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusForbidden, "cross_origin", "cross-origin request refused: approvals must come from this site's own pages")
 	}))
+	h.routes = h.router()
 	return h, nil
 }
 
-// Register mounts the consent routes on r:
-//
-//	GET    /agent/approve              the approval page
-//	POST   /agent/approve              approve or deny (JSON or form)
-//	GET    /agent/approve/done         the confirmation page after a form post
-//	GET    /agent/grants               the caller's grants (JSON, or HTML for browsers)
-//	DELETE /agent/grants/{id}          revoke one (JSON API)
-//	POST   /agent/grants/{id}/revoke   revoke one (form on the grants page)
-//	GET    /agent/static/consent.css   the pages' stylesheet
-//
-// POST and DELETE routes refuse cross-origin requests.
-func (h *Handler) Register(r *mux.Router) {
+// ServeHTTP serves the consent routes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.routes.ServeHTTP(w, r) }
+
+// router routes the paths listed on Handler.
+func (h *Handler) router() *mux.Router {
+	r := mux.NewRouter()
 	guard := func(f http.HandlerFunc) http.Handler { return h.cop.Handler(f) }
-
-	page := r.Handle("/agent/approve", http.HandlerFunc(h.approvePage)).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/agent/approve", guard(h.approve)).Methods(http.MethodPost)
-	done := r.Handle("/agent/approve/done", http.HandlerFunc(h.donePage)).Methods(http.MethodGet, http.MethodHead)
-	grants := r.Handle("/agent/grants", http.HandlerFunc(h.listGrants)).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/agent/grants/{id}", guard(h.revoke)).Methods(http.MethodDelete)
-	r.Handle("/agent/grants/{id}/revoke", guard(h.revoke)).Methods(http.MethodPost)
-	css := r.Handle("/agent/static/consent.css", http.HandlerFunc(serveCSS)).Methods(http.MethodGet, http.MethodHead)
-
-	// Under a PathPrefix subrouter the mounted paths carry the prefix.
-	for _, p := range []struct {
-		route *mux.Route
-		dst   *string
-	}{{page, &h.approvePath}, {done, &h.donePath}, {grants, &h.grantsPath}, {css, &h.cssPath}} {
-		if u, err := p.route.URLPath(); err == nil {
-			*p.dst = u.Path
-		}
-	}
+	r.Handle(h.approvePath, http.HandlerFunc(h.approvePage)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle(h.approvePath, guard(h.approve)).Methods(http.MethodPost)
+	r.Handle(h.donePath, http.HandlerFunc(h.donePage)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle(h.grantsPath, http.HandlerFunc(h.listGrants)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle(h.grantsPath+"/{id}", guard(h.revoke)).Methods(http.MethodDelete)
+	r.Handle(h.grantsPath+"/{id}/revoke", guard(h.revoke)).Methods(http.MethodPost)
+	r.Handle(h.cssPath, http.HandlerFunc(serveCSS)).Methods(http.MethodGet, http.MethodHead)
+	return r
 }

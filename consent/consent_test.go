@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/mux"
-
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
@@ -109,9 +107,7 @@ func newEnv(t testing.TB, s *storage.Store, mod func(*consent.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := mux.NewRouter()
-	h.Register(r)
-	return &env{s: s, h: r, clock: c}
+	return &env{s: s, h: h, clock: c}
 }
 
 // req describes one request; the zero value is a same-origin JSON POST with
@@ -800,16 +796,18 @@ func TestGrantsAreTheCallersOwn(t *testing.T) {
 	})
 }
 
-func TestSubrouterPrefix(t *testing.T) {
+// TestPathPrefix: mounted under a prefix on the host's own router (here a
+// net/http.ServeMux), the handler serves and links its pages there.
+func TestPathPrefix(t *testing.T) {
 	t.Parallel()
 	s := storagetest.SQLite.Open(t)
-	h, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions{}, Catalog: catalog})
+	h, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions{}, Catalog: catalog, PathPrefix: "/idp"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := mux.NewRouter()
-	h.Register(r.PathPrefix("/idp").Subrouter())
-	e := &env{s: s, h: r}
+	host := http.NewServeMux()
+	host.Handle("/idp/agent/", h)
+	e := &env{s: s, h: host}
 	w := e.do(t, req{method: http.MethodGet, user: "alice", path: "/idp" + approvePath("s", "docs:read")})
 	wantStatus(t, w, http.StatusOK)
 	for _, want := range []string{`action="/idp/agent/approve"`, `href="/idp/agent/static/consent.css"`} {
@@ -817,6 +815,12 @@ func TestSubrouterPrefix(t *testing.T) {
 			t.Errorf("page lacks %s", want)
 		}
 	}
+	w = e.do(t, req{user: "alice", path: "/idp/agent/approve", body: approveJSON("s", "approve", "docs:read")})
+	wantStatus(t, w, http.StatusOK)
+	w = e.do(t, req{method: http.MethodGet, user: "alice", path: "/idp/agent/nothing-here"})
+	wantStatus(t, w, http.StatusNotFound)
+	w = e.do(t, req{method: http.MethodPut, user: "alice", path: "/idp/agent/approve"})
+	wantStatus(t, w, http.StatusMethodNotAllowed)
 }
 
 func TestNewValidates(t *testing.T) {
@@ -827,6 +831,11 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions{}, TrustedOrigins: []string{"not a url"}}); err == nil {
 		t.Error("bad trusted origin accepted")
+	}
+	for _, prefix := range []string{"idp", "/idp/", "/"} {
+		if _, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions{}, PathPrefix: prefix}); err == nil {
+			t.Errorf("PathPrefix %q accepted", prefix)
+		}
 	}
 }
 

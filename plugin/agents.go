@@ -78,7 +78,7 @@ func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 	jwks := agenttoken.NewJWKSHandler(keys)
 	p.AddRoutes(
 		func(r *mux.Router) { r.Handle(JWKSPath, jwks).Methods(http.MethodGet, http.MethodHead) },
-		approvals.Register,
+		func(r *mux.Router) { r.PathPrefix("/agent/").Handler(approvals) },
 	)
 	return &Agents{Keys: keys, Minter: minter, Consent: approvals, p: p}, nil
 }

@@ -65,8 +65,9 @@ func AgentScopes(cat *scope.Catalog, u, granted, requested, client []string) []s
 // Minter mints agent capability tokens. The token endpoint's agent-token
 // grant uses it; a host can call it directly for first-party agents.
 type Minter struct {
-	Keys      *Keyring
-	Store     *storage.Store
+	Keys *Keyring
+	// Store holds the approvals (agent grants) that unlock write scopes.
+	Store     GrantStorage
 	Directory scope.Directory
 	Catalog   *scope.Catalog
 	// Issuer goes into iss; resource servers check it.

@@ -49,7 +49,7 @@ var ErrUnknownKey = errors.New("deputy: unknown signing key")
 // KeyringConfig configures a Keyring.
 type KeyringConfig struct {
 	// Store holds the keys; every replica on the same database shares them.
-	Store *storage.Store
+	Store KeyStorage
 	// SystemSecret seals private keys at rest; at least 32 bytes, shared by
 	// every replica.
 	SystemSecret []byte
@@ -73,7 +73,7 @@ type KeyringConfig struct {
 // when its copy is older than RefreshInterval and when a token names a kid it
 // does not know (at most once per MinRefreshInterval).
 type Keyring struct {
-	store      *storage.Store
+	store      KeyStorage
 	aead       cipher.AEAD
 	alg        string
 	refresh    time.Duration

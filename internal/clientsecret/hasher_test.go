@@ -15,6 +15,9 @@ import (
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
+// deputy's store is what SecretUsage writes to.
+var _ SecretToucher = (*storage.Store)(nil)
+
 func TestNewClientSecret(t *testing.T) {
 	t.Parallel()
 	seen := map[string]bool{}

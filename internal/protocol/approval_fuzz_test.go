@@ -14,7 +14,6 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/gorilla/mux"
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/consent"
@@ -100,8 +99,6 @@ func FuzzApprovalIsMintable(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	router := mux.NewRouter()
-	ch.Register(router)
 	keys, err := agenttoken.NewKeyring(ctx, agenttoken.KeyringConfig{Store: s, SystemSecret: []byte("0123456789abcdef0123456789abcdef-system-secret"), Logger: quiet})
 	if err != nil {
 		f.Fatal(err)
@@ -127,7 +124,7 @@ func FuzzApprovalIsMintable(f *testing.F) {
 		r.Header.Set("Content-Type", "application/json")
 		r.AddCookie(&http.Cookie{Name: "sid", Value: "alice"})
 		w := httptest.NewRecorder()
-		router.ServeHTTP(w, r)
+		ch.ServeHTTP(w, r)
 		if w.Code != http.StatusOK && w.Code != http.StatusBadRequest {
 			t.Fatalf("consent answered %d: %s", w.Code, w.Body.String())
 		}
