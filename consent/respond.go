@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"embed"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"mime"
 	"net/http"
@@ -129,16 +130,16 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, code,
 
 // internal logs err with detail and answers generically: the client learns
 // nothing about the database or the directory. A database that cannot be
-// reached (storage.IsUnavailable) is a 503 with Retry-After: the same
+// reached (storage.ErrUnavailable) is a 503 with Retry-After: the same
 // request works once it is back, and nothing was written.
 func (h *Handler) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
-	if storage.IsUnavailable(err) {
+	if errors.Is(err, storage.ErrUnavailable) {
 		h.log.ErrorContext(r.Context(), "consent: "+what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
 		w.Header().Set("Retry-After", retryAfterUnavailable)
 		h.fail(w, r, http.StatusServiceUnavailable, "temporarily_unavailable", "the service is temporarily unavailable; try again shortly")
 		return
 	}
-	if storage.IsInvalidInput(err) {
+	if errors.Is(err, storage.ErrInvalidInput) {
 		// A value the database cannot hold (a NUL byte in PostgreSQL
 		// text): the request's fault.
 		h.log.WarnContext(r.Context(), "consent: "+what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)

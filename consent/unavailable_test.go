@@ -11,7 +11,7 @@ import (
 // TestDatabaseDownAnswers503 closes the database under the consent
 // handler: approving, denying, listing and revoking answer a clean 503
 // (JSON for API calls, the error page for browsers) with Retry-After, and
-// the body says nothing about the database. Without the storage.IsUnavailable
+// the body says nothing about the database. Without the storage.ErrUnavailable
 // branch of Handler.internal each of these is a 500 server_error: checked
 // by removing it.
 func TestDatabaseDownAnswers503(t *testing.T) {

@@ -724,7 +724,7 @@ var attacks = []attack{
 		// tables dropped. Checked by reasoning: the row asserts no 5xx and
 		// that everything still works afterwards. It found a real 500: a
 		// NUL byte makes PostgreSQL refuse the query (22021); without
-		// storage.IsInvalidInput in the internal-error paths the row fails
+		// storage.ErrInvalidInput in the internal-error paths the row fails
 		// on PostgreSQL (grant id, app id, login username).
 		run: func(t *testing.T, e *attackEnv) {
 			evil := []string{`x'; DROP TABLE clients; --`, `' OR '1'='1`, `"; DELETE FROM agent_grants; --`, `\'; SELECT pg_sleep(0); --`, "a\x00b"}
@@ -892,7 +892,8 @@ var attacks = []attack{
 		protection: "each body reader classifies its own read error as the client's (consent.bodyError, the apps API's decode, fosite's form parsing): 400, never an outage",
 		// Without it: the approval's io.ErrUnexpectedEOF fell through to
 		// consent's internal: a 503 with Retry-After and "database
-		// unavailable" at ERROR while storage.IsUnavailable read
+		// unavailable" at ERROR while storage.IsUnavailable (then a guess)
+		// read
 		// io.ErrUnexpectedEOF as a dropped connection (what the black-box
 		// run found), a 500 since the store classifies its own errors. The
 		// apps API and the OAuth endpoints already answered 400; their

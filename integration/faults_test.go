@@ -571,7 +571,7 @@ func (s *faultStats) report(t *testing.T, name string) {
 // The test checks itself: it fails if the outage produced no 503 on either
 // stream (the fault did not bite), so a refactoring that stopped it from
 // reaching the database would not pass silently. With the 503 mapping
-// removed (plugin.unavailable / consent's storage.IsUnavailable check) the
+// removed (plugin.unavailable / consent's storage.ErrUnavailable check) the
 // streams see 500, 401 and 429 answers and the test fails.
 func TestDatabaseFaults(t *testing.T) {
 	base := longTestPostgres(t)

@@ -290,9 +290,11 @@ func FuzzAgentGrantParams(f *testing.F) {
 // TestMalformedAudienceIsClientError: an audience that does not parse as a
 // URL is the client's mistake (400 invalid_request) at both of deputy's
 // grants, not a database outage. fosite wraps the *url.Error, a net.Error,
-// which storage.IsUnavailable took for a network failure and the token
-// endpoint answered 503 (found by FuzzAgentGrantParams; checked by removing
-// audienceError from the handlers: both rows then get 503).
+// which storage.IsUnavailable took for a network failure when it guessed
+// outages from net.Error, and the token endpoint answered 503 (found by
+// FuzzAgentGrantParams; then checked by removing audienceError from the
+// handlers: both rows got 503). Storage now classifies its own errors, so
+// no url.Error reads as ErrUnavailable whatever the handlers do.
 func TestMalformedAudienceIsClientError(t *testing.T) {
 	t.Parallel()
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {

@@ -149,7 +149,7 @@ func (p *Plugin) api(h apiHandler) http.Handler {
 			return
 		}
 		caller, err := p.cfg.Sessions.Authenticate(r)
-		if storage.IsUnavailable(err) {
+		if errors.Is(err, storage.ErrUnavailable) {
 			p.internal(w, r, "session authentication", err)
 			return
 		}
@@ -185,13 +185,13 @@ func (p *Plugin) notFound(w http.ResponseWriter) {
 // Retry-After when the database could not be reached (the same request will
 // work once it is back), 500 otherwise.
 func (p *Plugin) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
-	if storage.IsUnavailable(err) {
+	if errors.Is(err, storage.ErrUnavailable) {
 		p.cfg.Logger.ErrorContext(r.Context(), "deputy: apps API: "+what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
 		w.Header().Set("Retry-After", retryAfterUnavailable)
 		p.writeError(w, http.StatusServiceUnavailable, APIError{Error: apiErrUnavailable, Message: "the service is temporarily unavailable; try again shortly"})
 		return
 	}
-	if storage.IsInvalidInput(err) {
+	if errors.Is(err, storage.ErrInvalidInput) {
 		// A value the database cannot hold (a NUL byte in PostgreSQL
 		// text): the request's fault.
 		p.cfg.Logger.WarnContext(r.Context(), "deputy: apps API: "+what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)
@@ -285,7 +285,7 @@ func (p *Plugin) isAdmin(ctx context.Context, caller string) bool {
 func (p *Plugin) visibleApp(w http.ResponseWriter, r *http.Request, caller string) (*storage.Client, bool) {
 	id := mux.Vars(r)["id"]
 	c, err := p.cfg.Store.Client(r.Context(), id)
-	if errors.Is(err, storage.ErrNotFound) || storage.IsInvalidInput(err) {
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidInput) {
 		p.notFound(w)
 		return nil, false
 	}

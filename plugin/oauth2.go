@@ -32,14 +32,14 @@ func (p *Plugin) registerOAuth2(r *mux.Router) {
 const retryAfterUnavailable = "5"
 
 // unavailable answers an OAuth endpoint's request when err shows the
-// database could not be reached (storage.IsUnavailable): 503 with RFC 6749's
+// database could not be reached (storage.ErrUnavailable): 503 with RFC 6749's
 // temporarily_unavailable and a Retry-After, the detail logged. Without it
 // fosite answers a database outage as server_error (500), as invalid_client
 // (the client could not be loaded, which would also charge the client-auth
 // limiter), or, at introspection and revocation, as a plain success
 // ({"active":false}, 200) that is a lie. It reports whether it answered.
 func (p *Plugin) unavailable(w http.ResponseWriter, r *http.Request, endpoint string, err error) bool {
-	if !storage.IsUnavailable(err) {
+	if !errors.Is(err, storage.ErrUnavailable) {
 		return false
 	}
 	p.cfg.Logger.ErrorContext(r.Context(), "deputy: "+endpoint+": database unavailable", "err", oauthErrorDetail(err))
@@ -232,7 +232,7 @@ func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, userID, org s
 	ctx := r.Context()
 	provider := p.Provider()
 	ar, err := provider.NewAuthorizeRequest(ctx, r)
-	if storage.IsUnavailable(err) {
+	if errors.Is(err, storage.ErrUnavailable) {
 		err = fosite.ErrTemporarilyUnavailable.WithWrap(err)
 	}
 	if err != nil {
@@ -257,7 +257,7 @@ func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, userID, org s
 		ar.GrantAudience(a)
 	}
 	resp, err := provider.NewAuthorizeResponse(ctx, ar, flows.NewSession(userID, org))
-	if storage.IsUnavailable(err) {
+	if errors.Is(err, storage.ErrUnavailable) {
 		// RFC 6749 §4.1.2.1's temporarily_unavailable, not server_error.
 		err = fosite.ErrTemporarilyUnavailable.WithWrap(err)
 	}

@@ -49,7 +49,7 @@ func session(user string) func(*http.Request) {
 // TestDatabaseDownAnswers503 closes the store's database under a running
 // plugin: every endpoint family answers a clean 503 JSON with Retry-After,
 // never a 500, an invalid_client, or (introspection, revocation) a 200 that
-// pretends the token was looked at. Removing the storage.IsUnavailable
+// pretends the token was looked at. Removing the storage.ErrUnavailable
 // mapping (plugin.unavailable, plugin.internal) turns the token endpoint
 // into invalid_client 401, introspection into {"active":false} 200,
 // revocation into 200 and the apps API into 500: checked by commenting the

@@ -133,9 +133,3 @@ func chain(err error) []error {
 	}
 	return out
 }
-
-// IsUnavailable reports errors.Is(err, ErrUnavailable).
-func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
-
-// IsInvalidInput reports errors.Is(err, ErrInvalidInput).
-func IsInvalidInput(err error) bool { return errors.Is(err, ErrInvalidInput) }

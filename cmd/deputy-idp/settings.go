@@ -198,7 +198,7 @@ func (s *server) ownedApp(w http.ResponseWriter, r *http.Request, u *user) (*sto
 	c, err := s.st.Client(r.Context(), mux.Vars(r)["id"])
 	// An id the database cannot even hold (a NUL byte or invalid UTF-8 on
 	// PostgreSQL) names no app either.
-	if errors.Is(err, storage.ErrNotFound) || storage.IsInvalidInput(err) || err == nil && c.Owner() != u.ID && !s.users.isAdmin(r.Context(), u.ID) {
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidInput) || err == nil && c.Owner() != u.ID && !s.users.isAdmin(r.Context(), u.ID) {
 		s.errorPage(w, r, http.StatusNotFound, "There is no such app, or it is not yours.")
 		return nil, false
 	}
@@ -365,7 +365,7 @@ func (s *server) deleteSecret(w http.ResponseWriter, r *http.Request, u *user) {
 		return
 	}
 	err := s.st.DeleteClientSecret(r.Context(), c.ID, mux.Vars(r)["secretID"])
-	if errors.Is(err, storage.ErrNotFound) || storage.IsInvalidInput(err) {
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidInput) {
 		s.errorPage(w, r, http.StatusNotFound, "There is no such secret.")
 		return
 	}
@@ -414,7 +414,7 @@ func (s *server) confirmRevokeApp(w http.ResponseWriter, r *http.Request, u *use
 func (s *server) revokeApp(w http.ResponseWriter, r *http.Request, u *user) {
 	id := mux.Vars(r)["id"]
 	err := s.st.RevokeClientTokensForSubject(r.Context(), id, u.ID)
-	if errors.Is(err, storage.ErrNotFound) || storage.IsInvalidInput(err) {
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidInput) {
 		// Nothing of u's to revoke: already revoked (a second submit), or
 		// not an app holding anything of u's; the apps API's DELETE
 		// answers the same 404.

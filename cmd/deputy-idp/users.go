@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"embed"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"embed"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"embed"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -93,7 +94,7 @@ func (e errUnknownPage) Error() string { return "unknown page " + string(e) }
 // is the request's fault (WARN, 400), so hostile input cannot fill the
 // error log; anything else is ours (ERROR, 500).
 func (s *server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
-	if storage.IsUnavailable(err) {
+	if errors.Is(err, storage.ErrUnavailable) {
 		s.log.ErrorContext(r.Context(), what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
 		// The same request will work once the database is back, so say so
 		// rather than blame the server.
@@ -105,7 +106,7 @@ func (s *server) internalError(w http.ResponseWriter, r *http.Request, what stri
 		http.Error(w, "The service is temporarily unavailable. Please try again in a moment.", http.StatusServiceUnavailable)
 		return
 	}
-	if storage.IsInvalidInput(err) {
+	if errors.Is(err, storage.ErrInvalidInput) {
 		s.log.WarnContext(r.Context(), what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)
 		if wantsJSON(r) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the request contains characters that are not allowed"})

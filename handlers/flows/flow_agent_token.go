@@ -205,8 +205,10 @@ func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string)
 
 // audienceError is the audience strategy's refusal without its cause. A
 // requested audience that does not parse is the client's fault, but fosite
-// wraps the *url.Error, which is also a net.Error, so an HTTP layer looking
-// for network failures (storage.IsUnavailable) would answer the 400 as a 503.
+// wraps the *url.Error, which is also a net.Error, so an HTTP layer that
+// guessed outages from net.Error would answer the 400 as a 503 (storage now
+// classifies its own errors as storage.ErrUnavailable; this stays so that no
+// guesser can be misled).
 func audienceError(err error) error {
 	var rfc *fosite.RFC6749Error
 	if errors.As(err, &rfc) && rfc.CodeField < 500 {
