@@ -87,7 +87,7 @@ func (h *Handler) redirectToLogin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
-// approvePage renders GET /agent/approve?organization=&session=&scope=.
+// approvePage renders GET /agent/approve?organization=&client=&session=&scope=.
 func (h *Handler) approvePage(w http.ResponseWriter, r *http.Request) {
 	user := h.pageSession(w, r)
 	if user == "" {
@@ -98,7 +98,12 @@ func (h *Handler) approvePage(w http.ResponseWriter, r *http.Request) {
 	for _, v := range q["scope"] {
 		requested = append(requested, strings.Fields(v)...)
 	}
-	a, err := h.check(q.Get("organization"), q.Get("session"), requested, decisionApprove)
+	a, err := h.check(q.Get("organization"), q.Get("client"), q.Get("session"), requested, decisionApprove)
+	if err != nil {
+		h.badRequest(w, r, err)
+		return
+	}
+	plat, err := h.findPlatform(r.Context(), a.ClientID)
 	if err != nil {
 		h.badRequest(w, r, err)
 		return
@@ -111,6 +116,8 @@ func (h *Handler) approvePage(w http.ResponseWriter, r *http.Request) {
 		UserID:       user,
 		UserName:     h.displayName(r.Context(), user),
 		Organization: a.Organization,
+		ClientID:     plat.ID,
+		ClientName:   plat.Name,
 		SessionID:    a.SessionID,
 		Grantable:    scope.Intersect(a.Scopes, held),
 		Lifespan:     h.lifespan,
@@ -124,7 +131,7 @@ func (h *Handler) approvePage(w http.ResponseWriter, r *http.Request) {
 			Name: s, Description: e.Description, Write: e.Write, Holdable: scope.Contains(held, s),
 		})
 	}
-	current, err := h.store.AgentGrantScopes(r.Context(), a.Organization, user, a.SessionID, h.clock())
+	current, err := h.store.AgentGrantScopes(r.Context(), a.Organization, user, a.ClientID, a.SessionID, h.clock())
 	if err != nil {
 		h.internal(w, r, "current grant", err)
 		return
@@ -163,9 +170,11 @@ func (h *Handler) badRequest(w http.ResponseWriter, r *http.Request, err error) 
 }
 
 // approveBody is the JSON form of POST /agent/approve. The approver is not
-// in it: it comes from the session alone.
+// in it: it comes from the session alone. ClientID is the agent platform the
+// approval is for.
 type approveBody struct {
 	Organization string   `json:"organization"`
+	ClientID     string   `json:"clientId"`
 	SessionID    string   `json:"sessionId"`
 	Scopes       []string `json:"scopes"`
 	Decision     string   `json:"decision"`
@@ -189,7 +198,7 @@ func (h *Handler) readApproval(w http.ResponseWriter, r *http.Request) (*approva
 		if err := json.Unmarshal(raw, &b); err != nil {
 			return nil, jsonError(err)
 		}
-		return h.check(b.Organization, b.SessionID, b.Scopes, b.Decision)
+		return h.check(b.Organization, b.ClientID, b.SessionID, b.Scopes, b.Decision)
 	case "application/x-www-form-urlencoded":
 		if err := r.ParseForm(); err != nil {
 			var mbe *http.MaxBytesError
@@ -203,7 +212,7 @@ func (h *Handler) readApproval(w http.ResponseWriter, r *http.Request) (*approva
 		for _, v := range f["scopes"] {
 			scopes = append(scopes, strings.Fields(v)...)
 		}
-		return h.check(f.Get("organization"), f.Get("sessionId"), scopes, f.Get("decision"))
+		return h.check(f.Get("organization"), f.Get("clientId"), f.Get("sessionId"), scopes, f.Get("decision"))
 	default:
 		return nil, errUnsupportedMedia
 	}
@@ -262,6 +271,12 @@ func (h *Handler) approve(w http.ResponseWriter, r *http.Request) {
 		h.badRequest(w, r, err)
 		return
 	}
+	// The platform must exist, approving or denying: the audit log names
+	// it, and the grant is bound to it.
+	if _, err := h.findPlatform(r.Context(), a.ClientID); err != nil {
+		h.badRequest(w, r, err)
+		return
+	}
 	if a.Decision == decisionDeny {
 		h.deny(w, r, user, a)
 		return
@@ -278,13 +293,13 @@ func (h *Handler) approve(w http.ResponseWriter, r *http.Request) {
 			"you hold none of the requested scopes in organization "+a.Organization+", so there is nothing you can approve: "+scope.Join(a.Scopes))
 		return
 	}
-	g, err := h.store.ApproveAgentGrant(r.Context(), a.Organization, user, a.SessionID, granted, h.clock().Add(h.lifespan))
+	g, err := h.store.ApproveAgentGrant(r.Context(), a.Organization, user, a.ClientID, a.SessionID, granted, h.clock().Add(h.lifespan))
 	if err != nil {
 		h.internal(w, r, "approve", err)
 		return
 	}
 	h.log.InfoContext(r.Context(), "consent: approved", "user", user, "organization", a.Organization,
-		"session", a.SessionID, "scopes", scope.Join(granted), "grant", g.ID)
+		"client", a.ClientID, "session", a.SessionID, "scopes", scope.Join(granted), "grant", g.ID)
 	if isForm(r) {
 		h.redirectDone(w, r, decisionApprove, a)
 		return
@@ -309,14 +324,14 @@ type approveResponse struct {
 func (h *Handler) deny(w http.ResponseWriter, r *http.Request, user string, a *approval) {
 	err := h.store.AppendAudit(r.Context(), &storage.AuditEvent{
 		Event: storage.AuditDenied, ActorUserID: user, Organization: a.Organization,
-		AgentSessionID: a.SessionID, Scopes: a.Scopes,
+		ClientID: a.ClientID, AgentSessionID: a.SessionID, Scopes: a.Scopes,
 	})
 	if err != nil {
 		h.internal(w, r, "deny", err)
 		return
 	}
 	h.log.InfoContext(r.Context(), "consent: denied", "user", user, "organization", a.Organization,
-		"session", a.SessionID, "scopes", scope.Join(a.Scopes))
+		"client", a.ClientID, "session", a.SessionID, "scopes", scope.Join(a.Scopes))
 	if isForm(r) {
 		h.redirectDone(w, r, decisionDeny, a)
 		return
@@ -327,7 +342,7 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, user string, a *a
 // redirectDone answers a form post with 303 to the confirmation page, so a
 // browser reload does not post the form again.
 func (h *Handler) redirectDone(w http.ResponseWriter, r *http.Request, decision string, a *approval) {
-	q := url.Values{"decision": {decision}, "organization": {a.Organization}, "session": {a.SessionID}}
+	q := url.Values{"decision": {decision}, "organization": {a.Organization}, "client": {a.ClientID}, "session": {a.SessionID}}
 	secure(w)
 	http.Redirect(w, r, h.donePath+"?"+q.Encode(), http.StatusSeeOther)
 }
@@ -340,21 +355,28 @@ func (h *Handler) donePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	a := &approval{Organization: q.Get("organization"), SessionID: q.Get("session"), Decision: q.Get("decision")}
+	a := &approval{Organization: q.Get("organization"), ClientID: q.Get("client"), SessionID: q.Get("session"), Decision: q.Get("decision")}
 	err := checkOrganization(a.Organization)
+	if err == nil {
+		err = checkClientID(a.ClientID)
+	}
 	if err == nil {
 		err = checkSessionID(a.SessionID)
 	}
 	if err == nil && a.Decision != decisionApprove && a.Decision != decisionDeny {
 		err = badInput("decision must be %q or %q", decisionApprove, decisionDeny)
 	}
+	var plat *platform
+	if err == nil {
+		plat, err = h.findPlatform(r.Context(), a.ClientID)
+	}
 	if err != nil {
 		h.badRequest(w, r, err)
 		return
 	}
 	page := &DonePage{
-		Decision: a.Decision, Organization: a.Organization, SessionID: a.SessionID,
-		GrantsURL: h.grantsPath, CSS: h.cssPath,
+		Decision: a.Decision, Organization: a.Organization, ClientID: plat.ID, ClientName: plat.Name,
+		SessionID: a.SessionID, GrantsURL: h.grantsPath, CSS: h.cssPath,
 	}
 	if a.Decision == decisionApprove {
 		gs, err := h.store.ListAgentGrants(r.Context(), user, h.clock())
@@ -363,7 +385,7 @@ func (h *Handler) donePage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, g := range gs {
-			if g.Organization == a.Organization && g.AgentSessionID == a.SessionID {
+			if g.Organization == a.Organization && g.ClientID == a.ClientID && g.AgentSessionID == a.SessionID {
 				page.Scopes, page.ExpiresAt = g.ScopeList(), g.ExpiresAt
 			}
 		}

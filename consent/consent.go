@@ -1,6 +1,8 @@
 // Package consent turns a user's "yes" into an agent grant: a scope-capped,
-// expiring approval bound to (organization, user, agent session). It serves
-// the approval page, the approval API, and the user's list of grants.
+// expiring approval bound to (organization, user, agent platform, agent
+// session), the platform being the OAuth 2.0 client that mints the agent's
+// tokens. It serves the approval page, the approval API, and the user's list
+// of grants.
 //
 // The approver is whoever the host's SessionAuthenticator says is logged in
 // through a first-party browser session, never an identity taken from the
@@ -44,6 +46,11 @@ type Config struct {
 	Store     Storage
 	Directory scope.Directory
 	Sessions  SessionAuthenticator
+	// Clients finds the agent platform an approval names: the page shows
+	// its name and id, and an approval for an unknown client is refused.
+	// Default: Store, when it is also a ClientFinder (*storage.Store is:
+	// deputy's own clients); otherwise required.
+	Clients ClientFinder
 	// Catalog describes scopes on the page. When it has entries, a request
 	// naming a scope outside it is refused; when empty, any syntactically
 	// valid scope may be requested.
@@ -93,6 +100,7 @@ type Handler struct {
 	store     Storage
 	directory scope.Directory
 	sessions  SessionAuthenticator
+	clients   ClientFinder
 	catalog   *scope.Catalog
 	lifespan  time.Duration
 	loginURL  string
@@ -121,6 +129,7 @@ func New(cfg Config) (*Handler, error) {
 		store:     cfg.Store,
 		directory: cfg.Directory,
 		sessions:  cfg.Sessions,
+		clients:   cfg.Clients,
 		catalog:   cfg.Catalog,
 		lifespan:  cfg.GrantLifespan,
 		loginURL:  cfg.LoginURL,
@@ -134,6 +143,13 @@ func New(cfg Config) (*Handler, error) {
 		donePath:    prefix + "/agent/approve/done",
 		grantsPath:  prefix + "/agent/grants",
 		cssPath:     prefix + "/agent/static/consent.css",
+	}
+	if h.clients == nil {
+		cf, ok := cfg.Store.(ClientFinder)
+		if !ok {
+			return nil, errors.New("consent: Config needs Clients (its Store cannot look clients up)")
+		}
+		h.clients = cf
 	}
 	if h.catalog == nil {
 		h.catalog = scope.NewCatalog()

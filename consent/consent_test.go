@@ -25,6 +25,11 @@ const (
 	testHost   = "idp.example"
 	cookieName = "sid"
 	org        = "acme"
+	// platform and otherPlatform are agent platforms (clients) approvals
+	// can be for; platformName is how the pages name the first.
+	platform      = "agent-plat"
+	platformName  = "Agent Platform Inc."
+	otherPlatform = "other-plat"
 )
 
 // sloppySessions reads the session cookie, whose value is the user id. It
@@ -107,7 +112,25 @@ func newEnv(t testing.TB, s *storage.Store, mod func(*consent.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	createPlatforms(t, s)
 	return &env{s: s, h: h, clock: c}
+}
+
+// createPlatforms stores the agent platforms approvals name (once per
+// store: several envs may share one).
+func createPlatforms(t testing.TB, s *storage.Store) {
+	t.Helper()
+	ctx := context.Background()
+	for id, name := range map[string]string{platform: platformName, otherPlatform: "Other Platform"} {
+		if _, err := s.Client(ctx, id); err == nil {
+			continue
+		}
+		c := &storage.Client{ID: id, Name: name, GrantTypes: []string{"urn:deputy:params:oauth:grant-type:agent-token"},
+			Scopes: []string{"docs:read", "docs:write"}, TokenEndpointAuthMethod: "client_secret_basic"}
+		if err := s.CreateClient(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // req describes one request; the zero value is a same-origin JSON POST with
@@ -157,7 +180,12 @@ func (e *env) do(t testing.TB, q req) *httptest.ResponseRecorder {
 }
 
 func approveJSON(session string, decision string, scopes ...string) string {
-	b, _ := json.Marshal(map[string]any{"organization": org, "sessionId": session, "scopes": scopes, "decision": decision})
+	return approveJSONFor(platform, session, decision, scopes...)
+}
+
+// approveJSONFor is approveJSON for another client.
+func approveJSONFor(client, session string, decision string, scopes ...string) string {
+	b, _ := json.Marshal(map[string]any{"organization": org, "clientId": client, "sessionId": session, "scopes": scopes, "decision": decision})
 	return string(b)
 }
 
@@ -165,6 +193,8 @@ type grantJSON struct {
 	Decision     string    `json:"decision"`
 	ID           string    `json:"id"`
 	Organization string    `json:"organization"`
+	ClientID     string    `json:"clientId"`
+	ClientName   string    `json:"clientName"`
 	SessionID    string    `json:"sessionId"`
 	Scopes       []string  `json:"scopes"`
 	ExpiresAt    time.Time `json:"expiresAt"`
@@ -193,18 +223,18 @@ func snapshot(t testing.TB, s *storage.Store) string {
 	t.Helper()
 	ctx := context.Background()
 	var b strings.Builder
-	rows, err := s.DB().QueryContext(ctx, `SELECT id, organization, user_id, agent_session_id, scopes, updated_at, expires_at FROM agent_grants ORDER BY id`)
+	rows, err := s.DB().QueryContext(ctx, `SELECT id, organization, user_id, client_id, agent_session_id, scopes, updated_at, expires_at FROM agent_grants ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id, o, u, sess, sc string
+		var id, o, u, c, sess, sc string
 		var up, exp time.Time
-		if err := rows.Scan(&id, &o, &u, &sess, &sc, &up, &exp); err != nil {
+		if err := rows.Scan(&id, &o, &u, &c, &sess, &sc, &up, &exp); err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&b, "grant %s %s %s %s %s %s %s\n", id, o, u, sess, sc, up.UTC(), exp.UTC())
+		fmt.Fprintf(&b, "grant %s %s %s %s %s %s %s %s\n", id, o, u, c, sess, sc, up.UTC(), exp.UTC())
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -240,17 +270,17 @@ func TestApproveJSON(t *testing.T) {
 		if want := e.clock.Now().Add(protocol.DefaultGrantLifespan); !g.ExpiresAt.Equal(want) {
 			t.Fatalf("expiresAt = %v, want %v", g.ExpiresAt, want)
 		}
-		got, err := s.AgentGrantScopes(context.Background(), org, "alice", "sess-1", time.Now())
+		got, err := s.AgentGrantScopes(context.Background(), org, "alice", platform, "sess-1", time.Now())
 		if err != nil || fmt.Sprint(got) != "[docs:read docs:write]" {
 			t.Fatalf("stored scopes = %v, %v", got, err)
 		}
 		// Unknown fields are ignored; the approver in the body is not an approver.
-		w = e.do(t, req{user: "bob", body: `{"organization":"acme","sessionId":"sess-2","scopes":["docs:read"],"decision":"approve","user":"alice","userId":"alice","extra":{"x":[1]}}`})
+		w = e.do(t, req{user: "bob", body: `{"organization":"acme","clientId":"agent-plat","sessionId":"sess-2","scopes":["docs:read"],"decision":"approve","user":"alice","userId":"alice","extra":{"x":[1]}}`})
 		wantStatus(t, w, http.StatusOK)
-		if got, _ := s.AgentGrantScopes(context.Background(), org, "bob", "sess-2", time.Now()); fmt.Sprint(got) != "[docs:read]" {
+		if got, _ := s.AgentGrantScopes(context.Background(), org, "bob", platform, "sess-2", time.Now()); fmt.Sprint(got) != "[docs:read]" {
 			t.Fatalf("bob's grant = %v", got)
 		}
-		if got, _ := s.AgentGrantScopes(context.Background(), org, "alice", "sess-2", time.Now()); got != nil {
+		if got, _ := s.AgentGrantScopes(context.Background(), org, "alice", platform, "sess-2", time.Now()); got != nil {
 			t.Fatalf("body named alice and got her a grant: %v", got)
 		}
 	})
@@ -287,7 +317,7 @@ func TestConcurrentApprovalsMerge(t *testing.T) {
 		if c := countGrants(t, s); c != 1 {
 			t.Fatalf("%d grant rows, want 1", c)
 		}
-		got, err := s.AgentGrantScopes(context.Background(), org, "alice", "agent-run", time.Now())
+		got, err := s.AgentGrantScopes(context.Background(), org, "alice", platform, "agent-run", time.Now())
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(all) {
 			t.Fatalf("scopes = %v (%v), want the union of all %d", got, err, n)
 		}
@@ -313,7 +343,7 @@ func TestBearerTokenIsNeverASession(t *testing.T) {
 			{"agent token approves", req{body: approveJSON("sess", "approve", "docs:read"), header: map[string]string{"Authorization": "Bearer alice"}}},
 			{"agent token denies", req{body: approveJSON("sess", "deny", "docs:read"), header: map[string]string{"Authorization": "Bearer alice"}}},
 			{"agent token form post", req{ctype: "application/x-www-form-urlencoded",
-				body: "organization=acme&sessionId=sess&scopes=docs:read&decision=approve", header: map[string]string{"Authorization": "Bearer alice"}}},
+				body: "organization=acme&clientId=agent-plat&sessionId=sess&scopes=docs:read&decision=approve", header: map[string]string{"Authorization": "Bearer alice"}}},
 			{"token beside a session", req{user: "alice", body: approveJSON("sess", "approve", "docs:read"), header: map[string]string{"Authorization": "Bearer alice"}}},
 			{"agent token revokes", req{method: http.MethodDelete, path: "/agent/grants/" + gs[0].ID, header: map[string]string{"Authorization": "Bearer bob"}}},
 			{"agent token lists", req{method: http.MethodGet, path: "/agent/grants", header: map[string]string{"Authorization": "Bearer bob"}}},
@@ -334,7 +364,7 @@ func TestBearerTokenIsNeverASession(t *testing.T) {
 			t.Fatalf("refused requests changed rows:\n%s\n→\n%s", before, after)
 		}
 		// The page never treats a bearer token as a login either.
-		w := e.do(t, req{method: http.MethodGet, path: "/agent/approve?organization=acme&session=sess&scope=docs:read",
+		w := e.do(t, req{method: http.MethodGet, path: "/agent/approve?organization=acme&client=agent-plat&session=sess&scope=docs:read",
 			header: map[string]string{"Authorization": "Bearer alice"}})
 		wantStatus(t, w, http.StatusSeeOther)
 	})
@@ -347,7 +377,7 @@ func TestCrossOriginRefused(t *testing.T) {
 		wantStatus(t, e.do(t, req{user: "alice", body: approveJSON("mine", "approve", "docs:read")}), http.StatusOK)
 		gs, _ := s.ListAgentGrants(context.Background(), "alice", time.Now())
 		before := snapshot(t, s)
-		form := "organization=acme&sessionId=evil&scopes=docs:write&decision=approve"
+		form := "organization=acme&clientId=agent-plat&sessionId=evil&scopes=docs:write&decision=approve"
 		for _, tc := range []struct {
 			name string
 			q    req
@@ -408,7 +438,7 @@ func TestApprovalCappedByUserScopes(t *testing.T) {
 			{"unknown user", "nobody", org},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				body := fmt.Sprintf(`{"organization":%q,"sessionId":"b2","scopes":["docs:write","admin:write"],"decision":"approve"}`, tc.org)
+				body := fmt.Sprintf(`{"organization":%q,"clientId":"agent-plat","sessionId":"b2","scopes":["docs:write","admin:write"],"decision":"approve"}`, tc.org)
 				w := e.do(t, req{user: tc.user, body: body})
 				wantStatus(t, w, http.StatusForbidden)
 				if m := decode[map[string]string](t, w)["message"]; m == "" {
@@ -447,7 +477,7 @@ func TestReapprovalMovesExpiryAndExpiredGrantIsIgnored(t *testing.T) {
 		// ignores it, and so does the list.
 		e.clock.Set(time.Now().Add(-2 * time.Hour))
 		wantStatus(t, e.do(t, req{user: "alice", body: approveJSON("old", "approve", "docs:write")}), http.StatusOK)
-		if got, err := s.AgentGrantScopes(ctx, org, "alice", "old", time.Now()); err != nil || got != nil {
+		if got, err := s.AgentGrantScopes(ctx, org, "alice", platform, "old", time.Now()); err != nil || got != nil {
 			t.Fatalf("expired grant scopes = %v, %v", got, err)
 		}
 		e.clock.Set(time.Now())
@@ -485,7 +515,7 @@ func TestAuditTrail(t *testing.T) {
 
 		// Deny leaves an existing grant alone: revoking is its own act.
 		wantStatus(t, e.do(t, req{user: "alice", body: approveJSON("d", "deny", "docs:write")}), http.StatusOK)
-		if got, _ := s.AgentGrantScopes(ctx, org, "alice", "d", time.Now()); fmt.Sprint(got) != "[docs:read]" {
+		if got, _ := s.AgentGrantScopes(ctx, org, "alice", platform, "d", time.Now()); fmt.Sprint(got) != "[docs:read]" {
 			t.Fatalf("deny touched the grant: %v", got)
 		}
 
@@ -494,7 +524,7 @@ func TestAuditTrail(t *testing.T) {
 		if len(ev) != 4 || ev[3].Event != storage.AuditRevoked || ev[3].GrantID != g.ID {
 			t.Fatalf("after revoke: %+v", ev)
 		}
-		if got, _ := s.AgentGrantScopes(ctx, org, "alice", "d", time.Now()); got != nil {
+		if got, _ := s.AgentGrantScopes(ctx, org, "alice", platform, "d", time.Now()); got != nil {
 			t.Fatalf("revoked grant still mints: %v", got)
 		}
 	})
@@ -503,7 +533,7 @@ func TestAuditTrail(t *testing.T) {
 func TestBadInputWritesNothing(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("a", 129)
-	huge := `{"organization":"acme","sessionId":"s","decision":"approve","scopes":["docs:read"],"pad":"` + strings.Repeat("x", consent.MaxBodyBytes) + `"}`
+	huge := `{"organization":"acme","clientId":"agent-plat","sessionId":"s","decision":"approve","scopes":["docs:read"],"pad":"` + strings.Repeat("x", consent.MaxBodyBytes) + `"}`
 	cases := []struct {
 		name   string
 		body   string
@@ -515,33 +545,41 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"array body", `[]`, "", 400},
 		{"string body", `"approve"`, "", 400},
 		{"trailing data", approveJSON("s", "approve", "docs:read") + ` {}`, "", 400},
-		{"missing organization", `{"sessionId":"s","scopes":["docs:read"],"decision":"approve"}`, "", 400},
-		{"organization number", `{"organization":7,"sessionId":"s","scopes":["docs:read"],"decision":"approve"}`, "", 400},
-		{"organization control char", `{"organization":"ac\u0000me","sessionId":"s","scopes":["docs:read"],"decision":"approve"}`, "", 400},
+		{"missing organization", `{"clientId":"agent-plat","sessionId":"s","scopes":["docs:read"],"decision":"approve"}`, "", 400},
+		{"organization number", `{"organization":7,"clientId":"agent-plat","sessionId":"s","scopes":["docs:read"],"decision":"approve"}`, "", 400},
+		{"organization control char", `{"organization":"ac\u0000me","clientId":"agent-plat","sessionId":"s","scopes":["docs:read"],"decision":"approve"}`, "", 400},
 		{"missing session", `{"organization":"acme","scopes":["docs:read"],"decision":"approve"}`, "", 400},
 		{"empty session", approveJSON("", "approve", "docs:read"), "", 400},
 		{"session 129 chars", approveJSON(long, "approve", "docs:read"), "", 400},
 		{"session with space", approveJSON("a b", "approve", "docs:read"), "", 400},
 		{"session with slash", approveJSON("a/b", "approve", "docs:read"), "", 400},
 		{"session non-ascii", approveJSON("sé", "approve", "docs:read"), "", 400},
-		{"session number", `{"organization":"acme","sessionId":12,"scopes":["docs:read"],"decision":"approve"}`, "", 400},
-		{"scopes not array", `{"organization":"acme","sessionId":"s","scopes":"docs:read","decision":"approve"}`, "", 400},
-		{"scope number", `{"organization":"acme","sessionId":"s","scopes":[1],"decision":"approve"}`, "", 400},
-		{"scope object", `{"organization":"acme","sessionId":"s","scopes":["docs:read",{}],"decision":"approve"}`, "", 400},
-		{"scope null element", `{"organization":"acme","sessionId":"s","scopes":["docs:read",null],"decision":"approve"}`, "", 400},
+		{"session number", `{"organization":"acme","clientId":"agent-plat","sessionId":12,"scopes":["docs:read"],"decision":"approve"}`, "", 400},
+		{"scopes not array", `{"organization":"acme","clientId":"agent-plat","sessionId":"s","scopes":"docs:read","decision":"approve"}`, "", 400},
+		{"scope number", `{"organization":"acme","clientId":"agent-plat","sessionId":"s","scopes":[1],"decision":"approve"}`, "", 400},
+		{"scope object", `{"organization":"acme","clientId":"agent-plat","sessionId":"s","scopes":["docs:read",{}],"decision":"approve"}`, "", 400},
+		{"scope null element", `{"organization":"acme","clientId":"agent-plat","sessionId":"s","scopes":["docs:read",null],"decision":"approve"}`, "", 400},
 		{"unknown scope", approveJSON("s", "approve", "docs:read", "nope:write"), "", 400},
 		{"malformed scope", approveJSON("s", "approve", `docs "read"`), "", 400},
 		{"no scopes", approveJSON("s", "approve"), "", 400},
 		{"too many scopes", approveJSON("s", "approve", strings.Fields(strings.Repeat("docs:read ", consent.MaxScopes+1))...), "", 400},
 		{"unknown decision", approveJSON("s", "maybe", "docs:read"), "", 400},
-		{"missing decision", `{"organization":"acme","sessionId":"s","scopes":["docs:read"]}`, "", 400},
-		{"decision bool", `{"organization":"acme","sessionId":"s","scopes":["docs:read"],"decision":true}`, "", 400},
+		{"missing decision", `{"organization":"acme","clientId":"agent-plat","sessionId":"s","scopes":["docs:read"]}`, "", 400},
+		{"decision bool", `{"organization":"acme","clientId":"agent-plat","sessionId":"s","scopes":["docs:read"],"decision":true}`, "", 400},
 		{"body over 64 KiB", huge, "", 413},
-		{"form bad decision", "organization=acme&sessionId=s&scopes=docs:read&decision=yes", "application/x-www-form-urlencoded", 400},
-		{"form bad session", "organization=acme&sessionId=%3Cx%3E&scopes=docs:read&decision=approve", "application/x-www-form-urlencoded", 400},
-		{"form bad escape", "organization=acme&sessionId=s&scopes=%zz&decision=approve", "application/x-www-form-urlencoded", 400},
-		{"form unknown scope", "organization=acme&sessionId=s&scopes=docs:read+root&decision=approve", "application/x-www-form-urlencoded", 400},
-		{"form over 64 KiB", "organization=acme&sessionId=s&decision=approve&scopes=" + strings.Repeat("a", consent.MaxBodyBytes), "application/x-www-form-urlencoded", 413},
+		{"form bad decision", "organization=acme&clientId=agent-plat&sessionId=s&scopes=docs:read&decision=yes", "application/x-www-form-urlencoded", 400},
+		{"form bad session", "organization=acme&clientId=agent-plat&sessionId=%3Cx%3E&scopes=docs:read&decision=approve", "application/x-www-form-urlencoded", 400},
+		{"form bad escape", "organization=acme&clientId=agent-plat&sessionId=s&scopes=%zz&decision=approve", "application/x-www-form-urlencoded", 400},
+		{"form unknown scope", "organization=acme&clientId=agent-plat&sessionId=s&scopes=docs:read+root&decision=approve", "application/x-www-form-urlencoded", 400},
+		{"form over 64 KiB", "organization=acme&clientId=agent-plat&sessionId=s&decision=approve&scopes=" + strings.Repeat("a", consent.MaxBodyBytes), "application/x-www-form-urlencoded", 413},
+		{"missing client", `{"organization":"acme","sessionId":"s","scopes":["docs:read"],"decision":"approve"}`, "", 400},
+		{"client number", `{"organization":"acme","clientId":7,"sessionId":"s","scopes":["docs:read"],"decision":"approve"}`, "", 400},
+		{"client control char", approveJSONFor("agent\x00plat", "s", "approve", "docs:read"), "", 400},
+		{"client too long", approveJSONFor(strings.Repeat("c", protocol.MaxClientIDLen+1), "s", "approve", "docs:read"), "", 400},
+		{"unknown client", approveJSONFor("no-such-platform", "s", "approve", "docs:read"), "", 400},
+		{"unknown client denies", approveJSONFor("no-such-platform", "s", "deny", "docs:read"), "", 400},
+		{"form missing client", "organization=acme&sessionId=s&scopes=docs:read&decision=approve", "application/x-www-form-urlencoded", 400},
+		{"form unknown client", "organization=acme&clientId=nope&sessionId=s&scopes=docs:read&decision=approve", "application/x-www-form-urlencoded", 400},
 		{"text/plain", approveJSON("s", "approve", "docs:read"), "text/plain", 415},
 		{"no content type", approveJSON("s", "approve", "docs:read"), "-", 415},
 	}
@@ -585,7 +623,11 @@ func TestEmptyCatalogAllowsWellFormedScopes(t *testing.T) {
 }
 
 func approvePath(session string, scopes ...string) string {
-	return "/agent/approve?" + url.Values{"organization": {org}, "session": {session}, "scope": {strings.Join(scopes, " ")}}.Encode()
+	return approvePathFor(platform, session, scopes...)
+}
+
+func approvePathFor(client, session string, scopes ...string) string {
+	return "/agent/approve?" + url.Values{"organization": {org}, "client": {client}, "session": {session}, "scope": {strings.Join(scopes, " ")}}.Encode()
 }
 
 func wantFrameHeaders(t *testing.T, w *httptest.ResponseRecorder) {
@@ -675,7 +717,7 @@ func TestApprovePage(t *testing.T) {
 			}
 		})
 		t.Run("escapes what the agent controls", func(t *testing.T) {
-			p := "/agent/approve?" + url.Values{"organization": {`<img/src=x/onerror=alert(1)>`}, "session": {"s"}, "scope": {"docs:read"}}.Encode()
+			p := "/agent/approve?" + url.Values{"organization": {`<img/src=x/onerror=alert(1)>`}, "client": {platform}, "session": {"s"}, "scope": {"docs:read"}}.Encode()
 			w := e.do(t, req{method: http.MethodGet, user: "alice", path: p})
 			wantStatus(t, w, http.StatusOK)
 			if strings.Contains(w.Body.String(), "<img") {
@@ -686,7 +728,7 @@ func TestApprovePage(t *testing.T) {
 			{"bad session", approvePath("a b", "docs:read")},
 			{"unknown scope", approvePath("s", "root")},
 			{"no scope", approvePath("s")},
-			{"no organization", "/agent/approve?session=s&scope=docs:read"},
+			{"no organization", "/agent/approve?client=agent-plat&session=s&scope=docs:read"},
 		} {
 			t.Run("400 "+tc.name, func(t *testing.T) {
 				w := e.do(t, req{method: http.MethodGet, user: "alice", path: tc.path, header: map[string]string{"Accept": "text/html"}})
@@ -711,14 +753,14 @@ func TestFormFlow(t *testing.T) {
 	t.Parallel()
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		e := newEnv(t, s, nil)
-		form := "organization=acme&sessionId=f1&scopes=docs:read+docs:write&scopes=admin:write&decision=approve"
+		form := "organization=acme&clientId=agent-plat&sessionId=f1&scopes=docs:read+docs:write&scopes=admin:write&decision=approve"
 		w := e.do(t, req{user: "alice", ctype: "application/x-www-form-urlencoded", body: form})
 		wantStatus(t, w, http.StatusSeeOther)
 		loc := w.Header().Get("Location")
 		if !strings.HasPrefix(loc, "/agent/approve/done?") {
 			t.Fatalf("Location = %q", loc)
 		}
-		if got, _ := s.AgentGrantScopes(context.Background(), org, "alice", "f1", time.Now()); fmt.Sprint(got) != "[docs:read docs:write]" {
+		if got, _ := s.AgentGrantScopes(context.Background(), org, "alice", platform, "f1", time.Now()); fmt.Sprint(got) != "[docs:read docs:write]" {
 			t.Fatalf("form grant = %v", got)
 		}
 		w = e.do(t, req{method: http.MethodGet, user: "alice", path: loc})
@@ -728,7 +770,7 @@ func TestFormFlow(t *testing.T) {
 			t.Fatalf("done page: %s", b)
 		}
 
-		w = e.do(t, req{user: "alice", ctype: "application/x-www-form-urlencoded", body: "organization=acme&sessionId=f2&scopes=docs:read&decision=deny"})
+		w = e.do(t, req{user: "alice", ctype: "application/x-www-form-urlencoded", body: "organization=acme&clientId=agent-plat&sessionId=f2&scopes=docs:read&decision=deny"})
 		wantStatus(t, w, http.StatusSeeOther)
 		w = e.do(t, req{method: http.MethodGet, user: "alice", path: w.Header().Get("Location")})
 		if !strings.Contains(w.Body.String(), "Access denied") {
@@ -736,7 +778,7 @@ func TestFormFlow(t *testing.T) {
 		}
 
 		// A browser's form error is a page, not JSON.
-		w = e.do(t, req{user: "alice", ctype: "application/x-www-form-urlencoded", body: "organization=acme&sessionId=f3&scopes=admin:write&decision=approve",
+		w = e.do(t, req{user: "alice", ctype: "application/x-www-form-urlencoded", body: "organization=acme&clientId=agent-plat&sessionId=f3&scopes=admin:write&decision=approve",
 			header: map[string]string{"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}})
 		wantStatus(t, w, http.StatusForbidden)
 		if !strings.Contains(w.Header().Get("Content-Type"), "text/html") {
@@ -769,7 +811,7 @@ func TestGrantsAreTheCallersOwn(t *testing.T) {
 		if after := snapshot(t, s); after != before {
 			t.Fatalf("another user's revoke changed rows:\n%s\n→\n%s", before, after)
 		}
-		if got, _ := s.AgentGrantScopes(ctx, org, "bob", "b1", time.Now()); got == nil {
+		if got, _ := s.AgentGrantScopes(ctx, org, "bob", platform, "b1", time.Now()); got == nil {
 			t.Fatal("bob's grant is gone")
 		}
 
@@ -787,7 +829,7 @@ func TestGrantsAreTheCallersOwn(t *testing.T) {
 		if w.Header().Get("Location") != "/agent/grants" {
 			t.Fatalf("Location = %q", w.Header().Get("Location"))
 		}
-		if got, _ := s.AgentGrantScopes(ctx, org, "alice", "a1", time.Now()); got != nil {
+		if got, _ := s.AgentGrantScopes(ctx, org, "alice", platform, "a1", time.Now()); got != nil {
 			t.Fatalf("revoked grant still mints %v", got)
 		}
 		// The grants page without a session goes to login.
@@ -807,6 +849,7 @@ func TestPathPrefix(t *testing.T) {
 	}
 	host := http.NewServeMux()
 	host.Handle("/idp/agent/", h)
+	createPlatforms(t, s)
 	e := &env{s: s, h: host}
 	w := e.do(t, req{method: http.MethodGet, user: "alice", path: "/idp" + approvePath("s", "docs:read")})
 	wantStatus(t, w, http.StatusOK)
@@ -837,6 +880,14 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("PathPrefix %q accepted", prefix)
 		}
 	}
+	// A store that cannot look clients up needs Clients.
+	grantsOnly := struct{ consent.Storage }{s}
+	if _, err := consent.New(consent.Config{Store: grantsOnly, Directory: users, Sessions: sloppySessions{}}); err == nil {
+		t.Error("no way to find agent platforms accepted")
+	}
+	if _, err := consent.New(consent.Config{Store: grantsOnly, Clients: s, Directory: users, Sessions: sloppySessions{}}); err != nil {
+		t.Errorf("Clients beside a grants-only store: %v", err)
+	}
 }
 
 func TestSessionCookie(t *testing.T) {
@@ -861,4 +912,94 @@ func TestSessionCookie(t *testing.T) {
 	if c := consent.SessionCookie(r, "sid", "", -1); c.MaxAge >= 0 {
 		t.Errorf("delete cookie MaxAge = %d", c.MaxAge)
 	}
+}
+
+// TestApprovalBoundToPlatform: an approval is for one agent platform. The
+// page names it (name and client id), the API takes it, the grant, the
+// grants list and the audit log carry it, and another platform using the
+// same session id for the same user is not covered by it.
+func TestApprovalBoundToPlatform(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		e := newEnv(t, s, nil)
+		ctx := context.Background()
+		html := map[string]string{"Accept": "text/html"}
+
+		w := e.do(t, req{method: http.MethodGet, user: "alice", path: approvePath("shared-run", "docs:write"), header: html})
+		wantStatus(t, w, http.StatusOK)
+		for _, want := range []string{platformName, "<code>" + platform + "</code>", `name="clientId" value="` + platform + `"`} {
+			if !strings.Contains(w.Body.String(), want) {
+				t.Errorf("approval page lacks %q", want)
+			}
+		}
+		for _, p := range []string{approvePathFor("no-such-platform", "shared-run", "docs:write"), "/agent/approve?organization=acme&session=s&scope=docs:read"} {
+			w := e.do(t, req{method: http.MethodGet, user: "alice", path: p, header: html})
+			wantStatus(t, w, http.StatusBadRequest)
+		}
+
+		w = e.do(t, req{user: "alice", body: approveJSON("shared-run", "approve", "docs:write")})
+		wantStatus(t, w, http.StatusOK)
+		g := decode[grantJSON](t, w)
+		if g.ClientID != platform {
+			t.Fatalf("grant = %+v, want client %s", g, platform)
+		}
+		if got, _ := s.AgentGrantScopes(ctx, org, "alice", platform, "shared-run", time.Now()); fmt.Sprint(got) != "[docs:write]" {
+			t.Fatalf("the platform's scopes = %v", got)
+		}
+		// The other platform, same user, same session id: nothing.
+		if got, err := s.AgentGrantScopes(ctx, org, "alice", otherPlatform, "shared-run", time.Now()); err != nil || got != nil {
+			t.Fatalf("another platform got %v, %v", got, err)
+		}
+		// Its own approval is a grant of its own; the first is untouched.
+		w = e.do(t, req{user: "alice", body: approveJSONFor(otherPlatform, "shared-run", "approve", "docs:read")})
+		wantStatus(t, w, http.StatusOK)
+		if g2 := decode[grantJSON](t, w); g2.ID == g.ID || g2.ClientID != otherPlatform {
+			t.Fatalf("the other platform's grant = %+v", g2)
+		}
+		if got, _ := s.AgentGrantScopes(ctx, org, "alice", platform, "shared-run", time.Now()); fmt.Sprint(got) != "[docs:write]" {
+			t.Fatalf("the first platform's scopes after the second's approval = %v", got)
+		}
+
+		list := decode[struct{ Grants []grantJSON }](t, e.do(t, req{method: http.MethodGet, path: "/agent/grants", user: "alice"}))
+		byClient := map[string]grantJSON{}
+		for _, g := range list.Grants {
+			byClient[g.ClientID] = g
+		}
+		if len(list.Grants) != 2 || byClient[platform].ClientName != platformName || byClient[otherPlatform].ClientName != "Other Platform" {
+			t.Fatalf("grants API = %+v", list.Grants)
+		}
+		w = e.do(t, req{method: http.MethodGet, path: "/agent/grants", user: "alice", header: html})
+		wantStatus(t, w, http.StatusOK)
+		for _, want := range []string{"Agent platform", platformName, "<code>" + platform + "</code>", "<code>" + otherPlatform + "</code>"} {
+			if !strings.Contains(w.Body.String(), want) {
+				t.Errorf("grants page lacks %q", want)
+			}
+		}
+
+		// The form flow's confirmation names it too.
+		w = e.do(t, req{user: "alice", ctype: "application/x-www-form-urlencoded",
+			body: "organization=acme&clientId=" + platform + "&sessionId=form-run&scopes=docs:read&decision=approve"})
+		wantStatus(t, w, http.StatusSeeOther)
+		w = e.do(t, req{method: http.MethodGet, user: "alice", path: w.Header().Get("Location")})
+		wantStatus(t, w, http.StatusOK)
+		if !strings.Contains(w.Body.String(), platformName) || !strings.Contains(w.Body.String(), "docs:read") {
+			t.Fatalf("done page: %s", w.Body.String())
+		}
+
+		// Every audit row names the platform: approvals, a denial, a revocation.
+		wantStatus(t, e.do(t, req{user: "alice", body: approveJSONFor(otherPlatform, "denied-run", "deny", "docs:write")}), http.StatusOK)
+		wantStatus(t, e.do(t, req{method: http.MethodDelete, path: "/agent/grants/" + g.ID, user: "alice"}), http.StatusNoContent)
+		ev, err := s.ListAudit(ctx, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range ev {
+			got = append(got, e.Event+":"+e.ClientID+":"+e.AgentSessionID)
+		}
+		want := "[approved:agent-plat:shared-run approved:other-plat:shared-run approved:agent-plat:form-run denied:other-plat:denied-run revoked:agent-plat:shared-run]"
+		if fmt.Sprint(got) != want {
+			t.Fatalf("audit = %v\nwant    %s", got, want)
+		}
+	})
 }

@@ -18,9 +18,9 @@ func FuzzApproveJSON(f *testing.F) {
 	for _, seed := range []string{
 		approveJSON("s", "approve", "docs:read"),
 		approveJSON("s", "deny", "docs:write", "admin:write"),
-		`{"organization":"acme","sessionId":"s","scopes":[1,{},null],"decision":"approve"}`,
-		`{"organization":"acme","sessionId":"` + strings.Repeat("a", 129) + `","scopes":["docs:read"],"decision":"approve"}`,
-		`{"organization":"\u0000","sessionId":"s","scopes":["docs:read"],"decision":"approve"}`,
+		`{"organization":"acme","clientId":"agent-plat","sessionId":"s","scopes":[1,{},null],"decision":"approve"}`,
+		`{"organization":"acme","clientId":"agent-plat","sessionId":"` + strings.Repeat("a", 129) + `","scopes":["docs:read"],"decision":"approve"}`,
+		`{"organization":"\u0000","clientId":"agent-plat","sessionId":"s","scopes":["docs:read"],"decision":"approve"}`,
 		`[]`, `null`, `{`, `{"scopes":"docs:read"}`, "\xff\xfe",
 	} {
 		f.Add([]byte(seed))

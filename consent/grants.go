@@ -1,6 +1,7 @@
 package consent
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -10,8 +11,16 @@ import (
 	"github.com/deputyauth/deputy/storage"
 )
 
+// grantJSON is a grant as the API lists it: the stored grant and the
+// display name of its agent platform, when the client has one.
+type grantJSON struct {
+	*storage.AgentGrant
+	ClientName string `json:"clientName,omitempty"`
+}
+
 // listGrants answers GET /agent/grants: the caller's unexpired grants, as
-// JSON {"grants": [...]} or, for a browser, a page with Revoke buttons.
+// JSON {"grants": [...]} or, for a browser, a page with Revoke buttons. Each
+// names its agent platform (client id and name).
 func (h *Handler) listGrants(w http.ResponseWriter, r *http.Request) {
 	html := wantsHTML(r)
 	var user string
@@ -28,22 +37,50 @@ func (h *Handler) listGrants(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, r, "list grants", err)
 		return
 	}
-	if gs == nil {
-		gs = []*storage.AgentGrant{}
+	names, err := h.clientNames(r.Context(), gs)
+	if err != nil {
+		h.internal(w, r, "list grants: clients", err)
+		return
 	}
 	if !html {
-		writeJSON(w, http.StatusOK, map[string]any{"grants": gs})
+		out := make([]grantJSON, 0, len(gs))
+		for _, g := range gs {
+			out = append(out, grantJSON{AgentGrant: g, ClientName: names[g.ClientID]})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"grants": out})
 		return
 	}
 	page := &GrantsPage{UserID: user, UserName: h.displayName(r.Context(), user), CSS: h.cssPath}
 	for _, g := range gs {
 		page.Grants = append(page.Grants, GrantView{
-			ID: g.ID, Organization: g.Organization, SessionID: g.AgentSessionID,
-			Scopes: g.ScopeList(), ExpiresAt: g.ExpiresAt,
+			ID: g.ID, Organization: g.Organization, ClientID: g.ClientID, ClientName: names[g.ClientID],
+			SessionID: g.AgentSessionID, Scopes: g.ScopeList(), ExpiresAt: g.ExpiresAt,
 			RevokeAction: h.grantsPath + "/" + url.PathEscape(g.ID) + "/revoke",
 		})
 	}
 	h.render(w, r, http.StatusOK, TemplateGrants, page)
+}
+
+// clientNames maps the client ids of gs to their display names, one lookup
+// per distinct client. A client that no longer exists (or a grant from
+// before grants named one) has no name.
+func (h *Handler) clientNames(ctx context.Context, gs []*storage.AgentGrant) (map[string]string, error) {
+	names := map[string]string{}
+	for _, g := range gs {
+		if _, seen := names[g.ClientID]; seen || g.ClientID == "" {
+			continue
+		}
+		p, err := h.findPlatform(ctx, g.ClientID)
+		switch {
+		case errors.Is(err, errUnknownClient):
+			names[g.ClientID] = ""
+		case err != nil:
+			return nil, err
+		default:
+			names[g.ClientID] = p.Name
+		}
+	}
+	return names, nil
 }
 
 // revoke answers DELETE /agent/grants/{id} with 204, and the grants page's

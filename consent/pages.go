@@ -20,8 +20,12 @@ type ApprovePage struct {
 	UserID       string
 	UserName     string // Config.UserName of UserID
 	Organization string
-	SessionID    string
-	Scopes       []ScopeView
+	// ClientID and ClientName are the agent platform the approval is for
+	// (ClientName "" when the client has none).
+	ClientID   string
+	ClientName string
+	SessionID  string
+	Scopes     []ScopeView
 	// Grantable lists the scopes an approval would grant; empty when the
 	// user holds none of them, and then the page offers only Deny.
 	Grantable []string
@@ -37,6 +41,8 @@ type ApprovePage struct {
 type DonePage struct {
 	Decision     string // "approve" or "deny"
 	Organization string
+	ClientID     string
+	ClientName   string
 	SessionID    string
 	// Scopes and ExpiresAt describe the grant as it now stands; empty when
 	// denied or when the grant is already gone.
@@ -50,6 +56,10 @@ type DonePage struct {
 type GrantView struct {
 	ID           string
 	Organization string
+	// ClientID is the agent platform; "" for a grant from before grants
+	// named one, which unlocks nothing. ClientName is "" when unknown.
+	ClientID     string
+	ClientName   string
 	SessionID    string
 	Scopes       []string
 	ExpiresAt    time.Time

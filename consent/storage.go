@@ -8,14 +8,15 @@ import (
 )
 
 // GrantStorage keeps users' approvals (agent grants), one per organization,
-// user and agent session. storage.Store implements it.
+// user, agent platform (client) and agent session. storage.Store implements
+// it.
 type GrantStorage interface {
 	// ApproveAgentGrant merges scopes into the grant, creating it if
 	// needed, moves its expiry to expiresAt and records an "approved" audit
 	// event, atomically.
-	ApproveAgentGrant(ctx context.Context, org, userID, sessionID string, scopes []string, expiresAt time.Time) (*storage.AgentGrant, error)
+	ApproveAgentGrant(ctx context.Context, org, userID, clientID, sessionID string, scopes []string, expiresAt time.Time) (*storage.AgentGrant, error)
 	// AgentGrantScopes returns the scopes of the unexpired grant, or nil.
-	AgentGrantScopes(ctx context.Context, org, userID, sessionID string, at time.Time) ([]string, error)
+	AgentGrantScopes(ctx context.Context, org, userID, clientID, sessionID string, at time.Time) ([]string, error)
 	// ListAgentGrants returns userID's unexpired grants, newest first.
 	ListAgentGrants(ctx context.Context, userID string, at time.Time) ([]*storage.AgentGrant, error)
 	// RevokeAgentGrant deletes grant id if it is userID's, recording a

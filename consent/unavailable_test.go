@@ -43,7 +43,7 @@ func TestDatabaseDownAnswers503(t *testing.T) {
 				}
 			}
 			// A browser gets the page, with the page's headers.
-			w := e.do(t, req{method: http.MethodGet, path: "/agent/approve?organization=acme&session=sess-3&scope=docs:read", user: "alice",
+			w := e.do(t, req{method: http.MethodGet, path: "/agent/approve?organization=acme&client=agent-plat&session=sess-3&scope=docs:read", user: "alice",
 				header: map[string]string{"Accept": "text/html"}})
 			if w.Code != http.StatusServiceUnavailable || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") ||
 				w.Header().Get("X-Frame-Options") != "DENY" {

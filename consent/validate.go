@@ -14,9 +14,11 @@ import (
 // approval consent stores is one the grant can mint from.
 const MaxScopes = 100
 
-// approval is a validated approve/deny request.
+// approval is a validated approve/deny request. The binding it names is
+// (Organization, the approving user, ClientID, SessionID).
 type approval struct {
 	Organization string
+	ClientID     string // the agent platform
 	SessionID    string
 	Scopes       []string // normalized
 	Decision     string
@@ -43,6 +45,16 @@ func checkOrganization(org string) error {
 		return badInput("organization is required")
 	case !protocol.ValidOrganization(org):
 		return badInput("organization must be %s", protocol.OrganizationRule)
+	}
+	return nil
+}
+
+func checkClientID(id string) error {
+	switch {
+	case id == "":
+		return badInput("clientId is required: the agent platform the approval is for")
+	case !protocol.ValidClientID(id):
+		return badInput("clientId must be %s", protocol.ClientIDRule)
 	}
 	return nil
 }
@@ -84,8 +96,11 @@ func (h *Handler) checkScopes(requested []string, required bool) ([]string, erro
 }
 
 // check validates a decoded request.
-func (h *Handler) check(org, session string, scopes []string, decision string) (*approval, error) {
+func (h *Handler) check(org, client, session string, scopes []string, decision string) (*approval, error) {
 	if err := checkOrganization(org); err != nil {
+		return nil, err
+	}
+	if err := checkClientID(client); err != nil {
 		return nil, err
 	}
 	if err := checkSessionID(session); err != nil {
@@ -98,7 +113,7 @@ func (h *Handler) check(org, session string, scopes []string, decision string) (
 	if err != nil {
 		return nil, err
 	}
-	return &approval{Organization: org, SessionID: session, Scopes: s, Decision: decision}, nil
+	return &approval{Organization: org, ClientID: client, SessionID: session, Scopes: s, Decision: decision}, nil
 }
 
 // truncate shortens s for an error message, keeping it valid UTF-8 enough

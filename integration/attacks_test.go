@@ -306,7 +306,7 @@ var attacks = []attack{
 			for _, tok := range []string{e.agent.Raw, e.user.AccessToken} {
 				resp, body := anon(t, http.MethodPost, e.tg.URL+"/agent/approve", map[string]string{
 					"Authorization": "Bearer " + tok, "Content-Type": "application/json", "Origin": e.tg.URL,
-				}, jsonBody(t, map[string]any{"organization": demoOrg, "sessionId": e.session, "scopes": []string{"projects:write"}, "decision": "approve"}))
+				}, jsonBody(t, map[string]any{"organization": demoOrg, "clientId": e.plat.ID, "sessionId": e.session, "scopes": []string{"projects:write"}, "decision": "approve"}))
 				want4xx(t, "approval with a bearer token", resp.StatusCode, body, http.StatusUnauthorized, http.StatusForbidden)
 			}
 			if s := e.mintScopes(t, e.session); slices.Contains(s, "projects:write") {
@@ -329,7 +329,7 @@ var attacks = []attack{
 			aliceID, _ := e.agent.Claims["sub"].(string)
 			var out map[string]any
 			status, body := carol.jsonCall(http.MethodPost, "/agent/approve", map[string]any{
-				"organization": demoOrg, "sessionId": e.session, "scopes": []string{"projects:write"}, "decision": "approve",
+				"organization": demoOrg, "clientId": e.plat.ID, "sessionId": e.session, "scopes": []string{"projects:write"}, "decision": "approve",
 				"userId": aliceID, "user_id": aliceID, "user": "alice", "username": "alice", "approver": aliceID,
 			}, &out)
 			no5xx(t, "approval naming alice", status, body)
@@ -345,6 +345,59 @@ var attacks = []attack{
 		},
 	},
 	{
+		name:       "another agent platform reusing an approved session id",
+		protection: "grants bound to (organization, user, client, session): storage.AgentGrantScopes matches the minting client",
+		// Without it: alice approves projects:write for her platform's
+		// session, and any other platform allowed the agent grant that
+		// names the same session id for her mints projects:write and
+		// writes (the grant was keyed by organization, user and session).
+		// Checked by removing "client_id = ?" from AgentGrantScopes' query
+		// (the parameter bound to a tautology): the row fails with
+		// projects:write minted for the other platform, on both dialects.
+		run: func(t *testing.T, e *attackEnv) {
+			session := randomName("sess-")
+			other := newPlatform(t, e.tg)
+			otherUser := other.userToken(t, newBrowser(t, e.tg.URL), "alice", alicePassword, "projects:read", "projects:write")
+			status, grant, body := approve(e.alice, demoOrg, e.plat.ID, session, "projects:write")
+			if status != http.StatusOK || grant["clientId"] != e.plat.ID {
+				t.Fatalf("alice approving for her platform: %d %s", status, body)
+			}
+			// Control: the platform she approved writes.
+			if s := e.mintScopes(t, session); !slices.Contains(s, "projects:write") {
+				t.Fatalf("control: the approved platform minted %v", s)
+			}
+			// The other platform, alice's own token, the same session id.
+			agt := other.mint(t, otherUser.AccessToken, session, demoOrg)
+			if agt.has("projects:write") {
+				t.Fatalf("another platform minted alice's approval: scopes %v", agt.Scopes)
+			}
+			r := callAPI(t, e.tg.URL, http.MethodPost, demoOrg, agt.Raw)
+			r.wantStatus(t, "the other platform writing", http.StatusForbidden)
+			// Its refusal sends alice to approve that platform, by name.
+			var refusal struct {
+				ApprovalURL string `json:"approval_url"`
+			}
+			if err := json.Unmarshal(r.Body, &refusal); err != nil {
+				t.Fatalf("403 body: %v\n%s", err, r.Body)
+			}
+			au, err := url.Parse(refusal.ApprovalURL)
+			if err != nil || au.Query().Get("client") != other.ID || au.Query().Get("session") != session {
+				t.Fatalf("approval URL %q does not name client %s and session %s", refusal.ApprovalURL, other.ID, session)
+			}
+			resp, page := e.alice.getPage(au.RequestURI())
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), other.ID) || strings.Contains(string(page), e.plat.ID) {
+				t.Fatalf("approval page for the other platform: %d, names it: %v\n%s", resp.StatusCode, strings.Contains(string(page), other.ID), truncate(page))
+			}
+			// An approval for a client that does not exist is refused.
+			status, _, body = approve(e.alice, demoOrg, randomName("no-such-platform-"), session, "projects:write")
+			want4xx(t, "approval for an unknown client", status, body, http.StatusBadRequest)
+			// Alice's grants name the platform each is for.
+			if g := grantFor(grants(t, e.alice), session); g == nil || g["clientId"] != e.plat.ID {
+				t.Fatalf("alice's grant for %s: %v", session, g)
+			}
+		},
+	},
+	{
 		name:       "cross-site approval POST",
 		protection: "net/http.CrossOriginProtection on the consent POST routes",
 		// Without it: the cookie rides along and the POST is an approval
@@ -352,7 +405,7 @@ var attacks = []attack{
 		// removing the guard in consent.Register: the row fails with 200.
 		run: func(t *testing.T, e *attackEnv) {
 			session := randomName("sess-")
-			body := approveBodyJSON(t, session, "projects:write")
+			body := approveBodyJSON(t, e.plat.ID, session, "projects:write")
 			for _, h := range []map[string]string{
 				{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example", "Content-Type": "application/json"},
 				{"Origin": "https://evil.example", "Content-Type": "application/json"},
@@ -360,7 +413,7 @@ var attacks = []attack{
 			} {
 				var rd io.Reader = bytes.NewReader(body)
 				if h["Content-Type"] != "application/json" {
-					rd = strings.NewReader(url.Values{"organization": {demoOrg}, "sessionId": {session}, "scopes": {"projects:write"}, "decision": {"approve"}}.Encode())
+					rd = strings.NewReader(url.Values{"organization": {demoOrg}, "clientId": {e.plat.ID}, "sessionId": {session}, "scopes": {"projects:write"}, "decision": {"approve"}}.Encode())
 				}
 				resp, data := e.alice.send(http.MethodPost, "/agent/approve", h, rd)
 				want4xx(t, fmt.Sprintf("cross-site approval %v", h), resp.StatusCode, data, http.StatusForbidden)
@@ -382,7 +435,7 @@ var attacks = []attack{
 		// (clickjacking). Checked by emptying secheaders.SetSecurityHeaders:
 		// the row fails on every page, host's and consent's.
 		run: func(t *testing.T, e *attackEnv) {
-			q := url.Values{"organization": {demoOrg}, "session": {e.session}, "scope": {"projects:write"}}
+			q := url.Values{"organization": {demoOrg}, "client": {e.plat.ID}, "session": {e.session}, "scope": {"projects:write"}}
 			pages := []string{"/agent/approve?" + q.Encode(), "/agent/grants", "/login", "/", "/settings/apps"}
 			for _, p := range pages {
 				resp, body := e.alice.getPage(p)
@@ -407,9 +460,9 @@ var attacks = []attack{
 		// holding projects:write).
 		run: func(t *testing.T, e *attackEnv) {
 			session := randomName("sess-")
-			status, _, body := approve(e.bob, demoOrg, session, "projects:write")
+			status, _, body := approve(e.bob, demoOrg, e.plat.ID, session, "projects:write")
 			want4xx(t, "bob approving projects:write", status, body, http.StatusForbidden)
-			status, out, body := approve(e.bob, demoOrg, session, "projects:read", "projects:write")
+			status, out, body := approve(e.bob, demoOrg, e.plat.ID, session, "projects:read", "projects:write")
 			if status != http.StatusOK {
 				t.Fatalf("bob approving read+write: %d %s", status, body)
 			}
@@ -677,7 +730,7 @@ var attacks = []attack{
 		// check in visibleApp: GET and PUT answer 200, DELETE 204.
 		run: func(t *testing.T, e *attackEnv) {
 			session := randomName("sess-")
-			status, grant, body := approve(e.alice, demoOrg, session, "projects:write")
+			status, grant, body := approve(e.alice, demoOrg, e.plat.ID, session, "projects:write")
 			if status != http.StatusOK {
 				t.Fatalf("alice approving: %d %s", status, body)
 			}
@@ -754,10 +807,11 @@ var attacks = []attack{
 				}
 				// Approval fields.
 				for _, b := range []map[string]any{
-					{"organization": s, "sessionId": e.session, "scopes": []string{"projects:read"}, "decision": "approve"},
-					{"organization": demoOrg, "sessionId": s, "scopes": []string{"projects:read"}, "decision": "approve"},
-					{"organization": demoOrg, "sessionId": e.session, "scopes": []string{s}, "decision": "approve"},
-					{"organization": demoOrg, "sessionId": e.session, "scopes": []string{"projects:read"}, "decision": s},
+					{"organization": s, "clientId": e.plat.ID, "sessionId": e.session, "scopes": []string{"projects:read"}, "decision": "approve"},
+					{"organization": demoOrg, "clientId": s, "sessionId": e.session, "scopes": []string{"projects:read"}, "decision": "approve"},
+					{"organization": demoOrg, "clientId": e.plat.ID, "sessionId": s, "scopes": []string{"projects:read"}, "decision": "approve"},
+					{"organization": demoOrg, "clientId": e.plat.ID, "sessionId": e.session, "scopes": []string{s}, "decision": "approve"},
+					{"organization": demoOrg, "clientId": e.plat.ID, "sessionId": e.session, "scopes": []string{"projects:read"}, "decision": s},
 				} {
 					status, body := e.alice.jsonCall(http.MethodPost, "/agent/approve", b, nil)
 					want4xx(t, fmt.Sprintf("approval %v", b), status, body)
@@ -816,7 +870,7 @@ var attacks = []attack{
 			want4xx(t, "100 KiB introspection request", resp.StatusCode, body, http.StatusRequestEntityTooLarge, http.StatusBadRequest, http.StatusUnauthorized)
 			status, body := e.alice.jsonCall(http.MethodPost, "/api/apps", map[string]any{"name": big, "scopes": []string{"projects:read"}}, nil)
 			want4xx(t, "100 KiB app", status, body, http.StatusRequestEntityTooLarge, http.StatusBadRequest)
-			status, body = e.alice.jsonCall(http.MethodPost, "/agent/approve", map[string]any{"organization": demoOrg, "sessionId": e.session, "scopes": []string{big}, "decision": "approve"}, nil)
+			status, body = e.alice.jsonCall(http.MethodPost, "/agent/approve", map[string]any{"organization": demoOrg, "clientId": e.plat.ID, "sessionId": e.session, "scopes": []string{big}, "decision": "approve"}, nil)
 			want4xx(t, "100 KiB approval", status, body, http.StatusRequestEntityTooLarge, http.StatusBadRequest)
 			resp, body = newBrowser(t, e.tg.URL).postForm("/login", url.Values{"username": {big}, "password": {big}})
 			want4xx(t, "100 KiB login", resp.StatusCode, body)
@@ -1083,9 +1137,9 @@ var attacks = []attack{
 	},
 }
 
-func approveBodyJSON(t testing.TB, session string, scopes ...string) []byte {
+func approveBodyJSON(t testing.TB, client, session string, scopes ...string) []byte {
 	t.Helper()
-	raw, err := json.Marshal(map[string]any{"organization": demoOrg, "sessionId": session, "scopes": scopes, "decision": "approve"})
+	raw, err := json.Marshal(map[string]any{"organization": demoOrg, "clientId": client, "sessionId": session, "scopes": scopes, "decision": "approve"})
 	if err != nil {
 		t.Fatal(err)
 	}

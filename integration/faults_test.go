@@ -132,11 +132,11 @@ func tokenRequest(ctx context.Context, c *http.Client, base, id, secret, scope s
 	return send(c, req)
 }
 
-// approveRequest posts a JSON approval with the session cookie in c's jar,
-// as the consent page of base's origin would.
-func approveRequest(ctx context.Context, c *http.Client, base, org, session string, scopes []string) (int, string, []byte, error) {
+// approveRequest posts a JSON approval of a's binding with the session
+// cookie in c's jar, as the consent page of base's origin would.
+func approveRequest(ctx context.Context, c *http.Client, base string, a *approvalAttempt) (int, string, []byte, error) {
 	raw, err := json.Marshal(map[string]any{
-		"organization": org, "sessionId": session, "scopes": scopes, "decision": "approve",
+		"organization": a.Org, "clientId": a.Client, "sessionId": a.Session, "scopes": a.Requested, "decision": "approve",
 	})
 	if err != nil {
 		return 0, "", nil, err
@@ -196,9 +196,9 @@ func cleanUnavailable(contentType string, body []byte) string {
 
 // approvalAttempt is one POST /agent/approve and what the client was told.
 type approvalAttempt struct {
-	Org, UserID, Session string
-	Requested            []string
-	Status               int // 0: no answer
+	Org, UserID, Client, Session string
+	Requested                    []string
+	Status                       int // 0: no answer
 	// Granted is what a 200 answer says this approval added
 	// (requested minus notGranted), GrantID and GrantScopes the grant as
 	// the answer showed it.
@@ -213,6 +213,7 @@ type approvalAnswer struct {
 	ID         string   `json:"id"`
 	UserID     string   `json:"userId"`
 	Org        string   `json:"organization"`
+	Client     string   `json:"clientId"`
 	Session    string   `json:"sessionId"`
 	Scopes     []string `json:"scopes"`
 	NotGranted []string `json:"notGranted"`
@@ -224,7 +225,7 @@ func (a *approvalAttempt) readAnswer(body []byte) error {
 	if err := json.Unmarshal(body, &ans); err != nil {
 		return fmt.Errorf("200 approval answer is not the JSON expected: %v: %s", err, truncate(body))
 	}
-	if ans.Decision != "approve" || ans.ID == "" || ans.Session != a.Session || ans.Org != a.Org {
+	if ans.Decision != "approve" || ans.ID == "" || ans.Session != a.Session || ans.Org != a.Org || ans.Client != a.Client {
 		return fmt.Errorf("200 approval answer does not describe the grant approved (session %s): %s", a.Session, truncate(body))
 	}
 	if a.UserID != "" && ans.UserID != a.UserID {
@@ -241,7 +242,7 @@ func (a *approvalAttempt) readAnswer(body []byte) error {
 	return nil
 }
 
-type bindingKey struct{ Org, UserID, Session string }
+type bindingKey struct{ Org, UserID, Client, Session string }
 
 type grantRow struct {
 	ID string
@@ -259,7 +260,7 @@ func loadGrants(t *testing.T, db *sql.DB) []grantRow {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	rows, err := db.QueryContext(ctx, `SELECT id, organization, user_id, agent_session_id, scopes FROM agent_grants`)
+	rows, err := db.QueryContext(ctx, `SELECT id, organization, user_id, client_id, agent_session_id, scopes FROM agent_grants`)
 	if err != nil {
 		t.Fatalf("read agent_grants: %v", err)
 	}
@@ -268,7 +269,7 @@ func loadGrants(t *testing.T, db *sql.DB) []grantRow {
 	for rows.Next() {
 		var g grantRow
 		var scopes string
-		if err := rows.Scan(&g.ID, &g.Org, &g.UserID, &g.Session, &scopes); err != nil {
+		if err := rows.Scan(&g.ID, &g.Org, &g.UserID, &g.Client, &g.Session, &scopes); err != nil {
 			t.Fatalf("read agent_grants: %v", err)
 		}
 		if err := json.Unmarshal([]byte(scopes), &g.Scopes); err != nil {
@@ -286,7 +287,7 @@ func loadApprovedAudit(t *testing.T, db *sql.DB) []auditRow {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	rows, err := db.QueryContext(ctx, `SELECT grant_id, organization, actor_user_id, agent_session_id, scopes
+	rows, err := db.QueryContext(ctx, `SELECT grant_id, organization, actor_user_id, client_id, agent_session_id, scopes
 		FROM audit_events WHERE event = 'approved'`)
 	if err != nil {
 		t.Fatalf("read audit_events: %v", err)
@@ -296,7 +297,7 @@ func loadApprovedAudit(t *testing.T, db *sql.DB) []auditRow {
 	for rows.Next() {
 		var a auditRow
 		var scopes string
-		if err := rows.Scan(&a.GrantID, &a.Org, &a.UserID, &a.Session, &scopes); err != nil {
+		if err := rows.Scan(&a.GrantID, &a.Org, &a.UserID, &a.Client, &a.Session, &scopes); err != nil {
 			t.Fatalf("read audit_events: %v", err)
 		}
 		if err := json.Unmarshal([]byte(scopes), &a.Scopes); err != nil {
@@ -340,7 +341,7 @@ func subset(a, b map[string]bool) bool {
 
 // checkGrantIntegrity compares agent_grants and the "approved" audit events
 // with what the clients were told. Every approval answered 200 must be in
-// its binding's grant row (one row per organization, user and session,
+// its binding's grant row (one row per organization, user, client and session,
 // holding the union of the scopes approved for it) and have its audit
 // event; no row may be half-written (empty scopes, or scopes its audit
 // trail does not account for, or a scope never asked for).
@@ -367,7 +368,7 @@ func checkGrantIntegrity(t *testing.T, db *sql.DB, attempts []*approvalAttempt, 
 		if a.UserID == "" {
 			t.Fatalf("approval attempt for session %s has no user id", a.Session)
 		}
-		k := bindingKey{a.Org, a.UserID, a.Session}
+		k := bindingKey{a.Org, a.UserID, a.Client, a.Session}
 		b := bindings[k]
 		if b == nil {
 			b = &binding{attempted: map[string]bool{}, okScopes: map[string]bool{}, grantIDs: map[string]bool{}, okAudit: map[string]int{}}
@@ -657,11 +658,12 @@ func TestDatabaseFaults(t *testing.T) {
 		attempts   []*approvalAttempt
 	)
 	prefix := randomName("fault-")
+	plat := newPlatform(t, tg)
 	// Before the fault, both streams work: this is the baseline the
 	// recovery is measured against, and it tells us each user's id.
 	for _, u := range users {
-		a := &approvalAttempt{Org: demoOrg, Session: prefix + "-warmup-" + u.name, Requested: u.asks[len(u.asks)-1]}
-		status, _, body, err := approveRequest(ctx, u.c, tg.URL, a.Org, a.Session, a.Requested)
+		a := &approvalAttempt{Org: demoOrg, Client: plat.ID, Session: prefix + "-warmup-" + u.name, Requested: u.asks[len(u.asks)-1]}
+		status, _, body, err := approveRequest(ctx, u.c, tg.URL, a)
 		if err != nil || status != http.StatusOK {
 			t.Fatalf("approval by %s before the fault: status %d, err %v\n%s", u.name, status, err, body)
 		}
@@ -715,12 +717,12 @@ func TestDatabaseFaults(t *testing.T) {
 				n := seq.Add(1)
 				u := users[int(n)%len(users)]
 				a := &approvalAttempt{
-					Org: demoOrg, UserID: u.id,
+					Org: demoOrg, UserID: u.id, Client: plat.ID,
 					Session:   fmt.Sprintf("%s-%d", prefix, n%sessions),
 					Requested: u.asks[int(n/2)%len(u.asks)],
 				}
 				after := restored.Load()
-				status, ct, body, err := approveRequest(ctx, u.c, tg.URL, a.Org, a.Session, a.Requested)
+				status, ct, body, err := approveRequest(ctx, u.c, tg.URL, a)
 				apprStats.record("approval", status, ct, body, err, after)
 				a.Status = status
 				if err == nil && status == http.StatusOK {
@@ -798,8 +800,8 @@ func TestDatabaseFaults(t *testing.T) {
 		}
 	}
 	for _, u := range users {
-		a := &approvalAttempt{Org: demoOrg, UserID: u.id, Session: prefix + "-after-" + u.name, Requested: []string{"projects:read"}}
-		status, _, body, err := approveRequest(ctx, u.c, tg.URL, a.Org, a.Session, a.Requested)
+		a := &approvalAttempt{Org: demoOrg, UserID: u.id, Client: plat.ID, Session: prefix + "-after-" + u.name, Requested: []string{"projects:read"}}
+		status, _, body, err := approveRequest(ctx, u.c, tg.URL, a)
 		a.Status = status
 		if err != nil || status != http.StatusOK {
 			t.Errorf("approval by %s after recovery: status %d, err %v\n%s", u.name, status, err, body)

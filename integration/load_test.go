@@ -65,6 +65,7 @@ func TestLoad(t *testing.T) {
 	var users []*loadUser
 	var apps []*ownedApp
 	prefix := randomName("load")
+	plat := newPlatform(t, tg)
 	for i := range nUsers {
 		name, password := fmt.Sprintf("%s-user%d", prefix, i), randomName("pw-")
 		out := tg.cli(t, "users", "create", "--username", name, "--password", password,
@@ -117,7 +118,7 @@ func TestLoad(t *testing.T) {
 		}
 		u := users[sess%nUsers]
 		attempts[j] = &approvalAttempt{
-			Org: demoOrg, UserID: u.id,
+			Org: demoOrg, UserID: u.id, Client: plat.ID,
 			Session:   fmt.Sprintf("%s-s%d", prefix, sess),
 			Requested: scopeChoices[(n*5+sess)%len(scopeChoices)],
 		}
@@ -188,7 +189,7 @@ func TestLoad(t *testing.T) {
 				}
 				a := attempts[j]
 				t0 := time.Now()
-				status, _, body, err := approveRequest(ctx, userOf[a.UserID].c, tg.URL, a.Org, a.Session, a.Requested)
+				status, _, body, err := approveRequest(ctx, userOf[a.UserID].c, tg.URL, a)
 				apprLatency[w] = append(apprLatency[w], time.Since(t0))
 				if err != nil {
 					problem("approval %d: no answer: %v", j, err)

@@ -50,7 +50,7 @@ func TestReplicas(t *testing.T) {
 		s := randomName("sess-")
 		alice := newBrowser(t, b.URL)
 		alice.login("alice", alicePassword)
-		if status, _, body := approve(alice, demoOrg, s, "projects:write"); status != http.StatusOK {
+		if status, _, body := approve(alice, demoOrg, plat.ID, s, "projects:write"); status != http.StatusOK {
 			t.Fatalf("approve on B: status %d\n%s", status, body)
 		}
 		platC := *plat

@@ -61,11 +61,13 @@ func (a *ownedApp) config(base string, scopes ...string) *clientcredentials.Conf
 	}
 }
 
-// approve posts a JSON approval as the user signed in on b.
-func approve(b *browser, org, session string, scopes ...string) (int, map[string]any, []byte) {
+// approve posts a JSON approval, for session of the agent platform client,
+// as the user signed in on b.
+func approve(b *browser, org, client, session string, scopes ...string) (int, map[string]any, []byte) {
 	var out map[string]any
 	status, body := b.jsonCall(http.MethodPost, "/agent/approve", map[string]any{
 		"organization": org,
+		"clientId":     client,
 		"sessionId":    session,
 		"scopes":       scopes,
 		"decision":     "approve",
@@ -146,21 +148,23 @@ func TestStory(t *testing.T) {
 		if err != nil {
 			t.Fatalf("approval URL %q: %v", approvalURL, err)
 		}
-		if q := au.Query(); q.Get("session") != session || q.Get("organization") != demoOrg || !strings.Contains(q.Get("scope"), "projects:write") {
-			t.Errorf("approval URL %q does not name session %s, organization %s and projects:write", approvalURL, session, demoOrg)
+		if q := au.Query(); q.Get("session") != session || q.Get("client") != plat.ID || q.Get("organization") != demoOrg || !strings.Contains(q.Get("scope"), "projects:write") {
+			t.Errorf("approval URL %q does not name session %s, client %s, organization %s and projects:write", approvalURL, session, plat.ID, demoOrg)
 		}
 
-		// The approval page, reached through that URL, names the session.
+		// The approval page, reached through that URL, names the session
+		// and the platform.
 		resp, page := alice.getPage(au.RequestURI())
-		if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), session) {
-			t.Fatalf("approval page: status %d, mentions session: %v\n%s", resp.StatusCode, strings.Contains(string(page), session), truncate(page))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), session) || !strings.Contains(string(page), plat.ID) {
+			t.Fatalf("approval page: status %d, mentions session: %v, platform: %v\n%s", resp.StatusCode,
+				strings.Contains(string(page), session), strings.Contains(string(page), plat.ID), truncate(page))
 		}
 
 		// Someone else cannot approve for alice: bob holds no write scope,
 		// and carol, who does, approves only for herself.
 		bob := newBrowser(t, tg.URL)
 		bob.login("bob", bobPassword)
-		if status, _, body := approve(bob, demoOrg, session, "projects:write"); status != http.StatusForbidden {
+		if status, _, body := approve(bob, demoOrg, plat.ID, session, "projects:write"); status != http.StatusForbidden {
 			t.Errorf("bob approving projects:write: status %d, want 403\n%s", status, body)
 		}
 		carolName, carolPassword := randomName("carol-"), randomName("pw-")
@@ -168,7 +172,7 @@ func TestStory(t *testing.T) {
 			"--org", demoOrg, "--scope", "projects:read projects:write")
 		carol := newBrowser(t, tg.URL)
 		carol.login(carolName, carolPassword)
-		if status, _, body := approve(carol, demoOrg, session, "projects:write"); status != http.StatusOK {
+		if status, _, body := approve(carol, demoOrg, plat.ID, session, "projects:write"); status != http.StatusOK {
 			t.Fatalf("carol approving her own binding: status %d\n%s", status, body)
 		}
 		if agt := plat.mint(t, user.AccessToken, session, demoOrg); agt.has("projects:write") {
@@ -179,7 +183,7 @@ func TestStory(t *testing.T) {
 		}
 
 		// Alice approves; the re-minted token writes.
-		status, grant, body := approve(alice, demoOrg, session, "projects:write")
+		status, grant, body := approve(alice, demoOrg, plat.ID, session, "projects:write")
 		if status != http.StatusOK {
 			t.Fatalf("alice approving: status %d\n%s", status, body)
 		}

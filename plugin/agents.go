@@ -84,9 +84,11 @@ func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 }
 
 // ApprovalURL is the page where the user approves missing scopes for an
-// agent session: what a 403 insufficient_scope points the agent to.
-func (a *Agents) ApprovalURL(org, session string, missing []string) string {
-	q := url.Values{"organization": {org}, "session": {session}, "scope": {scope.Join(missing)}}
+// agent session of the agent platform client: what a 403
+// insufficient_scope points the agent to. The approval it leads to is
+// bound to (organization, user, client, session).
+func (a *Agents) ApprovalURL(org, client, session string, missing []string) string {
+	q := url.Values{"organization": {org}, "client": {client}, "session": {session}, "scope": {scope.Join(missing)}}
 	return a.p.cfg.Issuer + ApprovePath + "?" + q.Encode()
 }
 

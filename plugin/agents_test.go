@@ -82,13 +82,17 @@ func TestEnableAgents(t *testing.T) {
 		if err := json.Unmarshal(w.Body.Bytes(), &refusal); err != nil {
 			t.Fatal(err)
 		}
-		want := p.Config().Issuer + plugin.ApprovePath + "?organization=acme&scope=docs%3Awrite&session=s1"
+		want := p.Config().Issuer + plugin.ApprovePath + "?client=platform&organization=acme&scope=docs%3Awrite&session=s1"
 		if refusal.ApprovalURL != want {
 			t.Fatalf("approval_url %q, want %q", refusal.ApprovalURL, want)
 		}
 
-		// alice approves through the consent API EnableAgents mounted.
-		body := `{"organization":"acme","sessionId":"s1","scopes":["docs:write"],"decision":"approve"}`
+		// alice approves, for this platform, through the consent API
+		// EnableAgents mounted.
+		if err := s.CreateClient(ctx, &storage.Client{ID: "platform", Name: "Platform", GrantTypes: []string{plugin.GrantTypeAgentToken}}); err != nil {
+			t.Fatal(err)
+		}
+		body := `{"organization":"acme","clientId":"platform","sessionId":"s1","scopes":["docs:write"],"decision":"approve"}`
 		req := httptest.NewRequest(http.MethodPost, plugin.ApprovePath, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.AddCookie(&http.Cookie{Name: "session", Value: "alice"})

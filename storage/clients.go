@@ -93,6 +93,10 @@ func (c *Client) GetScopes() fosite.Arguments        { return fosite.Arguments(c
 func (c *Client) IsPublic() bool                     { return c.Public }
 func (c *Client) GetAudience() fosite.Arguments      { return fosite.Arguments(c.Audience) }
 
+// GetName is the app's display name: what the consent pages call the agent
+// platform an approval is for.
+func (c *Client) GetName() string { return c.Name }
+
 // Owner returns the owning user's id, or "" for an unowned client.
 func (c *Client) Owner() string { return c.OwnerUserID.String }
 

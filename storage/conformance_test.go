@@ -58,7 +58,7 @@ func TestAgentGrantConcurrentReplicas(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, errs[i] = replicas[i%2].ApproveAgentGrant(ctx, "acme", "alice", "run", []string{want[i]}, time.Now().Add(time.Hour))
+				_, errs[i] = replicas[i%2].ApproveAgentGrant(ctx, "acme", "alice", "plat", "run", []string{want[i]}, time.Now().Add(time.Hour))
 			}()
 		}
 		wg.Wait()
@@ -67,7 +67,7 @@ func TestAgentGrantConcurrentReplicas(t *testing.T) {
 				t.Fatalf("approval %d: %v", i, err)
 			}
 		}
-		got, err := replicas[0].AgentGrantScopes(ctx, "acme", "alice", "run", time.Now())
+		got, err := replicas[0].AgentGrantScopes(ctx, "acme", "alice", "plat", "run", time.Now())
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("scopes = %v (%v), want all %d", got, err, n)
 		}

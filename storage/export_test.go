@@ -1,5 +1,11 @@
 package storage
 
+import (
+	"context"
+	"fmt"
+	"testing/fstest"
+)
+
 // Classify is the classification of the store's errors on dialect d, for
 // tests of the mapping from driver errors to sentinels.
 func Classify(d Dialect, err error) error {
@@ -14,3 +20,20 @@ func Classify(d Dialect, err error) error {
 // SQLiteCodeKind is the sentinel of a SQLite result code (the driver's
 // error type has no constructor to build one in a test).
 var SQLiteCodeKind = sqliteCodeKind
+
+// MigrateTo applies deputy's migrations numbered up to version, so that a
+// test can write rows the way an older deputy did and then see a later
+// migration convert them.
+func (s *Store) MigrateTo(ctx context.Context, version int) error {
+	older := fstest.MapFS{}
+	all, err := deputyMigrations.load()
+	if err != nil {
+		return err
+	}
+	for _, m := range all {
+		if m.version <= version {
+			older[fmt.Sprintf("%04d_%s.sql", m.version, m.name)] = &fstest.MapFile{Data: []byte(m.sql)}
+		}
+	}
+	return s.migrate(ctx, MigrationSet{Name: deputyMigrations.Name, Files: older})
+}

@@ -11,12 +11,17 @@ import (
 	"time"
 )
 
-// AgentGrant is a user's standing approval of scopes for one agent session in
-// one organization.
+// AgentGrant is a user's standing approval of scopes for one agent session
+// of one agent platform (client) in one organization. The binding is
+// (organization, user, client, session): a grant unlocks nothing for
+// another client that happens to use the same session id. Grants written
+// before the client was part of the binding have ClientID "" and unlock
+// nothing.
 type AgentGrant struct {
 	ID             string     `db:"id" json:"id"`
 	Organization   string     `db:"organization" json:"organization"`
 	UserID         string     `db:"user_id" json:"userId"`
+	ClientID       string     `db:"client_id" json:"clientId"`
 	AgentSessionID string     `db:"agent_session_id" json:"sessionId"`
 	Scopes         stringList `db:"scopes" json:"scopes"`
 	CreatedAt      time.Time  `db:"created_at" json:"createdAt"`
@@ -27,7 +32,7 @@ type AgentGrant struct {
 // ScopeList returns the granted scopes as a plain slice.
 func (g *AgentGrant) ScopeList() []string { return []string(g.Scopes) }
 
-const grantColumns = `id, organization, user_id, agent_session_id, scopes, created_at, updated_at, expires_at`
+const grantColumns = `id, organization, user_id, client_id, agent_session_id, scopes, created_at, updated_at, expires_at`
 
 // Audit event names.
 const (
@@ -42,6 +47,7 @@ type AuditEvent struct {
 	Event          string     `db:"event" json:"event"`
 	ActorUserID    string     `db:"actor_user_id" json:"actor"`
 	Organization   string     `db:"organization" json:"organization"`
+	ClientID       string     `db:"client_id" json:"clientId"`
 	AgentSessionID string     `db:"agent_session_id" json:"sessionId"`
 	Scopes         stringList `db:"scopes" json:"scopes"`
 	GrantID        string     `db:"grant_id" json:"grantId,omitempty"`
@@ -57,24 +63,28 @@ func NewID(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// ApproveAgentGrant merges scopes into the one grant for (org, user, session),
-// creating it if needed, sets its expiry to expiresAt, and appends an
-// "approved" audit event, all in one transaction. Concurrent approvals of
+// ApproveAgentGrant merges scopes into the one grant for (org, user, client,
+// session), creating it if needed, sets its expiry to expiresAt, and appends
+// an "approved" audit event, all in one transaction. Concurrent approvals of
 // the same binding serialise on the row, so none of their scopes is lost.
-func (s *Store) ApproveAgentGrant(ctx context.Context, org, userID, sessionID string, scopes []string, expiresAt time.Time) (*AgentGrant, error) {
+// clientID must not be empty: an approval is always for one agent platform.
+func (s *Store) ApproveAgentGrant(ctx context.Context, org, userID, clientID, sessionID string, scopes []string, expiresAt time.Time) (*AgentGrant, error) {
+	if clientID == "" {
+		return nil, errors.New("storage: approve agent grant: the client is required")
+	}
 	var g AgentGrant
 	err := s.InTx(ctx, func(ctx context.Context) error {
 		t := now()
 		// Insert or touch the row first: the upsert takes the row lock in
 		// PostgreSQL (and SQLite's immediate transaction holds the database),
 		// so the read-merge-write below cannot interleave with another.
-		if _, err := s.exec(ctx, `INSERT INTO agent_grants (`+grantColumns+`) VALUES (?, ?, ?, ?, '[]', ?, ?, ?)
-			ON CONFLICT (organization, user_id, agent_session_id) DO UPDATE SET updated_at = excluded.updated_at`,
-			NewID(16), org, userID, sessionID, t, t, expiresAt.UTC()); err != nil {
+		if _, err := s.exec(ctx, `INSERT INTO agent_grants (`+grantColumns+`) VALUES (?, ?, ?, ?, ?, '[]', ?, ?, ?)
+			ON CONFLICT (organization, user_id, client_id, agent_session_id) DO UPDATE SET updated_at = excluded.updated_at`,
+			NewID(16), org, userID, clientID, sessionID, t, t, expiresAt.UTC()); err != nil {
 			return err
 		}
 		if err := s.get(ctx, &g, `SELECT `+grantColumns+` FROM agent_grants
-			WHERE organization = ? AND user_id = ? AND agent_session_id = ?`, org, userID, sessionID); err != nil {
+			WHERE organization = ? AND user_id = ? AND client_id = ? AND agent_session_id = ?`, org, userID, clientID, sessionID); err != nil {
 			return err
 		}
 		// Scopes of an expired grant do not carry over into a new approval.
@@ -90,7 +100,7 @@ func (s *Store) ApproveAgentGrant(ctx context.Context, org, userID, sessionID st
 			return err
 		}
 		return s.AppendAudit(ctx, &AuditEvent{Event: AuditApproved, ActorUserID: userID, Organization: org,
-			AgentSessionID: sessionID, Scopes: stringList(scopes), GrantID: g.ID})
+			ClientID: clientID, AgentSessionID: sessionID, Scopes: stringList(scopes), GrantID: g.ID})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: approve agent grant: %w", err)
@@ -113,13 +123,17 @@ func mergeScopes(a, b []string) stringList {
 }
 
 // AgentGrantScopes returns the scopes of the unexpired grant for (org, user,
-// session) at time at, or nil. It is the one indexed query an agent-token
-// mint makes.
-func (s *Store) AgentGrantScopes(ctx context.Context, org, userID, sessionID string, at time.Time) ([]string, error) {
+// client, session) at time at, or nil. It is the one indexed query an
+// agent-token mint makes (the binding's unique index). An empty clientID
+// finds nothing: no client is "no client".
+func (s *Store) AgentGrantScopes(ctx context.Context, org, userID, clientID, sessionID string, at time.Time) ([]string, error) {
+	if clientID == "" {
+		return nil, nil
+	}
 	var scopes stringList
 	err := s.getPrepared(ctx, &scopes, `SELECT scopes FROM agent_grants
-		WHERE organization = ? AND user_id = ? AND agent_session_id = ? AND expires_at > ?`,
-		org, userID, sessionID, at.UTC())
+		WHERE organization = ? AND user_id = ? AND client_id = ? AND agent_session_id = ? AND expires_at > ?`,
+		org, userID, clientID, sessionID, at.UTC())
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -153,15 +167,15 @@ func (s *Store) RevokeAgentGrant(ctx context.Context, userID, id string) error {
 			return err
 		}
 		return s.AppendAudit(ctx, &AuditEvent{Event: AuditRevoked, ActorUserID: userID, Organization: g.Organization,
-			AgentSessionID: g.AgentSessionID, Scopes: g.Scopes, GrantID: g.ID})
+			ClientID: g.ClientID, AgentSessionID: g.AgentSessionID, Scopes: g.Scopes, GrantID: g.ID})
 	})
 }
 
 // AppendAudit appends e, stamping its time.
 func (s *Store) AppendAudit(ctx context.Context, e *AuditEvent) error {
 	e.CreatedAt = now()
-	_, err := s.exec(ctx, `INSERT INTO audit_events (event, actor_user_id, organization, agent_session_id, scopes, grant_id, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, e.Event, e.ActorUserID, e.Organization, e.AgentSessionID, e.Scopes, e.GrantID, e.CreatedAt)
+	_, err := s.exec(ctx, `INSERT INTO audit_events (event, actor_user_id, organization, client_id, agent_session_id, scopes, grant_id, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, e.Event, e.ActorUserID, e.Organization, e.ClientID, e.AgentSessionID, e.Scopes, e.GrantID, e.CreatedAt)
 	return err
 }
 
@@ -169,7 +183,7 @@ func (s *Store) AppendAudit(ctx context.Context, e *AuditEvent) error {
 func (s *Store) ListAudit(ctx context.Context, userID string) ([]*AuditEvent, error) {
 	var es []*AuditEvent
 	var err error
-	const cols = `id, event, actor_user_id, organization, agent_session_id, scopes, grant_id, created_at`
+	const cols = `id, event, actor_user_id, organization, client_id, agent_session_id, scopes, grant_id, created_at`
 	if userID == "" {
 		err = s.selectAll(ctx, &es, `SELECT `+cols+` FROM audit_events ORDER BY id`)
 	} else {

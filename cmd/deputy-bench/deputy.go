@@ -178,7 +178,7 @@ func (s *deputyServer) prepareAgent(ctx context.Context, st *storage.Store) erro
 	if err != nil {
 		return fmt.Errorf("user token: %w", err)
 	}
-	if _, err := st.ApproveAgentGrant(ctx, benchOrg, benchOwner, benchSession, []string{benchWrite}, time.Now().Add(time.Hour)); err != nil {
+	if _, err := st.ApproveAgentGrant(ctx, benchOrg, benchOwner, benchPlatform, benchSession, []string{benchWrite}, time.Now().Add(time.Hour)); err != nil {
 		return fmt.Errorf("approve grant: %w", err)
 	}
 	form := url.Values{

@@ -104,11 +104,13 @@ func TestAgentLoop(t *testing.T) {
 
 		// alice follows the approval URL and approves in her browser.
 		alice := idp.loggedIn(t, "alice", demoAlicePassword)
-		if page, body := get(t, alice, refusal.ApprovalURL); page.StatusCode != http.StatusOK || !strings.Contains(body, "projects:write") {
+		// The page names the platform the approval is for.
+		if page, body := get(t, alice, refusal.ApprovalURL); page.StatusCode != http.StatusOK || !strings.Contains(body, "projects:write") ||
+			!strings.Contains(body, "Agent Platform") || !strings.Contains(body, oc.ClientID) {
 			t.Fatalf("approval page: %d", page.StatusCode)
 		}
 		approved := postForm(t, alice, idp.URL+"/agent/approve", url.Values{
-			"organization": {demoOrg}, "sessionId": {"sess-1"}, "scopes": {"projects:write"}, "decision": {"approve"},
+			"organization": {demoOrg}, "clientId": {oc.ClientID}, "sessionId": {"sess-1"}, "scopes": {"projects:write"}, "decision": {"approve"},
 		})
 		if approved.StatusCode >= 400 {
 			t.Fatalf("approve: %d", approved.StatusCode)

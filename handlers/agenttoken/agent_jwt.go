@@ -47,8 +47,9 @@ var b64 = base64.RawURLEncoding.Strict()
 //	( readonly(U) ∪ G ) ∩ U ∩ R ∩ C
 //
 // where U is what the user presents (the subject token's scopes ∩ the user's
-// current scopes), G what the user approved for this session, R the request
-// (nil or empty: everything) and C the client's scopes (nil: no cap). It
+// current scopes), G what the user approved for this session of this client,
+// R the request (nil or empty: everything) and C the client's scopes (nil: no
+// cap). It
 // never returns a scope outside U, R or C: a grant can only unlock what the
 // user already holds.
 func AgentScopes(cat *scope.Catalog, u, granted, requested, client []string) []string {
@@ -156,7 +157,9 @@ func (m *Minter) Mint(ctx context.Context, req MintRequest) (*AgentToken, error)
 		u = scope.Intersect(req.SubjectScopes, user)
 	}
 	issued := time.Now()
-	granted, err := m.Store.AgentGrantScopes(ctx, req.Organization, req.UserID, req.AgentSessionID, issued)
+	// The grant is bound to this client too: another platform that uses
+	// the same session id for this user finds nothing.
+	granted, err := m.Store.AgentGrantScopes(ctx, req.Organization, req.UserID, req.ClientID, req.AgentSessionID, issued)
 	if err != nil {
 		return nil, fmt.Errorf("deputy: mint: %w", err)
 	}

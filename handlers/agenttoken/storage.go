@@ -20,12 +20,13 @@ type KeyStorage interface {
 	RotateSigningKeys(ctx context.Context, k *storage.SigningKey, retain time.Duration) error
 }
 
-// GrantStorage reads what a user approved for an agent session.
-// storage.Store implements it.
+// GrantStorage reads what a user approved for an agent session of one agent
+// platform (client). storage.Store implements it.
 type GrantStorage interface {
-	// AgentGrantScopes returns the scopes approved for (org, user, session)
-	// and unexpired at at, or nil when there is none.
-	AgentGrantScopes(ctx context.Context, org, userID, sessionID string, at time.Time) ([]string, error)
+	// AgentGrantScopes returns the scopes approved for (org, user, client,
+	// session) and unexpired at at, or nil when there is none (always for
+	// an empty clientID).
+	AgentGrantScopes(ctx context.Context, org, userID, clientID, sessionID string, at time.Time) ([]string, error)
 }
 
 var (

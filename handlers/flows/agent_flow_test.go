@@ -28,8 +28,8 @@ func (e *env) resourceServer() http.Handler {
 		Org: func(r *http.Request) string {
 			return r.PathValue("org")
 		},
-		ApprovalURL: func(org, session string, missing []string) string {
-			return testIssuer + "/agent/approve?" + url.Values{"organization": {org}, "session": {session}, "scope": {strings.Join(missing, " ")}}.Encode()
+		ApprovalURL: func(org, client, session string, missing []string) string {
+			return testIssuer + "/agent/approve?" + url.Values{"organization": {org}, "client": {client}, "session": {session}, "scope": {strings.Join(missing, " ")}}.Encode()
 		},
 	}
 	whoami := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +76,7 @@ func call(t *testing.T, h http.Handler, method, org, token string) apiResult {
 
 // TestAgentLoop is the whole story: read-only by default, a 403 challenge
 // naming what is missing, and the write unlocked only by a grant bound to
-// exactly this (organization, user, session).
+// exactly this (organization, user, client, session).
 func TestAgentLoop(t *testing.T) {
 	t.Parallel()
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
@@ -113,16 +113,18 @@ func TestAgentLoop(t *testing.T) {
 		assertInsufficient(t, write)
 
 		// Grants for anything but this exact binding, or expired, change nothing.
-		for _, g := range []struct{ org, user, session string }{
-			{testOrg, testUser, "sess-2"},
-			{testOrg, otherUser, testSession},
-			{"globex", testUser, testSession},
+		for _, g := range []struct{ org, user, client, session string }{
+			{testOrg, testUser, agentClientID, "sess-2"},
+			{testOrg, otherUser, agentClientID, testSession},
+			{"globex", testUser, agentClientID, testSession},
+			// Another platform's approval for the same session id.
+			{testOrg, testUser, otherAgentID, testSession},
 		} {
-			if _, err := s.ApproveAgentGrant(ctx, g.org, g.user, g.session, []string{writeScope}, time.Now().Add(time.Hour)); err != nil {
+			if _, err := s.ApproveAgentGrant(ctx, g.org, g.user, g.client, g.session, []string{writeScope}, time.Now().Add(time.Hour)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := s.ApproveAgentGrant(ctx, testOrg, testUser, "sess-expired", []string{writeScope}, time.Now().Add(-time.Minute)); err != nil {
+		if _, err := s.ApproveAgentGrant(ctx, testOrg, testUser, agentClientID, "sess-expired", []string{writeScope}, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		tr = e.mint(subject, testSession, testOrg)
@@ -130,17 +132,27 @@ func TestAgentLoop(t *testing.T) {
 			t.Errorf("after unrelated grants, scopes = %q", tr.Scope)
 		}
 		assertInsufficient(t, call(t, api, http.MethodPost, testOrg, tr.AccessToken))
+		// The other platform's approval is its own to use.
+		if other := e.mintAs(otherAgentID, otherAgentPass, subject, testSession, testOrg); other.Scope != "issues:read projects:read projects:write" {
+			t.Errorf("the other platform's own grant gave %q", other.Scope)
+		}
 		if expired := e.mint(subject, "sess-expired", testOrg); expired.Scope != "issues:read projects:read" {
 			t.Errorf("an expired grant unlocked %q", expired.Scope)
 		}
 
 		// The user approves the write for this session; a re-mint carries it.
-		if _, err := s.ApproveAgentGrant(ctx, testOrg, testUser, testSession, []string{writeScope}, time.Now().Add(time.Hour)); err != nil {
+		if _, err := s.ApproveAgentGrant(ctx, testOrg, testUser, agentClientID, testSession, []string{writeScope}, time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		tr = e.mint(subject, testSession, testOrg)
 		if tr.Scope != "issues:read projects:read projects:write" {
 			t.Errorf("after the grant, scopes = %q", tr.Scope)
+		}
+		// The approval is this platform's: a third platform presenting the
+		// same user token and session id gets the read-only default.
+		e.client("third-platform", "third-platform-secret", []string{protocol.GrantTypeAgentToken}, []string{readScope, writeScope, issuesReadScope})
+		if third := e.mintAs("third-platform", "third-platform-secret", subject, testSession, testOrg); third.Scope != "issues:read projects:read" {
+			t.Errorf("another platform with the same session id got %q", third.Scope)
 		}
 		if w := call(t, api, http.MethodPost, testOrg, tr.AccessToken); w.status != http.StatusOK {
 			t.Fatalf("write after grant: %d %s", w.status, w.challenge)
@@ -171,7 +183,7 @@ func assertInsufficient(t *testing.T, r apiResult) {
 		t.Errorf("403 body = %v", r.body)
 	}
 	u, _ := r.body["approval_url"].(string)
-	if !strings.Contains(u, "organization=acme") || !strings.Contains(u, "session=sess-1") || !strings.Contains(u, "scope=projects%3Awrite") {
+	if !strings.Contains(u, "organization=acme") || !strings.Contains(u, "client="+agentClientID) || !strings.Contains(u, "session=sess-1") || !strings.Contains(u, "scope=projects%3Awrite") {
 		t.Errorf("approval_url = %q", u)
 	}
 }

@@ -31,6 +31,8 @@ const (
 	testSession     = "sess-1"
 	agentClientID   = "agent-platform"
 	agentSecret     = "agent-platform-secret"
+	otherAgentID    = "other-agent-platform"
+	otherAgentPass  = "other-agent-platform-secret"
 	webClientID     = "webapp"
 	plainClientID   = "plain-cc"
 	plainSecret     = "plain-cc-secret"
@@ -148,6 +150,7 @@ func newEnv(t *testing.T, s *storage.Store) *env {
 		AgentTokenGrantFactory(e.minter, func() fosite.Session { return &orgSession{} }),
 	)
 	e.client(agentClientID, agentSecret, []string{protocol.GrantTypeAgentToken}, []string{readScope, writeScope, issuesReadScope})
+	e.client(otherAgentID, otherAgentPass, []string{protocol.GrantTypeAgentToken}, []string{readScope, writeScope, issuesReadScope})
 	e.client(plainClientID, plainSecret, []string{"client_credentials"}, []string{readScope, writeScope})
 	e.client(webClientID, "", []string{"authorization_code"}, []string{readScope, writeScope, issuesReadScope, "admin:write"})
 
@@ -274,11 +277,17 @@ func agentForm(subject, session, org string) url.Values {
 	}
 }
 
-// mint asks the token endpoint for an agent token and fails the test unless
-// it gets one.
+// mint asks the token endpoint for an agent token as the agent platform and
+// fails the test unless it gets one.
 func (e *env) mint(subject, session, org string) tokenResponse {
 	e.t.Helper()
-	tr := e.exchange(agentClientID, agentSecret, agentForm(subject, session, org))
+	return e.mintAs(agentClientID, agentSecret, subject, session, org)
+}
+
+// mintAs is mint as another client.
+func (e *env) mintAs(clientID, secret, subject, session, org string) tokenResponse {
+	e.t.Helper()
+	tr := e.exchange(clientID, secret, agentForm(subject, session, org))
 	if tr.Status != http.StatusOK || tr.AccessToken == "" {
 		e.t.Fatalf("mint: %d %s: %s", tr.Status, tr.Error, tr.Description)
 	}

@@ -32,9 +32,11 @@ type Middleware struct {
 	// refuses every agent token, which is always bound to one.
 	Org func(*http.Request) string
 	// ApprovalURL builds the link a user follows to approve missing scopes
-	// for an agent session, returned in 403 bodies for agent tokens. nil
-	// leaves it out.
-	ApprovalURL func(org, session string, missing []string) string
+	// for an agent session of one agent platform (client), returned in 403
+	// bodies for agent tokens. The approval is bound to (organization,
+	// user, client, session), so the link names all but the user, who is
+	// whoever signs in to approve. nil leaves it out.
+	ApprovalURL func(org, client, session string, missing []string) string
 	// Logger receives internal verification errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -136,7 +138,7 @@ func (m *Middleware) verify(r *http.Request, token, org string) (id *Identity, e
 func (m *Middleware) forbid(w http.ResponseWriter, id *Identity, missing []string) {
 	body := insufficientScope{Error: "insufficient_scope", MissingScopes: missing}
 	if id.Kind == KindAgent && m.ApprovalURL != nil {
-		body.ApprovalURL = m.ApprovalURL(id.Organization, id.AgentSession, missing)
+		body.ApprovalURL = m.ApprovalURL(id.Organization, id.ClientID, id.AgentSession, missing)
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(missing, " ")+`"`)
 	w.Header().Set("Content-Type", "application/json")

@@ -97,7 +97,7 @@ func TestMiddlewareChallengesAndRouting(t *testing.T) {
 		}
 	})
 	t.Run("opaque token without the scope", func(t *testing.T) {
-		rec := run(&Middleware{Org: org, Opaque: &opaqueStub{}, ApprovalURL: func(string, string, []string) string { return "/x" }}, []string{writeScope}, "Bearer dpy_at_good")
+		rec := run(&Middleware{Org: org, Opaque: &opaqueStub{}, ApprovalURL: func(string, string, string, []string) string { return "/x" }}, []string{writeScope}, "Bearer dpy_at_good")
 		var body map[string]any
 		json.Unmarshal(rec.Body.Bytes(), &body)
 		if rec.Code != 403 || rec.Header().Get("WWW-Authenticate") != `Bearer error="insufficient_scope", scope="projects:write"` || body["approval_url"] != nil {

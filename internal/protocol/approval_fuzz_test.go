@@ -21,6 +21,7 @@ import (
 	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -106,6 +107,10 @@ func FuzzApprovalIsMintable(f *testing.F) {
 	minter := &agenttoken.Minter{Keys: keys, Store: s, Directory: dir, Catalog: scope.NewCatalog(), Issuer: "https://idp.example", Logger: quiet}
 	grant := &flows.AgentTokenGrantHandler{Minter: minter, Config: &fosite.Config{}, Logger: quiet}
 	platform := &fosite.DefaultClient{ID: "agent-platform", GrantTypes: []string{protocol.GrantTypeAgentToken}}
+	// The approval names the platform, which consent looks up in the store.
+	if err := s.CreateClient(ctx, &storage.Client{ID: platform.ID, Name: "Agent Platform", GrantTypes: platform.GrantTypes}); err != nil {
+		f.Fatal(err)
+	}
 
 	f.Fuzz(func(t *testing.T, org, session, scopeParam string) {
 		// JSON carries only valid UTF-8 to consent (a decoder replaces the
@@ -119,7 +124,7 @@ func FuzzApprovalIsMintable(f *testing.F) {
 		}
 		dir.set(scopes)
 
-		body, _ := json.Marshal(map[string]any{"organization": org, "sessionId": session, "scopes": scopes, "decision": "approve"})
+		body, _ := json.Marshal(map[string]any{"organization": org, "clientId": platform.ID, "sessionId": session, "scopes": scopes, "decision": "approve"})
 		r := httptest.NewRequest(http.MethodPost, "https://idp.example/agent/approve", strings.NewReader(string(body)))
 		r.Header.Set("Content-Type", "application/json")
 		r.AddCookie(&http.Cookie{Name: "sid", Value: "alice"})

@@ -16,6 +16,10 @@ const (
 	MaxScopeTokenLen     = 128
 	// MaxURILength bounds a redirect URI (and any other URL deputy stores).
 	MaxURILength = 2048
+	// MaxClientIDLen bounds a client id deputy reads from a request of its
+	// own (the consent page and API): a client id may be a URL (a client
+	// ID metadata document).
+	MaxClientIDLen = MaxURILength
 )
 
 // What each rule accepts, in words, for error messages; every refusal of
@@ -24,6 +28,7 @@ const (
 	OrganizationRule   = "1 to 128 printable characters without spaces"
 	AgentSessionIDRule = "1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
 	ScopeTokenRule     = `1 to 128 printable ASCII characters without spaces, '"' or '\'`
+	ClientIDRule       = "1 to 2048 bytes of UTF-8 without control characters"
 )
 
 // ValidOrganization reports whether org is a well-formed organization id:
@@ -35,6 +40,24 @@ func ValidOrganization(org string) bool {
 	for _, r := range org {
 		// Invalid UTF-8 decodes to the replacement character.
 		if r == unicode.ReplacementChar || !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidClientID reports whether id can be a client id in a request deputy
+// reads itself (the consent page and API name the agent platform an
+// approval is for): 1–2048 bytes of valid UTF-8 without control
+// characters. It is loose on purpose: client ids are the host's to choose
+// and may be URLs; whether one exists is the client store's answer.
+func ValidClientID(id string) bool {
+	if id == "" || len(id) > MaxClientIDLen {
+		return false
+	}
+	for _, r := range id {
+		// Invalid UTF-8 decodes to the replacement character.
+		if r == unicode.ReplacementChar || unicode.IsControl(r) {
 			return false
 		}
 	}

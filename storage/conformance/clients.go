@@ -209,12 +209,16 @@ func testInvalidInput(t *testing.T, s Store) {
 		check("GetClient", err, true)
 		_, err = s.GetAccessTokenSession(ctx, bad, session())
 		check("GetAccessTokenSession", err, true)
-		_, err = s.AgentGrantScopes(ctx, bad, "alice", "sess", time.Now())
+		_, err = s.AgentGrantScopes(ctx, bad, "alice", "plat", "sess", time.Now())
+		check("AgentGrantScopes", err, true)
+		_, err = s.AgentGrantScopes(ctx, "acme", "alice", bad, "sess", time.Now())
 		check("AgentGrantScopes", err, true)
 		check("RevokeAgentGrant", s.RevokeAgentGrant(ctx, "alice", bad), true)
 		check("CreateClient", s.CreateClient(ctx, &storage.Client{ID: "x" + bad, Name: bad}), false)
 		check("UpdateClient", s.UpdateClient(ctx, &storage.Client{ID: "c1", Name: bad}), false)
-		_, err = s.ApproveAgentGrant(ctx, "acme", "alice", bad, []string{"a:read"}, future)
+		_, err = s.ApproveAgentGrant(ctx, "acme", "alice", "plat", bad, []string{"a:read"}, future)
+		check("ApproveAgentGrant", err, false)
+		_, err = s.ApproveAgentGrant(ctx, "acme", "alice", bad, "sess", []string{"a:read"}, future)
 		check("ApproveAgentGrant", err, false)
 	}
 }

@@ -56,8 +56,8 @@ type Store interface {
 	ListAuthorizedApps(ctx context.Context, userID string) ([]*storage.AuthorizedApp, error)
 	RevokeClientTokensForSubject(ctx context.Context, clientID, userID string) error
 
-	ApproveAgentGrant(ctx context.Context, org, userID, sessionID string, scopes []string, expiresAt time.Time) (*storage.AgentGrant, error)
-	AgentGrantScopes(ctx context.Context, org, userID, sessionID string, at time.Time) ([]string, error)
+	ApproveAgentGrant(ctx context.Context, org, userID, clientID, sessionID string, scopes []string, expiresAt time.Time) (*storage.AgentGrant, error)
+	AgentGrantScopes(ctx context.Context, org, userID, clientID, sessionID string, at time.Time) ([]string, error)
 	ListAgentGrants(ctx context.Context, userID string, at time.Time) ([]*storage.AgentGrant, error)
 	RevokeAgentGrant(ctx context.Context, userID, id string) error
 

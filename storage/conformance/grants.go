@@ -15,18 +15,18 @@ func testAgentGrants(t *testing.T, s Store) {
 	now := time.Now().UTC().Truncate(time.Second)
 	exp := now.Add(time.Hour)
 
-	g1, err := s.ApproveAgentGrant(ctx, "acme", "alice", "sess", []string{"b:write", "a:read"}, exp)
+	g1, err := s.ApproveAgentGrant(ctx, "acme", "alice", "plat", "sess", []string{"b:write", "a:read"}, exp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g1.ID == "" || g1.Organization != "acme" || g1.UserID != "alice" || g1.AgentSessionID != "sess" ||
+	if g1.ID == "" || g1.Organization != "acme" || g1.UserID != "alice" || g1.ClientID != "plat" || g1.AgentSessionID != "sess" ||
 		fmt.Sprint(g1.ScopeList()) != "[a:read b:write]" || !g1.ExpiresAt.Equal(exp) {
 		t.Fatalf("first approval = %+v", g1)
 	}
 
 	// A second approval merges into the same row and moves the expiry, even
 	// backwards: the latest approval decides how long it lasts.
-	g2, err := s.ApproveAgentGrant(ctx, "acme", "alice", "sess", []string{"c:write", "a:read"}, exp.Add(time.Minute))
+	g2, err := s.ApproveAgentGrant(ctx, "acme", "alice", "plat", "sess", []string{"c:write", "a:read"}, exp.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,26 +34,41 @@ func testAgentGrants(t *testing.T, s Store) {
 		t.Fatalf("second approval = %+v", g2)
 	}
 
-	// The binding is (organization, user, session): each part separates.
-	for _, b := range [][3]string{{"other", "alice", "sess"}, {"acme", "bob", "sess"}, {"acme", "alice", "sess2"}} {
-		if _, err := s.ApproveAgentGrant(ctx, b[0], b[1], b[2], []string{"z:read"}, exp); err != nil {
+	// The binding is (organization, user, client, session): each part
+	// separates.
+	for _, b := range [][4]string{{"other", "alice", "plat", "sess"}, {"acme", "bob", "plat", "sess"}, {"acme", "alice", "other-plat", "sess"}, {"acme", "alice", "plat", "sess2"}} {
+		if _, err := s.ApproveAgentGrant(ctx, b[0], b[1], b[2], b[3], []string{"z:read"}, exp); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := s.AgentGrantScopes(ctx, "acme", "alice", "sess", now)
+	got, err := s.AgentGrantScopes(ctx, "acme", "alice", "plat", "sess", now)
 	if err != nil || fmt.Sprint(got) != "[a:read b:write c:write]" {
 		t.Fatalf("AgentGrantScopes = %v, %v", got, err)
 	}
-	if got, err := s.AgentGrantScopes(ctx, "acme", "carol", "sess", now); err != nil || got != nil {
+	if got, err := s.AgentGrantScopes(ctx, "acme", "carol", "plat", "sess", now); err != nil || got != nil {
 		t.Fatalf("no grant: %v, %v", got, err)
 	}
+	// Another platform using the same session id sees only its own grant;
+	// one with no grant, and no client at all, see nothing.
+	if got, err := s.AgentGrantScopes(ctx, "acme", "alice", "other-plat", "sess", now); err != nil || fmt.Sprint(got) != "[z:read]" {
+		t.Fatalf("another client's grant: %v, %v", got, err)
+	}
+	if got, err := s.AgentGrantScopes(ctx, "acme", "alice", "third-plat", "sess", now); err != nil || got != nil {
+		t.Fatalf("a client with no grant: %v, %v", got, err)
+	}
+	if got, err := s.AgentGrantScopes(ctx, "acme", "alice", "", "sess", now); err != nil || got != nil {
+		t.Fatalf("no client: %v, %v", got, err)
+	}
+	if _, err := s.ApproveAgentGrant(ctx, "acme", "alice", "", "sess", []string{"z:read"}, exp); err == nil {
+		t.Fatal("an approval without a client was stored")
+	}
 	// At or after expiry the mint sees nothing.
-	if got, err := s.AgentGrantScopes(ctx, "acme", "alice", "sess", exp.Add(time.Minute)); err != nil || got != nil {
+	if got, err := s.AgentGrantScopes(ctx, "acme", "alice", "plat", "sess", exp.Add(time.Minute)); err != nil || got != nil {
 		t.Fatalf("at expiry: %v, %v", got, err)
 	}
 
 	list, err := s.ListAgentGrants(ctx, "alice", now)
-	if err != nil || len(list) != 3 {
+	if err != nil || len(list) != 4 {
 		t.Fatalf("alice's grants: %d, %v", len(list), err)
 	}
 	for _, g := range list {
@@ -72,14 +87,15 @@ func testAgentGrants(t *testing.T, s Store) {
 	if err := s.RevokeAgentGrant(ctx, "alice", g1.ID); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.AgentGrantScopes(ctx, "acme", "alice", "sess", now); got != nil {
+	if got, _ := s.AgentGrantScopes(ctx, "acme", "alice", "plat", "sess", now); got != nil {
 		t.Fatalf("revoked grant still answers %v", got)
 	}
 	if err := s.RevokeAgentGrant(ctx, "alice", g1.ID); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("second revoke: %v", err)
 	}
 
-	// The audit log: alice's four approvals, then her revocation.
+	// The audit log: alice's five approvals, then her revocation, each
+	// naming the client.
 	ev, err := s.ListAudit(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -88,14 +104,17 @@ func testAgentGrants(t *testing.T, s Store) {
 	for _, e := range ev {
 		kinds = append(kinds, e.Event)
 	}
-	if fmt.Sprint(kinds) != "[approved approved approved approved revoked]" {
+	if fmt.Sprint(kinds) != "[approved approved approved approved approved revoked]" {
 		t.Fatalf("alice's audit = %v", kinds)
 	}
-	if last := ev[len(ev)-1]; last.GrantID != g1.ID || fmt.Sprint(last.Scopes) != "[a:read b:write c:write]" {
+	if first := ev[0]; first.ClientID != "plat" {
+		t.Fatalf("approval event = %+v", first)
+	}
+	if last := ev[len(ev)-1]; last.GrantID != g1.ID || last.ClientID != "plat" || fmt.Sprint(last.Scopes) != "[a:read b:write c:write]" {
 		t.Fatalf("revocation event = %+v", last)
 	}
-	if all, _ := s.ListAudit(ctx, ""); len(all) != 6 {
-		t.Fatalf("%d events in all, want 6", len(all))
+	if all, _ := s.ListAudit(ctx, ""); len(all) != 7 {
+		t.Fatalf("%d events in all, want 7", len(all))
 	}
 }
 
@@ -103,10 +122,10 @@ func testAgentGrants(t *testing.T, s Store) {
 // over into a new approval of the same binding.
 func testAgentGrantExpiredScopes(t *testing.T, s Store) {
 	ctx := context.Background()
-	if _, err := s.ApproveAgentGrant(ctx, "acme", "alice", "s", []string{"old:write"}, time.Now().Add(-time.Minute)); err != nil {
+	if _, err := s.ApproveAgentGrant(ctx, "acme", "alice", "plat", "s", []string{"old:write"}, time.Now().Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	g, err := s.ApproveAgentGrant(ctx, "acme", "alice", "s", []string{"new:read"}, time.Now().Add(time.Hour))
+	g, err := s.ApproveAgentGrant(ctx, "acme", "alice", "plat", "s", []string{"new:read"}, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +140,8 @@ func testAudit(t *testing.T, s Store) {
 	ctx := context.Background()
 	before := time.Now().Add(-time.Second)
 	events := []*storage.AuditEvent{
-		{Event: storage.AuditDenied, ActorUserID: "alice", Organization: "acme", AgentSessionID: "s1", Scopes: []string{"a:write"}},
-		{Event: storage.AuditApproved, ActorUserID: "bob", Organization: "acme", AgentSessionID: "s2", Scopes: []string{"a:read"}, GrantID: "g2"},
+		{Event: storage.AuditDenied, ActorUserID: "alice", Organization: "acme", ClientID: "plat", AgentSessionID: "s1", Scopes: []string{"a:write"}},
+		{Event: storage.AuditApproved, ActorUserID: "bob", Organization: "acme", ClientID: "plat", AgentSessionID: "s2", Scopes: []string{"a:read"}, GrantID: "g2"},
 		{Event: storage.AuditRevoked, ActorUserID: "alice", Organization: "other", AgentSessionID: "s3", Scopes: []string{"b:read", "b:write"}, GrantID: "g3"},
 	}
 	for _, e := range events {
@@ -139,7 +158,7 @@ func testAudit(t *testing.T, s Store) {
 	}
 	for i, got := range all {
 		want := events[i]
-		if got.ID == 0 || got.Event != want.Event || got.ActorUserID != want.ActorUserID || got.Organization != want.Organization ||
+		if got.ID == 0 || got.Event != want.Event || got.ActorUserID != want.ActorUserID || got.Organization != want.Organization || got.ClientID != want.ClientID ||
 			got.AgentSessionID != want.AgentSessionID || fmt.Sprint(got.Scopes) != fmt.Sprint(want.Scopes) ||
 			got.GrantID != want.GrantID || !got.CreatedAt.Equal(want.CreatedAt) {
 			t.Errorf("event %d = %+v, want %+v", i, got, want)

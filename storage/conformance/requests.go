@@ -339,7 +339,7 @@ func testDeleteExpired(t *testing.T, s Store) {
 	if err := s.SetClientAssertionJWT(ctx, "jold", past); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ApproveAgentGrant(ctx, "acme", "alice", "gone", []string{"a:write"}, past); err != nil {
+	if _, err := s.ApproveAgentGrant(ctx, "acme", "alice", "plat", "gone", []string{"a:write"}, past); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.DeleteExpired(ctx, time.Now())
