@@ -52,9 +52,17 @@ func TestValidAgentSessionID(t *testing.T) {
 func TestValidClientID(t *testing.T) {
 	t.Parallel()
 	for id, want := range map[string]bool{
-		"6d09c78cf14378d4d4cdd8915f71d476": true, "https://app.example/client.json": true, "my app": true, "Ünïcødé": true,
-		strings.Repeat("c", MaxClientIDLen): true,
-		"":                                  false, strings.Repeat("c", MaxClientIDLen+1): false, "a\x00b": false, "a\nb": false, "\xff": false, "a\u0085b": false,
+		"6d09c78cf14378d4d4cdd8915f71d476":    true,
+		"https://app.example/client.json":     true,
+		"my app":                              true,
+		"Ünïcødé":                             true,
+		strings.Repeat("c", MaxClientIDLen):   true,
+		"":                                    false,
+		strings.Repeat("c", MaxClientIDLen+1): false,
+		"a\x00b":                              false,
+		"a\nb":                                false,
+		"\xff":                                false,
+		"a\u0085b":                            false,
 	} {
 		if got := ValidClientID(id); got != want {
 			t.Errorf("ValidClientID(%q) = %v, want %v", id, got, want)
