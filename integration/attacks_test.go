@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -673,6 +674,59 @@ var attacks = []attack{
 		},
 	},
 	{
+		name:       "parallel refreshes of one refresh token",
+		protection: "storage.RotateRefreshToken retires only the presented token while it is still active (conditional UPDATE, row count checked); the refresh grant answers a lost rotation as reuse: invalid_grant, and the whole family revoked (RFC 9700 §4.14.2)",
+		// Without the conditional rotation: several of the 20 (on
+		// PostgreSQL up to all of them) answer 200 and as many refresh
+		// tokens of one grant are active at once. Without the refresh
+		// grant's handling of a lost rotation: the losers get fosite's
+		// invalid_request and nothing is revoked, so the winner's pair
+		// lives on. Checked by removing each: the row fails on both
+		// dialects (several 200s; invalid_request and a live winner).
+		run: func(t *testing.T, e *attackEnv) {
+			conf := e.plat.oauth2Config("projects:read", "offline_access")
+			for round := range raceRounds {
+				v := oauth2.GenerateVerifier()
+				tok, err := conf.Exchange(oauthCtx(), e.codeFor(t, conf, oauth2.S256ChallengeOption(v)), oauth2.VerifierOption(v))
+				if err != nil || tok.RefreshToken == "" {
+					t.Fatalf("round %d: exchange: %v (refresh token %q)", round, err, tok.RefreshToken)
+				}
+				form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}
+				wins := raceTokenRequests(t, e.tg.URL, e.plat.ID, e.plat.Secret, form, raceWidth, "invalid_grant")
+				if len(wins) != 1 {
+					t.Fatalf("round %d: %d of %d parallel refreshes of one token succeeded, want exactly 1", round, len(wins), raceWidth)
+				}
+				// The losers are reuse: the family, the winner's new pair
+				// included, is revoked.
+				won := wins[0]
+				if _, err := conf.TokenSource(oauthCtx(), &oauth2.Token{RefreshToken: won.RefreshToken}).Token(); tokenError(err) != "invalid_grant" {
+					t.Errorf("round %d: the winner's refresh token after reuse: %q, want invalid_grant", round, tokenError(err))
+				}
+				callAPI(t, e.tg.URL, http.MethodGet, demoOrg, won.AccessToken).wantStatus(t, "the winner's access token after reuse", http.StatusUnauthorized)
+			}
+		},
+	},
+	{
+		name:       "parallel redemptions of one authorization code",
+		protection: "the authorization-code grant and PKCE: one redemption wins; a code already redeemed, or redeemed concurrently, is invalid_grant, never a 500",
+		// Without it: fosite's PKCE handler answers the losers whose
+		// DeletePKCERequestSession finds nothing with server_error (500):
+		// 1 to 11 of 20 on both dialects. Checked by removing the PKCE
+		// grant's mapping: the row fails with 500s on both dialects.
+		run: func(t *testing.T, e *attackEnv) {
+			conf := e.plat.oauth2Config("projects:read", "offline_access")
+			for round := range raceRounds {
+				v := oauth2.GenerateVerifier()
+				code := e.codeFor(t, conf, oauth2.S256ChallengeOption(v))
+				form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {platformRedirect}, "code_verifier": {v}}
+				wins := raceTokenRequests(t, e.tg.URL, e.plat.ID, e.plat.Secret, form, raceWidth, "invalid_grant")
+				if len(wins) != 1 {
+					t.Fatalf("round %d: %d of %d parallel redemptions of one code succeeded, want exactly 1", round, len(wins), raceWidth)
+				}
+			}
+		},
+	},
+	{
 		name:       "PKCE plain and a wrong verifier",
 		protection: "fosite PKCE: S256 enforced, plain disabled, verifier checked",
 		// Without it: a stolen code is redeemable without the verifier.
@@ -1212,4 +1266,72 @@ func truncatedPost(t testing.TB, base, path string, header map[string]string, bo
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, data
+}
+
+// The races are driven with real concurrency: raceWidth requests released
+// together, raceRounds times, so that a lucky schedule cannot pass a row.
+const (
+	raceWidth  = 20
+	raceRounds = 10
+)
+
+// raceResult is one answer of a raced token request.
+type raceResult struct {
+	status int
+	body   []byte
+	err    error
+}
+
+// raceTokenRequests posts form to the token endpoint n times at once (all
+// released together) and returns the tokens of the answers that succeeded.
+// Every other answer must be a 400 with the error code loser; anything
+// else (a 5xx above all) fails t.
+func raceTokenRequests(t *testing.T, base, clientID, secret string, form url.Values, n int, loser string) []*oauth2.Token {
+	t.Helper()
+	results := make([]raceResult, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, err := http.NewRequest(http.MethodPost, base+"/oauth2/token", strings.NewReader(form.Encode()))
+			if err != nil {
+				results[i].err = err
+				return
+			}
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+			<-start
+			resp, err := httpClient.Do(req)
+			if err != nil {
+				results[i].err = err
+				return
+			}
+			defer resp.Body.Close()
+			results[i].status = resp.StatusCode
+			results[i].body, results[i].err = io.ReadAll(resp.Body)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	var wins []*oauth2.Token
+	for i, r := range results {
+		if r.err != nil {
+			t.Fatalf("request %d: %v", i, r.err)
+		}
+		var out struct {
+			AccessToken  string `json:"access_token"`
+			RefreshToken string `json:"refresh_token"`
+			Error        string `json:"error"`
+		}
+		_ = json.Unmarshal(r.body, &out)
+		switch {
+		case r.status == http.StatusOK && out.AccessToken != "":
+			wins = append(wins, &oauth2.Token{AccessToken: out.AccessToken, RefreshToken: out.RefreshToken})
+		case r.status != http.StatusBadRequest || out.Error != loser:
+			t.Errorf("request %d: status %d, want 200 or 400 %s\n%s", i, r.status, loser, truncate(r.body))
+		}
+	}
+	return wins
 }

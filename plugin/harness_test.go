@@ -139,7 +139,17 @@ func newPlugin(tb testing.TB, s *storage.Store, mod func(*plugin.Config)) (*plug
 
 func newEnv(t *testing.T, s *storage.Store) *env {
 	t.Helper()
+	return newEnvWith(t, s, nil)
+}
+
+// newEnvWith is newEnv with a hook that runs before the provider is
+// composed (to change FositeConfig, say).
+func newEnvWith(t *testing.T, s *storage.Store, beforeCompose func(*plugin.Plugin)) *env {
+	t.Helper()
 	p, dir := newPlugin(t, s, nil)
+	if beforeCompose != nil {
+		beforeCompose(p)
+	}
 	r := mux.NewRouter()
 	p.Register(r)
 	// The host's authorize endpoint: its login is the session cookie, its
@@ -319,4 +329,52 @@ func (e *env) introspect(as introspector, token string) introspection {
 	var out introspection
 	e.must(http.StatusOK, st, body, &out)
 	return out
+}
+
+// authorize sends user's browser to authURL (GET, the host's authorize
+// endpoint) and returns the answer without following it.
+func (e *env) authorize(user, authURL string) *http.Response {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, authURL, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.AddCookie(&http.Cookie{Name: "session", Value: user})
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		e.t.Errorf("GET %s: %d", authURL, resp.StatusCode)
+	}
+	return resp
+}
+
+// codeClient is a confidential authorization-code client and its secret,
+// as golang.org/x/oauth2 configures it.
+func (e *env) codeClient(redirect string, scopes ...string) oauth2.Config {
+	e.t.Helper()
+	app := e.createApp(admin, map[string]any{
+		"name": "web", "grantTypes": []string{"authorization_code", "refresh_token"},
+		"redirectUris": []string{redirect}, "scopes": scopes,
+	})
+	sec := e.createSecret(admin, app.ID)
+	return oauth2.Config{
+		ClientID: app.ID, ClientSecret: sec.Secret, RedirectURL: redirect, Scopes: scopes,
+		Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + plugin.AuthorizePath, TokenURL: e.srv.URL + plugin.TokenPath, AuthStyle: oauth2.AuthStyleInHeader},
+	}
+}
+
+// code runs the authorization request for user in org and returns the
+// code, failing the test without one.
+func (e *env) code(user, org string, cfg oauth2.Config, opts ...oauth2.AuthCodeOption) string {
+	e.t.Helper()
+	resp := e.authorize(user, cfg.AuthCodeURL("state-"+user+"-0123456789", opts...)+"&organization="+url.QueryEscape(org))
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("code") == "" {
+		e.t.Fatalf("authorize: %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	return loc.Query().Get("code")
 }

@@ -106,9 +106,9 @@ func New(cfg Config) (*Plugin, error) {
 	p.verifier = &flows.OpaqueVerifier{Strategy: p.hmac, Storage: cfg.Store, Directory: cfg.Directory}
 
 	p.factories = []compose.Factory{
-		compose.OAuth2AuthorizeExplicitFactory,
-		compose.OAuth2RefreshTokenGrantFactory,
-		compose.OAuth2PKCEFactory,
+		flows.AuthorizeCodeGrantFactory,
+		flows.RefreshTokenGrantFactory(),
+		flows.PKCEFactory,
 		flows.OwnedClientCredentialsFactory(cfg.Directory),
 		flows.UserCheckingIntrospectionFactory(cfg.Directory),
 		compose.OAuth2TokenRevocationFactory,
@@ -252,8 +252,11 @@ func (p *Plugin) AddGrantTypes(gt ...string) {
 }
 
 // Factories returns the factories Provider composes: authorization code,
-// refresh, PKCE, owned client credentials, user-checking introspection,
-// revocation, then whatever AddFactories added.
+// refresh (re-checking the user, rotation races answered as reuse), PKCE,
+// owned client credentials, user-checking introspection, revocation, then
+// whatever AddFactories added. A host composing its own provider uses these
+// in place of fosite's authorization-code, refresh, PKCE, client-credentials
+// and introspection factories.
 func (p *Plugin) Factories() []compose.Factory {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -217,12 +217,28 @@ func (s *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, s
 
 // InvalidateAuthorizeCodeSession marks a code used; a second use then finds
 // it inactive and fosite revokes everything issued from it (RFC 6749 §4.1.2).
+//
+// Only an active code is invalidated, and the row count says whether this
+// call did it: of two redemptions racing past fosite's read of the code,
+// exactly one gets nil, and the other fosite.ErrInvalidatedAuthorizeCode
+// (PostgreSQL makes the second UPDATE wait for the first's transaction,
+// then finds the row inactive). A code that does not exist is ErrNotFound.
 func (s *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature string) error {
-	res, err := s.exec(ctx, `UPDATE oauth2_authorize_codes SET active = FALSE WHERE signature = ?`, signature)
+	res, err := s.exec(ctx, `UPDATE oauth2_authorize_codes SET active = FALSE WHERE signature = ? AND active`, signature)
 	if err != nil {
 		return err
 	}
-	return oneRow(res)
+	if err := oneRow(res); !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	var n int
+	if err := s.get(ctx, &n, `SELECT COUNT(*) FROM oauth2_authorize_codes WHERE signature = ?`, signature); err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("storage: %s: %w", codesTable, ErrNotFound)
+	}
+	return fmt.Errorf("storage: %s: %w", codesTable, fosite.ErrInvalidatedAuthorizeCode)
 }
 
 // Access tokens.
@@ -276,18 +292,43 @@ func (s *Store) DeleteRefreshTokenSession(ctx context.Context, signature string)
 
 // RevokeRefreshToken deactivates every refresh token of the request. They are
 // kept, inactive, so that a later use is recognised as reuse.
+//
+// Only active rows are touched: a row already inactive is neither rewritten
+// nor locked, so that revocations of one family racing with each other
+// (reuse detected by several requests at once) do not lock the family's
+// rows in different orders and deadlock on PostgreSQL.
 func (s *Store) RevokeRefreshToken(ctx context.Context, requestID string) error {
-	_, err := s.exec(ctx, `UPDATE oauth2_refresh_tokens SET active = FALSE WHERE request_id = ?`, requestID)
+	_, err := s.exec(ctx, `UPDATE oauth2_refresh_tokens SET active = FALSE WHERE request_id = ? AND active`, requestID)
 	return err
 }
 
-// RotateRefreshToken retires the request's refresh token and its access
-// tokens, as fosite v0.49 defines rotation: the old refresh token turns
-// inactive (a replay is then detected as reuse) and the access tokens
+// RotateRefreshToken retires the presented refresh token and the request's
+// access tokens, as fosite v0.49 defines rotation: the old refresh token
+// turns inactive (a replay is then detected as reuse) and the access tokens
 // issued with it stop working. fosite then stores the new pair under the
-// same request id.
+// same request id, in the same transaction.
+//
+// fosite checks that the token is active before this, outside the
+// transaction, so the check that decides is here: only the presented token,
+// and only while it is still active, is retired, and the row count says
+// whether this call did it. Of parallel refreshes with one token exactly one
+// rotates (PostgreSQL makes the others' UPDATE wait for the winner's
+// transaction, then finds the row inactive); the others get
+// fosite.ErrInactiveToken, also when the row is gone, and the refresh grant
+// (flows.RefreshTokenGrantHandler in handlers/flows) answers them as reuse.
 func (s *Store) RotateRefreshToken(ctx context.Context, requestID string, refreshSignature string) error {
 	return s.InTx(ctx, func(ctx context.Context) error {
+		res, err := s.execPrepared(ctx, `UPDATE oauth2_refresh_tokens SET active = FALSE WHERE signature = ? AND request_id = ? AND active`, refreshSignature, requestID)
+		if err != nil {
+			return err
+		}
+		if err := oneRow(res); errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("storage: refresh token rotation: not the request's active refresh token: %w", fosite.ErrInactiveToken)
+		} else if err != nil {
+			return err
+		}
+		// The family has one active refresh token at a time; any other is
+		// retired with it all the same.
 		if err := s.RevokeRefreshToken(ctx, requestID); err != nil {
 			return err
 		}

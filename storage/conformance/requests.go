@@ -67,6 +67,11 @@ func testAuthorizeCodes(t *testing.T, s Store) {
 	if err := s.InvalidateAuthorizeCodeSession(ctx, "nope"); !errors.Is(err, fosite.ErrNotFound) {
 		t.Fatalf("invalidate missing: %v", err)
 	}
+	// Only an active code is invalidated: a second redemption that got
+	// past fosite's read of the code loses here (RaceCodeInvalidation).
+	if err := s.InvalidateAuthorizeCodeSession(ctx, "code1"); !errors.Is(err, fosite.ErrInvalidatedAuthorizeCode) {
+		t.Fatalf("invalidate twice: %v, want ErrInvalidatedAuthorizeCode", err)
+	}
 }
 
 func testAccessTokens(t *testing.T, s Store) {
@@ -129,6 +134,15 @@ func testRefreshTokens(t *testing.T, s Store) {
 	}
 	if _, err := s.GetAccessTokenSession(ctx, "at1", session()); !errors.Is(err, fosite.ErrNotFound) {
 		t.Fatalf("access token after rotation: %v", err)
+	}
+	// Only the presented, still active token rotates: a second rotation
+	// with it, or one naming a token the request does not have, loses
+	// (RaceRefreshRotation).
+	if err := s.RotateRefreshToken(ctx, "r1", "rt1"); !errors.Is(err, fosite.ErrInactiveToken) {
+		t.Fatalf("rotate twice: %v, want ErrInactiveToken", err)
+	}
+	if err := s.RotateRefreshToken(ctx, "r1", "missing"); !errors.Is(err, fosite.ErrInactiveToken) {
+		t.Fatalf("rotate an unknown token: %v, want ErrInactiveToken", err)
 	}
 	// The successor is active until the family is revoked.
 	if err := s.CreateRefreshTokenSession(ctx, "rt2", "", req); err != nil {
