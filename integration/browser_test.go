@@ -78,7 +78,7 @@ type screenshots struct {
 func newScreenshots(t *testing.T) *screenshots {
 	dir := os.Getenv("DEPUTY_SCREENSHOT_DIR")
 	if dir == "" {
-		dir = t.ArtifactDir()
+		dir = artifactDir(t)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
