@@ -61,40 +61,40 @@ func (h *HMACStrategy) AuthorizeCodeSignature(ctx context.Context, token string)
 }
 
 func (h *HMACStrategy) GenerateAccessToken(ctx context.Context, r fosite.Requester) (string, string, error) {
-	token, sig, err := h.HMACSHAStrategyUnPrefixed.GenerateAccessToken(ctx, r)
-	return protocol.AccessTokenPrefix + token, sig, err
+	return prefixed(protocol.AccessTokenPrefix)(h.HMACSHAStrategyUnPrefixed.GenerateAccessToken(ctx, r))
 }
 
 func (h *HMACStrategy) ValidateAccessToken(ctx context.Context, r fosite.Requester, token string) error {
-	rest, ok := cutPrefix(token, protocol.AccessTokenPrefix)
-	if !ok {
-		return errorsx.WithStack(fosite.ErrInvalidTokenFormat)
-	}
-	return h.HMACSHAStrategyUnPrefixed.ValidateAccessToken(ctx, r, rest)
+	return validatePrefixed(ctx, r, token, protocol.AccessTokenPrefix, h.HMACSHAStrategyUnPrefixed.ValidateAccessToken)
 }
 
 func (h *HMACStrategy) GenerateRefreshToken(ctx context.Context, r fosite.Requester) (string, string, error) {
-	token, sig, err := h.HMACSHAStrategyUnPrefixed.GenerateRefreshToken(ctx, r)
-	return protocol.RefreshTokenPrefix + token, sig, err
+	return prefixed(protocol.RefreshTokenPrefix)(h.HMACSHAStrategyUnPrefixed.GenerateRefreshToken(ctx, r))
 }
 
 func (h *HMACStrategy) ValidateRefreshToken(ctx context.Context, r fosite.Requester, token string) error {
-	rest, ok := cutPrefix(token, protocol.RefreshTokenPrefix)
-	if !ok {
-		return errorsx.WithStack(fosite.ErrInvalidTokenFormat)
-	}
-	return h.HMACSHAStrategyUnPrefixed.ValidateRefreshToken(ctx, r, rest)
+	return validatePrefixed(ctx, r, token, protocol.RefreshTokenPrefix, h.HMACSHAStrategyUnPrefixed.ValidateRefreshToken)
 }
 
 func (h *HMACStrategy) GenerateAuthorizeCode(ctx context.Context, r fosite.Requester) (string, string, error) {
-	token, sig, err := h.HMACSHAStrategyUnPrefixed.GenerateAuthorizeCode(ctx, r)
-	return protocol.AuthorizeCodePrefix + token, sig, err
+	return prefixed(protocol.AuthorizeCodePrefix)(h.HMACSHAStrategyUnPrefixed.GenerateAuthorizeCode(ctx, r))
 }
 
 func (h *HMACStrategy) ValidateAuthorizeCode(ctx context.Context, r fosite.Requester, token string) error {
-	rest, ok := cutPrefix(token, protocol.AuthorizeCodePrefix)
+	return validatePrefixed(ctx, r, token, protocol.AuthorizeCodePrefix, h.HMACSHAStrategyUnPrefixed.ValidateAuthorizeCode)
+}
+
+// prefixed puts prefix in front of the token a fosite Generate… returned.
+func prefixed(prefix string) func(token, sig string, err error) (string, string, error) {
+	return func(token, sig string, err error) (string, string, error) { return prefix + token, sig, err }
+}
+
+// validatePrefixed refuses a token without prefix, and hands the rest to
+// fosite's Validate….
+func validatePrefixed(ctx context.Context, r fosite.Requester, token, prefix string, validate func(context.Context, fosite.Requester, string) error) error {
+	rest, ok := cutPrefix(token, prefix)
 	if !ok {
 		return errorsx.WithStack(fosite.ErrInvalidTokenFormat)
 	}
-	return h.HMACSHAStrategyUnPrefixed.ValidateAuthorizeCode(ctx, r, rest)
+	return validate(ctx, r, rest)
 }
