@@ -1,0 +1,93 @@
+package main
+
+// This file is everything the IdP in host.go does to add deputy (plugin
+// mode). Without it, and without the one call in main.go, the IdP is plain
+// fosite-example. The IdP keeps its provider, MemoryStore, ory_at_ tokens,
+// bcrypt clients, ServeMux, login and consent; deputy keeps its own tables.
+
+import (
+	"context"
+	"net/http"
+	"slices"
+
+	"github.com/ory/fosite"
+
+	"github.com/deputyauth/deputy/plugin"
+	"github.com/deputyauth/deputy/storage"
+)
+
+// addDeputy adds deputy to h before h composes its provider. st holds
+// deputy's own tables (storage.Open, then Migrate).
+func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []byte) (*plugin.Plugin, error) {
+	p, err := plugin.New(ctx, plugin.Config{
+		Store:        st,
+		Directory:    directory{h},
+		Sessions:     sessions{h},
+		SystemSecret: systemSecret,
+		Issuer:       h.issuer,
+		MountPath:    "/deputy", // where p.Handler() is mounted below
+		LoginURL:     "/login",
+		Agents:       true,
+		// Tokens of this IdP carry fosite-example's session.
+		NewSession: func() fosite.Session { return newSession("") },
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// deputy's apps come from deputy's tables, every other client from the
+	// MemoryStore; deputy's secrets are SHA-256, the IdP's stay bcrypt.
+	h.storage = p.WrapStorage(h.store)
+	h.config.ClientSecretsHasher = p.SecretsHasher(h.config.GetSecretsHasher(ctx))
+	// The IdP's handlers leave deputy's owned apps to deputy's, which come
+	// last so that they see what the IdP's granted.
+	h.factories = append(p.HostClientsOnly(h.factories...), p.Factories()...)
+	// What a user ticks on the consent screen, capped at what they hold.
+	h.onAuthorize = func(ctx context.Context, ar fosite.AuthorizeRequester, user string, ticked []string) error {
+		return p.GrantScopes(ctx, ar, user, "", ticked)
+	}
+	// Client-authentication limits and RFC 6749's one-value-per-parameter.
+	h.wrapToken = p.TokenEndpointGuard
+
+	// The apps API, the consent pages and API, JWKS, and deputy's metadata.
+	h.mux.Handle("/deputy/", http.StripPrefix("/deputy", p.Handler()))
+
+	// A sample API that deputy's tokens and agent tokens may call.
+	mw := p.Middleware(func(*http.Request) string { return "acme" })
+	projects := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _ := plugin.IdentityFrom(r.Context())
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte(r.Method + " projects as " + id.Subject))
+	})
+	h.mux.Handle("GET /api/projects", mw.RequireScopes("projects:read")(projects))
+	h.mux.Handle("POST /api/projects", mw.RequireScopes("projects:write")(projects))
+	return p, nil
+}
+
+// directory answers deputy's question from the IdP's users.
+type directory struct{ h *host }
+
+func (d directory) UserScopes(_ context.Context, name, org string) ([]string, error) {
+	d.h.mu.Lock()
+	defer d.h.mu.Unlock()
+	u := d.h.users[name]
+	switch {
+	case u == nil:
+		return nil, plugin.ErrUserNotFound
+	case u.disabled:
+		return nil, plugin.ErrUserDisabled
+	case org != "" && org != u.org:
+		return nil, nil
+	}
+	return slices.Clone(u.scopes), nil
+}
+
+// sessions is the IdP's login cookie, for deputy's pages.
+type sessions struct{ h *host }
+
+func (s sessions) Authenticate(r *http.Request) (string, error) {
+	if name := s.h.currentUser(r); name != "" {
+		return name, nil
+	}
+	return "", plugin.ErrNoSession
+}

@@ -1,0 +1,433 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/deputyauth/deputy/plugin"
+	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/storagetest"
+)
+
+var testSecret = []byte("test-only-system-secret-0123456789abcdef")
+
+// idp is the example IdP running on a loopback server, with deputy added
+// (withDeputy) or not.
+type idp struct {
+	t   *testing.T
+	h   *host
+	p   *plugin.Plugin
+	srv *httptest.Server
+	url string
+}
+
+func startIdP(t *testing.T, st *storage.Store) *idp {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	h := newHost(base, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e := &idp{t: t, h: h, url: base}
+	if st != nil {
+		p, err := addDeputy(context.Background(), h, st, testSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		e.p = p
+	}
+	h.compose()
+	e.srv = httptest.NewUnstartedServer(h.mux)
+	e.srv.Listener.Close()
+	e.srv.Listener = ln
+	e.srv.Start()
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// browser is a signed-in user of the IdP.
+type browser struct {
+	e    *idp
+	name string
+	c    *http.Client
+}
+
+func (e *idp) signIn(name, password string) *browser {
+	e.t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.PostForm(e.url+"/login", url.Values{"username": {name}, "password": {password}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		e.t.Fatalf("login %s: %d", name, resp.StatusCode)
+	}
+	return &browser{e: e, name: name, c: c}
+}
+
+// json calls deputy's JSON API as the browser, from the IdP's own origin.
+func (b *browser) json(method, path string, in, out any) int {
+	b.e.t.Helper()
+	var body io.Reader
+	if in != nil {
+		raw, _ := json.Marshal(in)
+		body = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequest(method, b.e.url+path, body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", b.e.url)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			b.e.t.Fatalf("%s %s: %v in %s", method, path, err, raw)
+		}
+	}
+	if resp.StatusCode >= 300 {
+		b.e.t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	return resp.StatusCode
+}
+
+// authorize runs the code flow for host-web as the browser, ticking only
+// ticked on the consent screen, and returns the token.
+func (b *browser) authorize(requested, ticked []string) *oauth2.Token {
+	b.e.t.Helper()
+	conf := b.e.webClient()
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL("state-123456789", oauth2.S256ChallengeOption(verifier))
+	u, _ := url.Parse(authURL)
+	q := u.Query()
+	q.Set("scope", strings.Join(requested, " "))
+	u.RawQuery = q.Encode()
+	resp, err := b.c.Get(u.String())
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.e.t.Fatalf("consent page: %d", resp.StatusCode)
+	}
+	resp, err = b.c.PostForm(u.String(), url.Values{"grant_scope": ticked})
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("code") == "" {
+		b.e.t.Fatalf("authorize: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	tok, err := conf.Exchange(context.Background(), loc.Query().Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	return tok
+}
+
+func (e *idp) webClient() *oauth2.Config {
+	return &oauth2.Config{
+		ClientID: "host-web", ClientSecret: "host-web-secret",
+		Endpoint:    oauth2.Endpoint{AuthURL: e.url + "/oauth2/auth", TokenURL: e.url + "/oauth2/token", AuthStyle: oauth2.AuthStyleInHeader},
+		RedirectURL: "http://localhost:3846/callback",
+	}
+}
+
+func (e *idp) ccToken(id, secret string, scopes ...string) (*oauth2.Token, error) {
+	c := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: e.url + "/oauth2/token", Scopes: scopes, AuthStyle: oauth2.AuthStyleInHeader}
+	return c.Token(context.Background())
+}
+
+// introspection is the RFC 7662 answer of the IdP's own endpoint, asked by
+// its own client host-cc.
+type introspection struct {
+	Active   bool   `json:"active"`
+	Scope    string `json:"scope"`
+	Sub      string `json:"sub"`
+	ClientID string `json:"client_id"`
+}
+
+func (e *idp) introspect(token string) introspection {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.url+"/oauth2/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("host-cc", "host-cc-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out introspection
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// api calls the sample API with token and returns the status and body.
+func (e *idp) api(method, token string) (int, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.url+"/api/projects", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
+func prefix(tok string) string {
+	if i := strings.LastIndexByte(tok, '_'); i > 0 {
+		return tok[:i+1]
+	}
+	return ""
+}
+
+// TestHostFlowsUnchanged: with deputy added, the IdP's own clients, code
+// flow, refresh and introspection answer as they did without it, with the
+// same token format.
+func TestHostFlowsUnchanged(t *testing.T) {
+	t.Parallel()
+	plain := startIdP(t, nil)
+	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
+		with := startIdP(t, st)
+		for _, e := range []*idp{plain, with} {
+			cc, err := e.ccToken("host-cc", "host-cc-secret", "projects:write", "reports:read")
+			if err != nil {
+				t.Fatalf("host cc: %v", err)
+			}
+			if got := e.introspect(cc.AccessToken); !got.Active || got.Scope != "projects:write reports:read" || got.ClientID != "host-cc" {
+				t.Errorf("host cc token introspects %+v", got)
+			}
+			if _, err := e.ccToken("host-cc", "wrong", "projects:read"); err == nil {
+				t.Errorf("host cc with a wrong secret got a token")
+			}
+			tok := e.signIn("alice", "alice-password").authorize([]string{"projects:read", "offline"}, []string{"projects:read", "offline"})
+			if got := e.introspect(tok.AccessToken); !got.Active || got.Sub != "alice" || got.Scope != "projects:read offline" {
+				t.Errorf("code-flow token introspects %+v", got)
+			}
+			refreshed, err := e.webClient().TokenSource(context.Background(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+			if err != nil || refreshed.AccessToken == tok.AccessToken {
+				t.Fatalf("refresh: %v", err)
+			}
+		}
+		a, _ := plain.ccToken("host-cc", "host-cc-secret")
+		b, _ := with.ccToken("host-cc", "host-cc-secret")
+		if prefix(a.AccessToken) != "ory_at_" || prefix(b.AccessToken) != "ory_at_" || len(a.AccessToken) != len(b.AccessToken) {
+			t.Errorf("token formats differ: %q and %q", a.AccessToken, b.AccessToken)
+		}
+	})
+}
+
+// TestOwnedAppInHost: bob's owned app acts as bob, capped at what bob
+// holds although the IdP's token endpoint grants every requested scope;
+// removing its secret, disabling bob or deleting the app makes its tokens
+// inactive at the IdP's introspection and 401 at deputy's middleware.
+func TestOwnedAppInHost(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
+		e := startIdP(t, st)
+		bob := e.signIn("bob", "bob-password")
+		var app plugin.App
+		if c := bob.json(http.MethodPost, "/deputy/api/apps", map[string]any{
+			"name": "bob's exporter", "grantTypes": []string{"client_credentials"},
+			"scopes": []string{"projects:read", "projects:write"},
+		}, &app); c != http.StatusCreated {
+			t.Fatalf("create app: %d", c)
+		}
+		newSecret := func() plugin.Secret {
+			var s plugin.Secret
+			if c := bob.json(http.MethodPost, "/deputy/api/apps/"+app.ID+"/secrets", nil, &s); c != http.StatusCreated {
+				t.Fatalf("create secret: %d", c)
+			}
+			return s
+		}
+		s1 := newSecret()
+
+		// The escalation: the IdP grants projects:write, which bob lacks.
+		tok, err := e.ccToken(app.ID, s1.Secret, "projects:read", "projects:write")
+		if err != nil {
+			t.Fatalf("owned app token: %v", err)
+		}
+		if got := tok.Extra("scope"); got != "projects:read" {
+			t.Errorf("token scope %q, want projects:read (capped at bob's)", got)
+		}
+		if got := e.introspect(tok.AccessToken); !got.Active || got.Sub != "bob" || got.Scope != "projects:read" {
+			t.Errorf("owned app token introspects %+v, want bob with projects:read", got)
+		}
+		if c, _ := e.api(http.MethodGet, tok.AccessToken); c != http.StatusOK {
+			t.Errorf("GET with the app's token: %d", c)
+		}
+		if c, _ := e.api(http.MethodPost, tok.AccessToken); c != http.StatusForbidden {
+			t.Errorf("POST with the app's token: %d, want 403", c)
+		}
+
+		dead := func(what, token string) {
+			t.Helper()
+			if got := e.introspect(token); got.Active {
+				t.Errorf("%s: token still active: %+v", what, got)
+			}
+			if c, _ := e.api(http.MethodGet, token); c != http.StatusUnauthorized {
+				t.Errorf("%s: middleware answered %d, want 401", what, c)
+			}
+		}
+		// A removed secret: its tokens die, the other secret's live on.
+		s2 := newSecret()
+		tok2, err := e.ccToken(app.ID, s2.Secret, "projects:read")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := bob.json(http.MethodDelete, "/deputy/api/apps/"+app.ID+"/secrets/"+s1.ID, nil, nil); c != http.StatusNoContent {
+			t.Fatalf("delete secret: %d", c)
+		}
+		dead("deleted secret", tok.AccessToken)
+		if _, err := e.ccToken(app.ID, s1.Secret, "projects:read"); err == nil {
+			t.Errorf("the deleted secret still authenticates")
+		}
+		if got := e.introspect(tok2.AccessToken); !got.Active {
+			t.Errorf("the remaining secret's token died with the other secret")
+		}
+		// A disabled owner.
+		e.h.mu.Lock()
+		e.h.users["bob"].disabled = true
+		e.h.mu.Unlock()
+		dead("disabled owner", tok2.AccessToken)
+		if _, err := e.ccToken(app.ID, s2.Secret, "projects:read"); err == nil {
+			t.Errorf("a disabled owner's app got a token")
+		}
+		e.h.mu.Lock()
+		e.h.users["bob"].disabled = false
+		e.h.mu.Unlock()
+		if got := e.introspect(tok2.AccessToken); !got.Active {
+			t.Fatalf("re-enabled owner: token inactive")
+		}
+		// A deleted app.
+		if c := bob.json(http.MethodDelete, "/deputy/api/apps/"+app.ID, nil, nil); c != http.StatusNoContent {
+			t.Fatalf("delete app: %d", c)
+		}
+		dead("deleted app", tok2.AccessToken)
+	})
+}
+
+// TestAgentTokenFromHostToken: an agent platform exchanges a user token the
+// IdP issued (ory_at_) for an agent token, read-only until the user
+// approves a write through deputy's consent with the IdP's login.
+func TestAgentTokenFromHostToken(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
+		e := startIdP(t, st)
+		platID, platSecret, err := e.p.CreateAgentPlatform(context.Background(), plugin.AgentPlatform{
+			Name: "Example agents", Scopes: []string{"projects:read", "projects:write", "reports:read"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alice := e.signIn("alice", "alice-password")
+		user := alice.authorize([]string{"projects:read", "projects:write", "reports:read"}, []string{"projects:read", "projects:write", "reports:read"})
+		if prefix(user.AccessToken) != "ory_at_" {
+			t.Fatalf("user token %q is not the IdP's", user.AccessToken)
+		}
+		mint := func() (string, string) {
+			t.Helper()
+			form := url.Values{
+				"grant_type":         {plugin.GrantTypeAgentToken},
+				"subject_token":      {user.AccessToken},
+				"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+				"agent_session_id":   {"chat-42"},
+				"organization":       {"acme"},
+			}
+			req, _ := http.NewRequest(http.MethodPost, e.url+"/oauth2/token", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(platID, platSecret)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var out struct {
+				AccessToken string `json:"access_token"`
+				Scope       string `json:"scope"`
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &out) != nil {
+				t.Fatalf("agent grant: %d %s", resp.StatusCode, raw)
+			}
+			return out.AccessToken, out.Scope
+		}
+		agent, scopes := mint()
+		if !strings.HasPrefix(agent, "dpy_agt_") || scopes != "projects:read reports:read" {
+			t.Fatalf("agent token %.12s… with %q, want read-only", agent, scopes)
+		}
+		if c, _ := e.api(http.MethodGet, agent); c != http.StatusOK {
+			t.Errorf("GET with the agent token: %d", c)
+		}
+		c, body := e.api(http.MethodPost, agent)
+		if c != http.StatusForbidden || !strings.Contains(body, "approval_url") {
+			t.Fatalf("POST with a read-only agent token: %d %s", c, body)
+		}
+		var denied struct {
+			ApprovalURL string `json:"approval_url"`
+		}
+		_ = json.Unmarshal([]byte(body), &denied)
+		if !strings.HasPrefix(denied.ApprovalURL, e.url+"/deputy/") {
+			t.Errorf("approval URL %q is not under the IdP's mount point", denied.ApprovalURL)
+		}
+		// alice approves with the IdP's own login cookie.
+		if c := alice.json(http.MethodPost, "/deputy/agent/approve", map[string]any{
+			"organization": "acme", "client": platID, "sessionId": "chat-42",
+			"scopes": []string{"projects:write"}, "decision": "approve",
+		}, nil); c != http.StatusOK {
+			t.Fatalf("approve: %d", c)
+		}
+		agent, scopes = mint()
+		if !slices.Contains(scope.Split(scopes), "projects:write") {
+			t.Fatalf("after approval the agent token has %q", scopes)
+		}
+		if c, _ := e.api(http.MethodPost, agent); c != http.StatusOK {
+			t.Errorf("POST after approval: %d", c)
+		}
+	})
+}
+
+// TestConsentTickedScopesNarrow: the IdP's consent screen decides; deputy
+// then caps at what the user holds today.
+func TestConsentTickedScopesNarrow(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
+		e := startIdP(t, st)
+		all := []string{"projects:read", "projects:write", "reports:read"}
+		tok := e.signIn("alice", "alice-password").authorize(all, []string{"projects:read"})
+		if got := tok.Extra("scope"); got != "projects:read" {
+			t.Errorf("alice ticked projects:read, got %q", got)
+		}
+		tok = e.signIn("bob", "bob-password").authorize(all, all)
+		if got := tok.Extra("scope"); got != "projects:read" {
+			t.Errorf("bob ticked everything but holds projects:read; got %q", got)
+		}
+	})
+}
