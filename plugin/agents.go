@@ -6,38 +6,20 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/gorilla/mux"
-	"github.com/ory/fosite"
-
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/handlers/agenttoken"
-	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/handlers/resource"
+	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
 )
 
-// ApprovePath is where the consent routes serve the approval page and API.
-const ApprovePath = "/agent/approve"
-
-// Agents is the agent half of deputy, composed into a Plugin by
-// EnableAgents: the signing keys every replica shares, the minter behind the
-// agent-token grant (also callable from Go for first-party agents), and the
-// consent routes that turn a user's approval into a grant.
-type Agents struct {
-	Keys    *agenttoken.Keyring
-	Minter  *agenttoken.Minter
-	Consent *consent.Handler
-
-	p *Plugin
-}
-
-// EnableAgents adds agent capability tokens and consent to p: it loads (or
-// creates) the signing keys from the store, composes the agent-token grant,
-// lists it in the metadata, and mounts JWKSPath and the consent routes with
-// the plugin's others. It uses Config's AgentTokenAlgorithm,
-// AgentTokenLifespan, GrantLifespan and LoginURL. Call it once, before
-// Provider and Register.
-func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
+// enableAgents builds agent capability tokens and consent: the signing keys
+// every replica shares, the minter behind the agent-token grant (also
+// callable from Go for first-party agents), and the consent handler that
+// turns a user's approval into a grant.
+func (p *Plugin) enableAgents(ctx context.Context) error {
 	cfg := p.cfg
 	keys, err := agenttoken.NewKeyring(ctx, agenttoken.KeyringConfig{
 		Store:        cfg.Store,
@@ -46,9 +28,10 @@ func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 		Logger:       cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("deputy: signing keys: %w", err)
+		return fmt.Errorf("deputy: signing keys: %w", err)
 	}
-	minter := &agenttoken.Minter{
+	p.keys = keys
+	p.minter = &agenttoken.Minter{
 		Keys:      keys,
 		Store:     cfg.Store,
 		Directory: cfg.Directory,
@@ -57,7 +40,7 @@ func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 		Lifespan:  cfg.AgentTokenLifespan,
 		Logger:    cfg.Logger,
 	}
-	approvals, err := consent.New(consent.Config{
+	p.consent, err = consent.New(consent.Config{
 		Store:         cfg.Store,
 		Directory:     cfg.Directory,
 		Sessions:      cfg.Sessions,
@@ -65,44 +48,107 @@ func (p *Plugin) EnableAgents(ctx context.Context) (*Agents, error) {
 		GrantLifespan: cfg.GrantLifespan,
 		LoginURL:      cfg.LoginURL,
 		UserName:      cfg.UserName,
+		PathPrefix:    cfg.MountPath,
 		Logger:        cfg.Logger,
 	})
-	if err != nil {
-		return nil, err
-	}
-	newSession := func() fosite.Session { return flows.NewSession("", "") }
-	if err := p.AddFactories(flows.AgentTokenGrantFactory(minter, newSession)); err != nil {
-		return nil, err
-	}
-	p.AddGrantTypes(GrantTypeAgentToken)
-	jwks := agenttoken.NewJWKSHandler(keys)
-	p.AddRoutes(
-		func(r *mux.Router) { r.Handle(JWKSPath, jwks).Methods(http.MethodGet, http.MethodHead) },
-		func(r *mux.Router) { r.PathPrefix("/agent/").Handler(approvals) },
-	)
-	return &Agents{Keys: keys, Minter: minter, Consent: approvals, p: p}, nil
+	return err
 }
 
-// ApprovalURL is the page where the user approves missing scopes for an
-// agent session of the agent platform client: what a 403
-// insufficient_scope points the agent to. The approval it leads to is
-// bound to (organization, user, client, session).
-func (a *Agents) ApprovalURL(org, client, session string, missing []string) string {
+// Keys returns the agent-token signing keys; nil without Config.Agents.
+func (p *Plugin) Keys() *agenttoken.Keyring { return p.keys }
+
+// Minter mints agent tokens from Go, for first-party agents; nil without
+// Config.Agents.
+func (p *Plugin) Minter() *agenttoken.Minter { return p.minter }
+
+// ApprovalURL is the page where the user approves missing scopes for one
+// agent session of one agent platform: what a 403 insufficient_scope points
+// the agent to.
+func (p *Plugin) ApprovalURL(org, client, session string, missing []string) string {
 	q := url.Values{"organization": {org}, "client": {client}, "session": {session}, "scope": {scope.Join(missing)}}
-	return a.p.cfg.Issuer + ApprovePath + "?" + q.Encode()
+	return p.cfg.Issuer + p.cfg.MountPath + ApprovePath + "?" + q.Encode()
 }
+
+// Identity is who a token verified by the middleware speaks for.
+type Identity = resource.Identity
+
+// IdentityFrom returns the identity the middleware verified for a request.
+func IdentityFrom(ctx context.Context) (*Identity, bool) { return resource.IdentityFrom(ctx) }
 
 // Middleware returns the resource-server middleware for this IdP's tokens:
-// agent tokens verified against the shared keys, opaque access tokens looked
-// up with the owner re-check, 403s pointing at ApprovalURL. org names the
-// organization a request is for (a path variable, a header); a token for
-// another organization is refused.
-func (a *Agents) Middleware(org func(*http.Request) string) *resource.Middleware {
-	return &resource.Middleware{
-		Agent:       &agenttoken.AgentVerifier{Keys: a.Keys, Issuer: a.p.cfg.Issuer},
-		Opaque:      a.p.verifier,
-		Org:         org,
-		ApprovalURL: a.ApprovalURL,
-		Logger:      a.p.cfg.Logger,
+// agent tokens (with Config.Agents) verified against the shared keys;
+// stored access tokens, of deputy (kit mode) or of the host (plugin mode),
+// looked up with the app and user re-checks; 403s pointing at ApprovalURL.
+// org names the organization a request is for (a path variable, a header);
+// a token for another organization is refused.
+func (p *Plugin) Middleware(org func(*http.Request) string) *resource.Middleware {
+	m := &resource.Middleware{
+		Opaque: p.AccessTokenVerifier(),
+		Org:    org,
+		Logger: p.cfg.Logger,
 	}
+	if p.keys != nil {
+		m.Agent = &agenttoken.AgentVerifier{Keys: p.keys, Issuer: p.cfg.Issuer}
+		m.ApprovalURL = p.ApprovalURL
+	}
+	return m
+}
+
+// AgentPlatform describes an agent platform: a confidential client allowed
+// the agent-token grant, acting for whichever user's token it presents.
+type AgentPlatform struct {
+	// Name is shown on the approval page ("… asks to write …").
+	Name string
+	// Scopes the platform may ever put in an agent token.
+	Scopes []string
+	// Audience the platform may request; empty for none.
+	Audience []string
+}
+
+// CreateAgentPlatform registers an agent platform (an administrator's act:
+// the apps API never grants the agent-token grant) and returns its client
+// id and its first secret, which exists nowhere else from then on.
+func (p *Plugin) CreateAgentPlatform(ctx context.Context, ap AgentPlatform) (clientID, secret string, err error) {
+	if ap.Name == "" || len(ap.Name) > MaxAppNameLength {
+		return "", "", fmt.Errorf("deputy: agent platform name: 1 to %d characters", MaxAppNameLength)
+	}
+	for _, s := range ap.Scopes {
+		if !protocol.ValidScopeToken(s) {
+			return "", "", fmt.Errorf("deputy: agent platform scope %q is not a valid scope", s)
+		}
+	}
+	c := &storage.Client{
+		ID:                      storage.NewID(appIDBytes),
+		Name:                    ap.Name,
+		GrantTypes:              []string{GrantTypeAgentToken},
+		ResponseTypes:           []string{},
+		Scopes:                  scope.Normalize(ap.Scopes),
+		Audience:                ap.Audience,
+		TokenEndpointAuthMethod: TokenAuthBasic,
+	}
+	secret, err = p.createWithSecret(ctx, c)
+	if err != nil {
+		return "", "", err
+	}
+	return c.ID, secret, nil
+}
+
+// createWithSecret stores c and its first secret in one transaction.
+func (p *Plugin) createWithSecret(ctx context.Context, c *storage.Client) (string, error) {
+	secret, hash, prefix, err := clientsecret.NewClientSecret()
+	if err != nil {
+		return "", err
+	}
+	st := p.cfg.Store
+	err = st.InTx(ctx, func(ctx context.Context) error {
+		if err := st.CreateClient(ctx, c); err != nil {
+			return err
+		}
+		_, err := st.CreateClientSecret(ctx, c.ID, hash, prefix)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return secret, nil
 }

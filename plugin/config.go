@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ory/fosite"
+
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/ratelimit"
@@ -33,7 +35,9 @@ var (
 // Config is everything the host tells deputy. Store, Directory, Sessions and
 // SystemSecret are required; every other field has a default that works.
 type Config struct {
-	// Store is deputy's database, opened and migrated by the host.
+	// Store is deputy's database, opened and migrated by the host: deputy's
+	// own tables (apps, secrets, grants, signing keys, audit), and in kit
+	// mode the fosite storage too.
 	Store *storage.Store
 	// Directory answers which scopes a user holds today.
 	Directory Directory
@@ -52,6 +56,26 @@ type Config struct {
 	// Issuer is the IdP's public base URL, e.g. https://idp.example.com.
 	// Default: http://127.0.0.1:8080.
 	Issuer string
+	// MountPath is where the host mounts Handler, below the Issuer, e.g.
+	// "/deputy" with http.StripPrefix("/deputy", p.Handler()). deputy
+	// builds its own links (approval URL, JWKS URI, pages) with it.
+	// Default: "" (the root).
+	MountPath string
+
+	// Agents enables agent capability tokens and consent: the signing keys
+	// (loaded or created by New), the agent-token grant, JWKS and the
+	// approval pages and API in Handler. Default: off.
+	Agents bool
+
+	// NewSession returns an empty fosite session of the host's type, into
+	// which deputy decodes the stored sessions of the host's tokens (the
+	// agent grant's subject token, the middleware's lookups). Default
+	// (kit mode): deputy's own flows.Session.
+	NewSession func() fosite.Session
+	// SessionIdentity maps a host session to the user it acts for and the
+	// organization it is bound to ("" for none). Default: GetSubject(), and
+	// GetOrganization() where the session type has one.
+	SessionIdentity func(fosite.Session) (userID, org string)
 
 	// Scopes is the scope catalog shown on consent pages. Scopes not in it
 	// are read-only iff they end in ":read".

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/gorilla/mux"
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/handlers/flows"
@@ -16,15 +15,19 @@ import (
 // maxBody caps every request body deputy reads.
 const maxBody = 64 << 10
 
-// registerOAuth2 mounts the endpoints that authenticate clients behind the
-// client-authentication failure limiter (Config.ClientAuthLimit), and marks
-// their answers, which carry tokens, uncacheable.
-func (p *Plugin) registerOAuth2(r *mux.Router) {
-	guard := func(h http.HandlerFunc) http.Handler { return secheaders.NoStore(p.limiter.Middleware(h)) }
-	r.Handle(TokenPath, guard(p.token)).Methods(http.MethodPost)
-	r.Handle(IntrospectionPath, guard(p.introspect)).Methods(http.MethodPost)
-	r.Handle(RevocationPath, guard(p.revoke)).Methods(http.MethodPost)
-	r.HandleFunc(MetadataPath, p.metadata).Methods(http.MethodGet, http.MethodHead)
+// OAuth2Handler serves kit mode's endpoints with deputy's own provider
+// (Provider): token, introspection and revocation behind TokenEndpointGuard,
+// and the RFC 8414 metadata. Mount it at the Issuer's root: its paths are
+// TokenPath, IntrospectionPath, RevocationPath and MetadataPath. The
+// authorization endpoint is the host's (see Authorize).
+func (p *Plugin) OAuth2Handler() http.Handler {
+	p.Provider()
+	mux := http.NewServeMux()
+	mux.Handle("POST "+TokenPath, p.TokenEndpointGuard(http.HandlerFunc(p.token)))
+	mux.Handle("POST "+IntrospectionPath, p.TokenEndpointGuard(http.HandlerFunc(p.introspect)))
+	mux.Handle("POST "+RevocationPath, p.TokenEndpointGuard(http.HandlerFunc(p.revoke)))
+	mux.HandleFunc("GET "+MetadataPath, p.metadata)
+	return mux
 }
 
 // retryAfterUnavailable is the Retry-After, in seconds, of a 503 answered
@@ -175,7 +178,7 @@ type Metadata struct {
 	TokenEndpoint                              string   `json:"token_endpoint"`
 	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
 	RevocationEndpoint                         string   `json:"revocation_endpoint"`
-	JWKSURI                                    string   `json:"jwks_uri"`
+	JWKSURI                                    string   `json:"jwks_uri,omitempty"`
 	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
 	ResponseTypesSupported                     []string `json:"response_types_supported"`
 	GrantTypesSupported                        []string `json:"grant_types_supported"`
@@ -189,9 +192,7 @@ type Metadata struct {
 // Metadata returns the document served at MetadataPath.
 func (p *Plugin) Metadata() Metadata {
 	iss := p.cfg.Issuer
-	p.mu.Lock()
-	grants := append([]string(nil), p.grantTypes...)
-	p.mu.Unlock()
+	grants := p.grantTypes()
 	var scopes []string
 	for _, e := range p.catalog.Entries() {
 		scopes = append(scopes, e.Name)
@@ -202,7 +203,7 @@ func (p *Plugin) Metadata() Metadata {
 		TokenEndpoint:                     iss + TokenPath,
 		IntrospectionEndpoint:             iss + IntrospectionPath,
 		RevocationEndpoint:                iss + RevocationPath,
-		JWKSURI:                           iss + JWKSPath,
+		JWKSURI:                           p.jwksURI(),
 		ScopesSupported:                   scopes,
 		ResponseTypesSupported:            []string{"code"},
 		GrantTypesSupported:               grants,
@@ -223,38 +224,28 @@ func (p *Plugin) metadata(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Authorize completes an authorization request (GET/POST /oauth2/auth) for
-// userID, whom the host has logged in and who has consented to the client's
-// requested scopes in org. The scopes granted are those requested that the
-// client may have and the user holds today; a user who can no longer act is
-// answered access_denied. Errors go back to the client as fosite writes them.
-func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, userID, org string) {
+// jwksURI is where Handler publishes the agent-token keys; "" without
+// Config.Agents.
+func (p *Plugin) jwksURI() string {
+	if p.keys == nil {
+		return ""
+	}
+	return p.cfg.Issuer + p.cfg.MountPath + JWKSPath
+}
+
+// Authorize completes an authorization request the host has parsed with
+// Provider().NewAuthorizeRequest (kit mode), for userID, whom the host has
+// logged in and who has consented to consented in org (nil: every scope
+// requested). The scopes granted are those consented, requested, allowed
+// to the client and held by the user today (GrantScopes); a user who can no
+// longer act is answered access_denied. Errors go back to the client as
+// fosite writes them.
+func (p *Plugin) Authorize(w http.ResponseWriter, r *http.Request, ar fosite.AuthorizeRequester, userID, org string, consented []string) {
 	ctx := r.Context()
 	provider := p.Provider()
-	ar, err := provider.NewAuthorizeRequest(ctx, r)
-	if errors.Is(err, storage.ErrUnavailable) {
-		err = fosite.ErrTemporarilyUnavailable.WithWrap(err)
-	}
-	if err != nil {
-		p.logOAuthError(r, "authorize endpoint", err)
+	if err := p.GrantScopes(ctx, ar, userID, org, consented); err != nil {
 		provider.WriteAuthorizeError(ctx, w, ar, err)
 		return
-	}
-	granted, err := flows.EffectiveScopes(ctx, p.cfg.Directory, ar.GetClient(), userID, org, ar.GetRequestedScopes())
-	if err != nil {
-		if !errors.Is(err, ErrUserNotFound) && !errors.Is(err, ErrUserDisabled) {
-			p.cfg.Logger.ErrorContext(ctx, "deputy: authorize endpoint", "err", err)
-			provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrServerError)
-			return
-		}
-		provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrAccessDenied.WithHint("The user can no longer act."))
-		return
-	}
-	for _, s := range granted {
-		ar.GrantScope(s)
-	}
-	for _, a := range ar.GetRequestedAudience() {
-		ar.GrantAudience(a)
 	}
 	resp, err := provider.NewAuthorizeResponse(ctx, ar, flows.NewSession(userID, org))
 	if errors.Is(err, storage.ErrUnavailable) {

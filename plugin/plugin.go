@@ -9,20 +9,26 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/handler/oauth2"
 
+	"github.com/deputyauth/deputy/consent"
+	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/scope"
 )
 
-// Endpoint paths deputy mounts, relative to the Issuer.
+// Endpoint paths deputy serves. The OAuth2 paths are kit mode's
+// (OAuth2Handler), relative to the Issuer; the others are relative to where
+// the host mounts Handler (Config.MountPath).
 const (
 	AuthorizePath     = "/oauth2/auth" // served by the host, see Plugin.Authorize
 	TokenPath         = "/oauth2/token"
@@ -30,6 +36,7 @@ const (
 	RevocationPath    = "/oauth2/revoke"
 	MetadataPath      = "/.well-known/oauth-authorization-server"
 	JWKSPath          = "/.well-known/jwks.json"
+	ApprovePath       = "/agent/approve"
 )
 
 // Grant types deputy speaks.
@@ -43,33 +50,54 @@ const (
 // MinSystemSecretLength is the shortest SystemSecret New accepts.
 const MinSystemSecretLength = 32
 
-// Plugin is deputy configured for one IdP. Build it with New, compose its
-// fosite provider once with Provider, and mount its routes with Register.
+// Plugin is deputy configured for one IdP, built once by New.
+//
+// In plugin mode the host keeps its provider: it wraps its storage with
+// WrapStorage, its hasher with SecretsHasher, its factories with
+// HostClientsOnly, adds Factories to its compose.Compose, narrows its
+// authorizations with GrantScopes, puts its token endpoint behind
+// TokenEndpointGuard, and mounts Handler. In kit mode deputy's store is
+// also the fosite storage: Provider composes deputy's own provider and
+// OAuth2Handler serves its endpoints.
 type Plugin struct {
 	cfg      Config
 	catalog  *scope.Catalog
 	fosite   *fosite.Config
-	strategy *compose.CommonStrategy
 	hmac     *flows.HMACStrategy
 	usage    *clientsecret.SecretUsage
-	verifier *flows.OpaqueVerifier
+	hasher   *clientsecret.SHA256Hasher
 	limiter  *ratelimit.ClientAuthLimiter
+	sessions flows.SessionCodec
 
-	mu         sync.Mutex
-	composed   bool
-	provider   fosite.OAuth2Provider
-	factories  []compose.Factory
-	registrars []func(r *mux.Router)
-	grantTypes []string
+	// Agent tokens and consent, when Config.Agents is set.
+	keys    *agenttoken.Keyring
+	minter  *agenttoken.Minter
+	consent *consent.Handler
+
+	// bound is what the provider deputy's factories were composed into
+	// uses to store and sign tokens: deputy's own in kit mode, the host's
+	// in plugin mode. The resource middleware verifies tokens with it.
+	bound atomic.Pointer[binding]
+
+	kitOnce  sync.Once
+	provider fosite.OAuth2Provider
 }
 
-// New validates cfg, fills in its defaults, and builds deputy's fosite
-// configuration. Close the plugin when done with it.
-func New(cfg Config) (*Plugin, error) {
+// binding is a composed provider's token strategy and storage.
+type binding struct {
+	verifier *flows.OpaqueVerifier
+}
+
+// New validates cfg, fills in its defaults, and builds deputy: its fosite
+// configuration, and with Config.Agents the signing keys (read from, or
+// created in, the store), the minter and the consent handler. Close the
+// plugin when done with it.
+func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
 	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...)}
+	p.sessions = flows.SessionCodec{New: cfg.NewSession, Identity: cfg.SessionIdentity}
 
 	// The token HMAC key is derived, not SystemSecret itself, so that the
 	// same secret can key other things (signing-key encryption) without
@@ -80,12 +108,13 @@ func New(cfg Config) (*Plugin, error) {
 	}
 	p.limiter = ratelimit.NewClientAuthLimiter(cfg.ClientAuthLimit)
 	p.usage = clientsecret.NewSecretUsage(cfg.Store, clientsecret.DefaultSecretUsageInterval, cfg.Logger)
+	p.hasher = &clientsecret.SHA256Hasher{OnMatch: p.usage.Used}
 	p.fosite = &fosite.Config{
 		AccessTokenLifespan:   cfg.AccessTokenLifespan,
 		RefreshTokenLifespan:  cfg.RefreshTokenLifespan,
 		AuthorizeCodeLifespan: cfg.AuthorizeCodeLifespan,
 		GlobalSecret:          hmacKey,
-		ClientSecretsHasher:   &clientsecret.SHA256Hasher{OnMatch: p.usage.Used},
+		ClientSecretsHasher:   p.hasher,
 		// deputy's scopes ("docs:read") are names, not fosite's dotted
 		// hierarchy: "docs" must not grant "docs.anything".
 		ScopeStrategy:                  fosite.ExactScopeStrategy,
@@ -100,24 +129,13 @@ func New(cfg Config) (*Plugin, error) {
 		TokenEntropy:                   32,
 	}
 	p.hmac = flows.NewHMACStrategy(p.fosite)
-	// OpenIDConnectTokenStrategy and Signer stay empty until a host adds
-	// OpenID Connect factories; the OAuth2 factories need only CoreStrategy.
-	p.strategy = &compose.CommonStrategy{CoreStrategy: p.hmac}
-	p.verifier = &flows.OpaqueVerifier{Strategy: p.hmac, Storage: cfg.Store, Directory: cfg.Directory}
 
-	p.factories = []compose.Factory{
-		flows.AuthorizeCodeGrantFactory,
-		flows.RefreshTokenGrantFactory(),
-		flows.PKCEFactory,
-		flows.OwnedClientCredentialsFactory(cfg.Directory),
-		flows.UserCheckingIntrospectionFactory(cfg.Directory),
-		compose.OAuth2TokenRevocationFactory,
+	if cfg.Agents {
+		if err := p.enableAgents(ctx); err != nil {
+			p.usage.Close()
+			return nil, err
+		}
 	}
-	p.grantTypes = []string{GrantTypeAuthorizationCode, GrantTypeRefreshToken, GrantTypeClientCredentials, GrantTypeAgentToken}
-	p.registrars = []func(*mux.Router){p.registerOAuth2, p.registerApps}
-
-	// Agent tokens and consent need the signing keys, read from the store,
-	// so they are added by EnableAgents, which takes a context.
 	return p, nil
 }
 
@@ -148,6 +166,10 @@ func (c *Config) withDefaults() error {
 	c.Issuer = strings.TrimRight(c.Issuer, "/")
 	if !protocol.ValidIssuer(c.Issuer) {
 		bad("Issuer", "%q must be an absolute http(s) URL without query or fragment", c.Issuer)
+	}
+	c.MountPath = strings.TrimRight(c.MountPath, "/")
+	if c.MountPath != "" && (!strings.HasPrefix(c.MountPath, "/") || strings.ContainsAny(c.MountPath, "?#") || strings.Contains(c.MountPath, "//")) {
+		bad("MountPath", "%q must be a path starting with /", c.MountPath)
 	}
 	for _, e := range c.Scopes {
 		if !protocol.ValidScopeToken(e.Name) {
@@ -201,97 +223,120 @@ func (p *Plugin) Config() Config { return p.cfg }
 // Catalog returns the scope catalog built from Config.Scopes.
 func (p *Plugin) Catalog() *scope.Catalog { return p.catalog }
 
-// FositeConfig returns the fosite configuration: the SHA-256 secret hasher,
-// the HMAC key, lifespans, PKCE S256 enforced, the token URL. Change it only
-// before Provider.
-func (p *Plugin) FositeConfig() *fosite.Config { return p.fosite }
-
-// Strategy is what Provider composes the factories with: deputy's prefixed
-// HMAC strategy as CoreStrategy. Fill in its OpenID Connect strategy and
-// Signer before Provider to add OpenID Connect factories.
-func (p *Plugin) Strategy() *compose.CommonStrategy { return p.strategy }
-
-// HMACStrategy returns the dpy_at_/dpy_rt_/dpy_ac_ token strategy.
-func (p *Plugin) HMACStrategy() *flows.HMACStrategy { return p.hmac }
-
-// AccessTokenVerifier verifies dpy_at_ tokens for the resource middleware
-// (and for the agent-token grant's subject_token): stored lookup, expiry,
-// and the re-check of the user's current scopes.
-func (p *Plugin) AccessTokenVerifier() *flows.OpaqueVerifier { return p.verifier }
-
-// AddFactories adds token-endpoint, introspection or revocation factories
-// (the agent-token grant) to those Provider composes. It fails once
-// Provider has composed.
-func (p *Plugin) AddFactories(f ...compose.Factory) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.composed {
-		return errors.New("deputy: AddFactories after Provider")
-	}
-	p.factories = append(p.factories, f...)
-	return nil
+// appTokens re-checks tokens of deputy's apps against deputy's store.
+// storedClientIsLive: the tokens are in deputy's own store (kit mode).
+func (p *Plugin) appTokens(storedClientIsLive bool) flows.AppTokens {
+	return flows.AppTokens{Apps: p.cfg.Store, StoredClientIsLive: storedClientIsLive}
 }
 
-// AddRoutes adds route registrars that Register calls after deputy's own
-// (the consent pages and API, JWKS).
-func (p *Plugin) AddRoutes(fn ...func(r *mux.Router)) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.registrars = append(p.registrars, fn...)
-}
-
-// AddGrantTypes adds grant types to those the metadata document lists.
-func (p *Plugin) AddGrantTypes(gt ...string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, g := range gt {
-		if !scope.Contains(p.grantTypes, g) {
-			p.grantTypes = append(p.grantTypes, g)
-		}
+// bind is a factory that composes nothing: it records the strategy and
+// storage of the provider it is composed into, for the resource middleware.
+func (p *Plugin) bind(kit bool) compose.Factory {
+	return func(_ fosite.Configurator, storage, strategy any) any {
+		// The first provider composed wins: a kit provider composed later
+		// in plugin mode must not take the host's tokens from the
+		// middleware.
+		p.bound.CompareAndSwap(nil, &binding{verifier: &flows.OpaqueVerifier{
+			Strategy:  strategy.(oauth2.AccessTokenStrategy),
+			Storage:   storage.(oauth2.AccessTokenStorage),
+			Directory: p.cfg.Directory,
+			Sessions:  p.sessions,
+			Apps:      p.appTokens(kit),
+		}})
+		return nil
 	}
 }
 
-// Factories returns the factories Provider composes: authorization code,
-// refresh (re-checking the user, rotation races answered as reuse), PKCE,
-// owned client credentials, user-checking introspection, revocation, then
-// whatever AddFactories added. A host composing its own provider uses these
-// in place of fosite's authorization-code, refresh, PKCE, client-credentials
-// and introspection factories.
+// Factories returns deputy's factories for a host's compose.Compose (plugin
+// mode), to list after the host's own (wrapped by HostClientsOnly): the
+// owned apps' client_credentials, the agent-token grant (with
+// Config.Agents), and the introspection re-check of deputy's apps' tokens.
+// The strategy must be an oauth2.CoreStrategy and the storage the host's,
+// wrapped by WrapStorage.
 func (p *Plugin) Factories() []compose.Factory {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]compose.Factory(nil), p.factories...)
+	fs := []compose.Factory{
+		flows.OwnedClientCredentialsFactory(p.cfg.Directory, true),
+		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(false), true),
+	}
+	if p.minter != nil {
+		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(false)))
+	}
+	return append(fs, p.bind(false))
 }
 
-// Provider returns the fosite provider, composing it on first use.
-func (p *Plugin) Provider() fosite.OAuth2Provider {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.composed {
-		p.provider = compose.Compose(p.fosite, p.cfg.Store, p.strategy, p.factories...)
-		p.composed = true
+// kitFactories is what Provider composes: authorization code, refresh
+// (re-checking the user, rotation races answered as reuse), PKCE, owned
+// client credentials, user-checking introspection, revocation,
+// and the agent-token grant with Config.Agents.
+func (p *Plugin) kitFactories() []compose.Factory {
+	fs := []compose.Factory{
+		flows.AuthorizeCodeGrantFactory,
+		flows.RefreshTokenGrantFactory(),
+		flows.PKCEFactory,
+		flows.OwnedClientCredentialsFactory(p.cfg.Directory, false),
+		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(true), false),
+		compose.OAuth2TokenRevocationFactory,
 	}
+	if p.minter != nil {
+		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(true)))
+	}
+	return append(fs, p.bind(true))
+}
+
+// grantTypes lists the grants the kit provider speaks.
+func (p *Plugin) grantTypes() []string {
+	gts := []string{GrantTypeAuthorizationCode, GrantTypeRefreshToken, GrantTypeClientCredentials}
+	if p.minter != nil {
+		gts = append(gts, GrantTypeAgentToken)
+	}
+	return gts
+}
+
+// Provider returns deputy's own fosite provider (kit mode), composing it on
+// first use over deputy's store with the dpy_ token strategy.
+func (p *Plugin) Provider() fosite.OAuth2Provider {
+	p.kitOnce.Do(func() {
+		p.provider = compose.Compose(p.fosite, p.cfg.Store, &compose.CommonStrategy{CoreStrategy: p.hmac}, p.kitFactories()...)
+	})
 	return p.provider
 }
 
-// NewSession returns the fosite session deputy's stored tokens carry. A host
-// that serves the authorize endpoint itself must hand fosite this type.
+// FositeConfig returns kit mode's fosite configuration: the SHA-256 secret
+// hasher, the HMAC key, lifespans, PKCE S256 enforced, the token URL.
+// Change it only before Provider.
+func (p *Plugin) FositeConfig() *fosite.Config { return p.fosite }
+
+// HMACStrategy returns kit mode's dpy_at_/dpy_rt_/dpy_ac_ token strategy.
+func (p *Plugin) HMACStrategy() *flows.HMACStrategy { return p.hmac }
+
+// NewSession returns the fosite session deputy's own tokens carry (kit
+// mode). A host that serves the authorize endpoint itself must hand fosite
+// this type.
 func (p *Plugin) NewSession(subject, org string) *flows.Session {
 	return flows.NewSession(subject, org)
 }
 
-// Register mounts deputy's routes on r: the token, introspection and
-// revocation endpoints, the RFC 8414 metadata, the apps API, then every
-// AddRoutes registrar.
-func (p *Plugin) Register(r *mux.Router) {
-	p.Provider()
-	p.mu.Lock()
-	regs := make([]func(*mux.Router), len(p.registrars))
-	copy(regs, p.registrars)
-	p.mu.Unlock()
-	for _, reg := range regs {
-		reg(r)
+// AccessTokenVerifier verifies stored access tokens for the resource
+// middleware (and for the agent-token grant's subject_token), with the
+// strategy and storage of the provider deputy was composed into: lookup,
+// expiry, the app re-check and the user re-check. Before any provider is
+// composed every token is refused.
+func (p *Plugin) AccessTokenVerifier() resource.AccessTokenVerifier { return boundVerifier{p} }
+
+type boundVerifier struct{ p *Plugin }
+
+var errNotComposed = errors.New("deputy: no provider has been composed with deputy's factories yet")
+
+func (v boundVerifier) VerifyAccessToken(ctx context.Context, token, org string) (*resource.Identity, error) {
+	b := v.p.bound.Load()
+	if b == nil {
+		// Nothing composed yet: deputy's own provider (kit mode).
+		v.p.Provider()
+		if b = v.p.bound.Load(); b == nil {
+			return nil, errNotComposed
+		}
 	}
+	return b.verifier.VerifyAccessToken(ctx, token, org)
 }
 
 // Close stops the background writer of secrets' last-used times, flushing

@@ -1,12 +1,14 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ory/fosite"
@@ -61,6 +63,8 @@ type Client struct {
 	// SecretHashes are the SHA-256 hashes of the client's live secrets,
 	// filled by GetClient. Any of them authenticates the client.
 	SecretHashes [][]byte `db:"-"`
+	// SecretIDs are the ids of those secrets, in the same order.
+	SecretIDs []string `db:"-"`
 }
 
 var (
@@ -96,6 +100,20 @@ func (c *Client) GetAudience() fosite.Arguments      { return fosite.Arguments(c
 // GetName is the app's display name: what the consent pages call the agent
 // platform an approval is for.
 func (c *Client) GetName() string { return c.Name }
+
+// HasSecret reports whether the secret with id is still live.
+func (c *Client) HasSecret(id string) bool { return slices.Contains(c.SecretIDs, id) }
+
+// SecretIDFor returns the id of the live secret whose hash is hash, "" for
+// none.
+func (c *Client) SecretIDFor(hash []byte) string {
+	for i, h := range c.SecretHashes {
+		if bytes.Equal(h, hash) && i < len(c.SecretIDs) {
+			return c.SecretIDs[i]
+		}
+	}
+	return ""
+}
 
 // Owner returns the owning user's id, or "" for an unowned client.
 func (c *Client) Owner() string { return c.OwnerUserID.String }
@@ -166,7 +184,8 @@ func (s *Store) DeleteClient(ctx context.Context, id string) error {
 // clientRow is a client joined with at most one of its secrets.
 type clientRow struct {
 	Client
-	SecretHash []byte `db:"secret_hash"`
+	SecretHash []byte         `db:"secret_hash"`
+	SecretID   sql.NullString `db:"secret_id"`
 }
 
 // GetClient loads a client and all its secret hashes in one round trip; it
@@ -180,7 +199,7 @@ func (s *Store) Client(ctx context.Context, id string) (*Client, error) {
 	var rows []clientRow
 	err := s.selectPrepared(ctx, &rows, `SELECT c.id, c.name, c.icon_url, c.redirect_uris, c.grant_types,
 		c.response_types, c.scopes, c.audience, c.token_endpoint_auth_method, c.public, c.first_party,
-		c.owner_user_id, c.created_at, c.updated_at, s.secret_hash
+		c.owner_user_id, c.created_at, c.updated_at, s.secret_hash, s.id AS secret_id
 		FROM clients c LEFT JOIN client_secrets s ON s.client_id = c.id
 		WHERE c.id = ? ORDER BY s.created_at DESC`, id)
 	if err != nil {
@@ -193,6 +212,7 @@ func (s *Store) Client(ctx context.Context, id string) (*Client, error) {
 	for _, r := range rows {
 		if r.SecretHash != nil {
 			c.SecretHashes = append(c.SecretHashes, r.SecretHash)
+			c.SecretIDs = append(c.SecretIDs, r.SecretID.String)
 		}
 	}
 	return &c, nil

@@ -50,7 +50,7 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 	h.wrapToken = p.TokenEndpointGuard
 
 	// The apps API, the consent pages and API, JWKS, and deputy's metadata.
-	h.mux.Handle("/deputy/", http.StripPrefix("/deputy", p.Handler()))
+	h.mux.Handle("/deputy/", p.Handler())
 
 	// A sample API that deputy's tokens and agent tokens may call.
 	mw := p.Middleware(func(*http.Request) string { return "acme" })

@@ -75,6 +75,7 @@ func newHost(issuer string, log *slog.Logger) *host {
 			AccessTokenIssuer:   issuer,
 			ScopeStrategy:       fosite.ExactScopeStrategy,
 			EnforcePKCE:         true,
+			SendDebugMessagesToClients: true,
 		},
 		store:    storage.NewMemoryStore(),
 		mux:      http.NewServeMux(),

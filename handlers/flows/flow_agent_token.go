@@ -17,6 +17,9 @@ import (
 	"github.com/deputyauth/deputy/scope"
 )
 
+// maxSubjectTokenLength bounds the subject token looked up.
+const maxSubjectTokenLength = 1024
+
 var _ fosite.TokenEndpointHandler = (*AgentTokenGrantHandler)(nil)
 
 // AgentTokenGrantHandler is the urn:deputy:params:oauth:grant-type:agent-token
@@ -27,14 +30,16 @@ var _ fosite.TokenEndpointHandler = (*AgentTokenGrantHandler)(nil)
 type AgentTokenGrantHandler struct {
 	Minter *agenttoken.Minter
 	// AccessTokenStrategy and AccessTokenStorage resolve the subject token,
-	// exactly as fosite's introspection does.
+	// exactly as fosite's introspection does: in plugin mode they are the
+	// host's, so any access token the host issued (any prefix) is a subject.
 	AccessTokenStrategy oauth2.AccessTokenStrategy
 	AccessTokenStorage  oauth2.AccessTokenStorage
-	// NewSession returns an empty session to decode the subject token's
-	// stored session into. Default: *fosite.DefaultSession, which reads the
-	// subject of fosite's and openid's default sessions alike.
-	NewSession func() fosite.Session
-	Config     interface {
+	// Sessions decodes the subject token's stored session and says which
+	// user and organization it acts for.
+	Sessions SessionCodec
+	// Apps re-checks a subject token of one of deputy's apps.
+	Apps   AppTokens
+	Config interface {
 		fosite.AudienceStrategyProvider
 	}
 	Logger *slog.Logger
@@ -43,16 +48,16 @@ type AgentTokenGrantHandler struct {
 // AgentTokenGrantFactory returns a compose.Factory for the grant, to list
 // beside fosite's own factories in compose.Compose. The strategy must be an
 // oauth2.AccessTokenStrategy and the storage an oauth2.AccessTokenStorage.
-// newSession is the host's session constructor, used to decode subject
-// tokens' stored sessions; nil means *fosite.DefaultSession. A session with a
-// GetOrganization() string method binds its token to that organization.
-func AgentTokenGrantFactory(m *agenttoken.Minter, newSession func() fosite.Session) compose.Factory {
+// sessions reads the stored sessions of subject tokens (the host's session
+// type in plugin mode).
+func AgentTokenGrantFactory(m *agenttoken.Minter, sessions SessionCodec, apps AppTokens) compose.Factory {
 	return func(config fosite.Configurator, storage interface{}, strategy interface{}) interface{} {
 		return &AgentTokenGrantHandler{
 			Minter:              m,
 			AccessTokenStrategy: strategy.(oauth2.AccessTokenStrategy),
 			AccessTokenStorage:  storage.(oauth2.AccessTokenStorage),
-			NewSession:          newSession,
+			Sessions:            sessions,
+			Apps:                apps,
 			Config:              config,
 			Logger:              m.Logger,
 		}
@@ -163,13 +168,16 @@ func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string)
 		return errorsx.WithStack(fosite.ErrInvalidGrant.WithHint(hint))
 	}
 	// Only a stored access token: never an agent token (no chaining), a
-	// refresh token or an authorization code.
-	if !strings.HasPrefix(token, protocol.AccessTokenPrefix) || len(token) > 1024 {
+	// refresh token or an authorization code, none of which the access
+	// token storage holds.
+	if strings.HasPrefix(token, protocol.AgentTokenPrefix) || len(token) > maxSubjectTokenLength {
 		return "", nil, bad("The subject token is not an access token issued by this server.")
 	}
-	session := c.newSession()
 	sig := c.AccessTokenStrategy.AccessTokenSignature(ctx, token)
-	or, err := c.AccessTokenStorage.GetAccessTokenSession(ctx, sig, session)
+	if sig == "" {
+		return "", nil, bad("The subject token is not an access token issued by this server.")
+	}
+	or, err := c.AccessTokenStorage.GetAccessTokenSession(ctx, sig, c.Sessions.NewSession())
 	if errors.Is(err, fosite.ErrNotFound) {
 		return "", nil, bad("The subject token is unknown, revoked or expired.")
 	}
@@ -185,15 +193,19 @@ func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string)
 	if exp := or.GetSession().GetExpiresAt(fosite.AccessToken); exp.IsZero() || !exp.After(time.Now()) {
 		return "", nil, bad("The subject token has expired.")
 	}
-	user := or.GetSession().GetSubject()
+	user, bound := c.Sessions.IdentityOf(or.GetSession())
 	if user == "" {
 		return "", nil, bad("The subject token does not act for a user.")
 	}
 	// A subject token bound to one organization lends no authority in another.
-	if o, ok := or.GetSession().(interface{ GetOrganization() string }); ok {
-		if bound := o.GetOrganization(); bound != "" && bound != org {
-			return "", nil, bad("The subject token is bound to another organization.")
-		}
+	if bound != "" && bound != org {
+		return "", nil, bad("The subject token is bound to another organization.")
+	}
+	if err := c.Apps.Check(ctx, or, user); revoked(err) {
+		return "", nil, bad("The subject token's app or secret is gone.")
+	} else if err != nil {
+		c.logger().ErrorContext(ctx, "deputy: checking a subject token's app", "err", err)
+		return "", nil, errorsx.WithStack(fosite.ErrServerError.WithWrap(err))
 	}
 	// What the token was granted, and its client is still allowed today.
 	presented := scope.Intersect(or.GetGrantedScopes(), or.GetClient().GetScopes())
@@ -215,13 +227,6 @@ func audienceError(err error) error {
 		return errorsx.WithStack(rfc.WithWrap(nil))
 	}
 	return err
-}
-
-func (c *AgentTokenGrantHandler) newSession() fosite.Session {
-	if c.NewSession != nil {
-		return c.NewSession()
-	}
-	return &fosite.DefaultSession{}
 }
 
 func (c *AgentTokenGrantHandler) logger() *slog.Logger {

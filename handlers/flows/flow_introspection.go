@@ -2,9 +2,8 @@ package flows
 
 import (
 	"context"
-	"strings"
+	"errors"
 
-	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
@@ -14,46 +13,85 @@ import (
 
 var _ fosite.TokenIntrospector = (*UserCheckingValidator)(nil)
 
-// UserCheckingValidator is fosite's CoreValidator with the user re-check:
-// introspection of a dpy_at_ or dpy_rt_ token answers with the scopes its
-// user still holds (EffectiveScopes), and a token whose user is gone or
-// disabled is inactive. Other tokens are left to other introspectors.
+// UserCheckingValidator is fosite's CoreValidator with deputy's re-checks:
+// introspection of an access or refresh token answers with the scopes its
+// user still holds (EffectiveScopes); a token whose user is gone or
+// disabled, or that belongs to one of deputy's apps that was deleted, lost
+// the secret that obtained the token, or changed hands, is inactive. It
+// finds tokens with whatever strategy and storage it was composed with, so
+// in plugin mode it checks the host's own tokens (any prefix). Composed
+// after a host's own introspector, it narrows that one's answer: list it
+// after the host's factories.
 type UserCheckingValidator struct {
 	oauth2.CoreStrategy
 	oauth2.CoreStorage
 	Directory scope.Directory
-	Config    fosite.ScopeStrategyProvider
+	Sessions  SessionCodec
+	Apps      AppTokens
+	// AppsOnly leaves tokens that are not deputy's apps' to the host's own
+	// introspector (plugin mode): the host's introspection of its own
+	// tokens stays exactly what it was.
+	AppsOnly bool
+	Config   fosite.ScopeStrategyProvider
 }
 
-func (v *UserCheckingValidator) IntrospectToken(ctx context.Context, token string, _ fosite.TokenUse, accessRequest fosite.AccessRequester, scopes []string) (fosite.TokenUse, error) {
-	var (
-		use fosite.TokenUse
-		or  fosite.Requester
-		err error
-	)
-	switch {
-	case strings.HasPrefix(token, protocol.AccessTokenPrefix):
-		use = fosite.AccessToken
-		or, err = v.CoreStorage.GetAccessTokenSession(ctx, v.AccessTokenSignature(ctx, token), accessRequest.GetSession())
-		if err == nil {
-			err = v.ValidateAccessToken(ctx, or, token)
+// lookup finds token as an access token or a refresh token, the hinted kind
+// first, and validates it. ErrUnknownRequest when it is neither.
+func (v *UserCheckingValidator) lookup(ctx context.Context, token string, hint fosite.TokenUse, session fosite.Session) (fosite.TokenUse, fosite.Requester, error) {
+	kinds := []fosite.TokenUse{fosite.AccessToken, fosite.RefreshToken}
+	if hint == fosite.RefreshToken {
+		kinds[0], kinds[1] = kinds[1], kinds[0]
+	}
+	for _, use := range kinds {
+		var (
+			or  fosite.Requester
+			err error
+		)
+		if use == fosite.AccessToken {
+			sig := v.AccessTokenSignature(ctx, token)
+			if sig == "" {
+				continue
+			}
+			if or, err = v.CoreStorage.GetAccessTokenSession(ctx, sig, session); err == nil {
+				err = v.ValidateAccessToken(ctx, or, token)
+			}
+		} else {
+			sig := v.RefreshTokenSignature(ctx, token)
+			if sig == "" {
+				continue
+			}
+			if or, err = v.CoreStorage.GetRefreshTokenSession(ctx, sig, session); err == nil {
+				err = v.ValidateRefreshToken(ctx, or, token)
+			}
 		}
-	case strings.HasPrefix(token, protocol.RefreshTokenPrefix):
-		use = fosite.RefreshToken
-		or, err = v.CoreStorage.GetRefreshTokenSession(ctx, v.RefreshTokenSignature(ctx, token), accessRequest.GetSession())
-		if err == nil {
-			err = v.ValidateRefreshToken(ctx, or, token)
+		if errors.Is(err, fosite.ErrNotFound) {
+			continue
 		}
-	default:
-		return "", errorsx.WithStack(fosite.ErrUnknownRequest)
+		return use, or, err
+	}
+	return "", nil, fosite.ErrUnknownRequest
+}
+
+func (v *UserCheckingValidator) IntrospectToken(ctx context.Context, token string, hint fosite.TokenUse, accessRequest fosite.AccessRequester, scopes []string) (fosite.TokenUse, error) {
+	use, or, err := v.lookup(ctx, token, hint, accessRequest.GetSession())
+	if errors.Is(err, fosite.ErrUnknownRequest) {
+		return "", err
 	}
 	if err != nil {
 		return "", errorsx.WithStack(fosite.ErrRequestUnauthorized.WithWrap(err).WithDebug(err.Error()))
 	}
 
+	if v.AppsOnly && !IsAppToken(or) {
+		return "", fosite.ErrUnknownRequest
+	}
 	sess := or.GetSession()
-	effective, err := EffectiveScopes(ctx, v.Directory, or.GetClient(), sess.GetSubject(), organizationOf(sess), or.GetGrantedScopes())
-	if cannotAct(err) {
+	user, org := v.Sessions.IdentityOf(sess)
+	err = v.Apps.Check(ctx, or, user)
+	var effective []string
+	if err == nil {
+		effective, err = EffectiveScopes(ctx, v.Directory, or.GetClient(), user, org, or.GetGrantedScopes())
+	}
+	if revoked(err) {
 		return "", errorsx.WithStack(fosite.ErrInactiveToken.WithWrap(err).WithDebug(err.Error()))
 	}
 	if err != nil {
@@ -72,23 +110,30 @@ func (v *UserCheckingValidator) IntrospectToken(ctx context.Context, token strin
 		RequestedAt:       or.GetRequestedAt(),
 		Client:            or.GetClient(),
 		RequestedScope:    or.GetRequestedScopes(),
-		GrantedScope:      fosite.Arguments(effective),
 		RequestedAudience: or.GetRequestedAudience(),
 		GrantedAudience:   or.GetGrantedAudience(),
 		Form:              or.GetRequestForm(),
 		Session:           sess,
 	})
+	// Merge only adds: replace what a host's introspector merged before.
+	if err := setGranted(accessRequest, effective, nil); err != nil {
+		return "", errorsx.WithStack(fosite.ErrServerError.WithWrap(err).WithDebug(err.Error()))
+	}
 	return use, nil
 }
 
-// UserCheckingIntrospectionFactory replaces compose.OAuth2TokenIntrospectionFactory:
-// same storage and strategy, plus the Directory re-check.
-func UserCheckingIntrospectionFactory(dir scope.Directory) compose.Factory {
+// UserCheckingIntrospectionFactory builds the validator for compose.Compose
+// with the strategy and storage it is composed with: in kit mode in place
+// of compose.OAuth2TokenIntrospectionFactory, in plugin mode after it.
+func UserCheckingIntrospectionFactory(dir scope.Directory, sessions SessionCodec, apps AppTokens, appsOnly bool) compose.Factory {
 	return func(config fosite.Configurator, storage interface{}, strategy interface{}) interface{} {
 		return &UserCheckingValidator{
 			CoreStrategy: strategy.(oauth2.CoreStrategy),
 			CoreStorage:  storage.(oauth2.CoreStorage),
 			Directory:    dir,
+			Sessions:     sessions,
+			Apps:         apps,
+			AppsOnly:     appsOnly,
 			Config:       config,
 		}
 	}

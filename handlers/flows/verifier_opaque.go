@@ -13,13 +13,17 @@ import (
 
 var _ resource.AccessTokenVerifier = (*OpaqueVerifier)(nil)
 
-// OpaqueVerifier verifies dpy_at_ access tokens for the resource-server
-// middleware: one indexed lookup by HMAC signature (the row carries the
-// client), the HMAC and expiry checks, then the user re-check.
+// OpaqueVerifier verifies stored access tokens for the resource-server
+// middleware, with the strategy and storage that issued them (deputy's
+// dpy_at_ in kit mode, the host's in plugin mode): one indexed lookup by
+// signature, the HMAC and expiry checks, the app re-check for tokens of
+// deputy's apps (one more lookup), then the user re-check.
 type OpaqueVerifier struct {
 	Strategy  oauth2.AccessTokenStrategy
 	Storage   oauth2.AccessTokenStorage
 	Directory scope.Directory
+	Sessions  SessionCodec
+	Apps      AppTokens
 }
 
 // VerifyAccessToken implements AccessTokenVerifier. A token bound to an
@@ -29,10 +33,9 @@ type OpaqueVerifier struct {
 func (v *OpaqueVerifier) VerifyAccessToken(ctx context.Context, token string, org string) (*resource.Identity, error) {
 	sig := v.Strategy.AccessTokenSignature(ctx, token)
 	if sig == "" {
-		return nil, fmt.Errorf("%w: not a deputy access token", resource.ErrInvalidToken)
+		return nil, fmt.Errorf("%w: not an access token of this server", resource.ErrInvalidToken)
 	}
-	sess := NewSession("", "")
-	req, err := v.Storage.GetAccessTokenSession(ctx, sig, sess)
+	req, err := v.Storage.GetAccessTokenSession(ctx, sig, v.Sessions.NewSession())
 	if errors.Is(err, fosite.ErrNotFound) {
 		return nil, fmt.Errorf("%w: unknown or revoked", resource.ErrInvalidToken)
 	}
@@ -44,22 +47,28 @@ func (v *OpaqueVerifier) VerifyAccessToken(ctx context.Context, token string, or
 		// are the token's fault, whatever fosite's error says.
 		return nil, fmt.Errorf("%w: %w", resource.ErrInvalidToken, err)
 	}
-	bound := sess.Organization
+	// Stores differ in whether they decode into the session they are
+	// handed or return the one they kept: read the one returned.
+	subject, bound := v.Sessions.IdentityOf(req.GetSession())
 	if org != "" && bound != "" && org != bound {
 		return nil, fmt.Errorf("%w: bound to another organization", resource.ErrInvalidToken)
 	}
 	if org == "" {
 		org = bound
 	}
-	scopes, err := EffectiveScopes(ctx, v.Directory, req.GetClient(), sess.GetSubject(), org, req.GetGrantedScopes())
-	if cannotAct(err) {
+	err = v.Apps.Check(ctx, req, subject)
+	var scopes []string
+	if err == nil {
+		scopes, err = EffectiveScopes(ctx, v.Directory, req.GetClient(), subject, org, req.GetGrantedScopes())
+	}
+	if revoked(err) {
 		return nil, fmt.Errorf("%w: %w", resource.ErrInvalidToken, err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	return &resource.Identity{
-		Subject:      sess.GetSubject(),
+		Subject:      subject,
 		Organization: org,
 		ClientID:     req.GetClient().GetID(),
 		Scopes:       scopes,

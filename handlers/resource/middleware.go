@@ -113,8 +113,11 @@ func (m *Middleware) authenticate(w http.ResponseWriter, r *http.Request) (*Iden
 	return id, true
 }
 
-// verify routes on the prefix alone. A verifier that panics is a bug, but
-// token text must not be able to turn it into a 500.
+// verify routes on the prefix alone: agent tokens to the agent verifier,
+// everything else to the opaque verifier, whose token strategy (deputy's
+// dpy_at_ in kit mode, the host's in plugin mode) knows its own tokens. A
+// verifier that panics is a bug, but token text must not be able to turn it
+// into a 500.
 func (m *Middleware) verify(r *http.Request, token, org string) (id *Identity, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -122,9 +125,12 @@ func (m *Middleware) verify(r *http.Request, token, org string) (id *Identity, e
 		}
 	}()
 	switch {
-	case strings.HasPrefix(token, protocol.AgentTokenPrefix) && m.Agent != nil:
+	case strings.HasPrefix(token, protocol.AgentTokenPrefix):
+		if m.Agent == nil {
+			return nil, ErrInvalidToken
+		}
 		id, err = m.Agent.Verify(r.Context(), token, org)
-	case strings.HasPrefix(token, protocol.AccessTokenPrefix) && m.Opaque != nil:
+	case m.Opaque != nil:
 		id, err = m.Opaque.VerifyAccessToken(r.Context(), token, org)
 	default:
 		return nil, ErrInvalidToken

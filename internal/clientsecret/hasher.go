@@ -4,6 +4,7 @@
 package clientsecret
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -54,11 +55,12 @@ func (h *SHA256Hasher) Hash(_ context.Context, data []byte) ([]byte, error) {
 	return sum[:], nil
 }
 
-func (h *SHA256Hasher) Compare(_ context.Context, hash, data []byte) error {
+func (h *SHA256Hasher) Compare(ctx context.Context, hash, data []byte) error {
 	sum := sha256.Sum256(data)
 	if len(hash) != sha256.Size || subtle.ConstantTimeCompare(hash, sum[:]) != 1 {
 		return errSecretMismatch
 	}
+	noteMatch(ctx, hash)
 	if h.OnMatch != nil {
 		h.OnMatch(hash)
 	}
@@ -179,4 +181,83 @@ func (u *SecretUsage) Close() {
 	close(u.queue)
 	u.mu.Unlock()
 	<-u.done
+}
+
+// Match is where the hasher notes which stored hash authenticated the
+// client of one request, so that the token issued to it can name the secret
+// (and die with it). WithMatch puts one in a request's context.
+type Match struct {
+	mu   sync.Mutex
+	hash []byte
+}
+
+type matchKey struct{}
+
+// WithMatch returns ctx carrying a fresh Match.
+func WithMatch(ctx context.Context) context.Context {
+	return context.WithValue(ctx, matchKey{}, &Match{})
+}
+
+// MatchedHash returns the stored hash that authenticated the client of the
+// request ctx belongs to; ok is false when no deputy secret matched or ctx
+// carries no Match.
+func MatchedHash(ctx context.Context) (hash []byte, ok bool) {
+	m, _ := ctx.Value(matchKey{}).(*Match)
+	if m == nil {
+		return nil, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.hash, m.hash != nil
+}
+
+// HasMatch reports whether ctx carries a Match (the request went through
+// the token endpoint guard).
+func HasMatch(ctx context.Context) bool {
+	m, _ := ctx.Value(matchKey{}).(*Match)
+	return m != nil
+}
+
+func noteMatch(ctx context.Context, hash []byte) {
+	if m, _ := ctx.Value(matchKey{}).(*Match); m != nil {
+		m.mu.Lock()
+		m.hash = hash
+		m.mu.Unlock()
+	}
+}
+
+// hashMark starts a deputy secret hash that is handed to a host's fosite
+// next to the host's own hashes (bcrypt's start with "$2"), so that
+// HostHasher can tell the two apart without guessing from lengths.
+var hashMark = []byte("$dpy-sha256$")
+
+// Mark returns hash marked as deputy's, for HostHasher.
+func Mark(hash []byte) []byte {
+	if hash == nil {
+		return nil
+	}
+	return append(append(make([]byte, 0, len(hashMark)+len(hash)), hashMark...), hash...)
+}
+
+var _ fosite.Hasher = HostHasher{}
+
+// HostHasher compares deputy's marked SHA-256 hashes itself and hands every
+// other hash to the host's own hasher, so that one fosite provider
+// authenticates the host's clients and deputy's apps alike.
+type HostHasher struct {
+	Deputy *SHA256Hasher
+	Host   fosite.Hasher
+}
+
+// Hash hashes with the host's hasher: fosite hashes only the host's own
+// clients' secrets; deputy makes its own.
+func (h HostHasher) Hash(ctx context.Context, data []byte) ([]byte, error) {
+	return h.Host.Hash(ctx, data)
+}
+
+func (h HostHasher) Compare(ctx context.Context, hash, data []byte) error {
+	if rest, ok := bytes.CutPrefix(hash, hashMark); ok {
+		return h.Deputy.Compare(ctx, rest, data)
+	}
+	return h.Host.Compare(ctx, hash, data)
 }

@@ -1,0 +1,29 @@
+package plugin
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+)
+
+// Handler serves deputy's own HTTP surface below Config.MountPath: the apps
+// API (/api/apps…, /api/authorized-apps…) and, with Config.Agents, the
+// approval pages and API (ApprovePath, /agent/grants…) and the agent-token
+// keys (JWKSPath). Mount it on any router at MountPath without stripping
+// the prefix, e.g. mux.Handle("/deputy/", p.Handler()) for MountPath
+// "/deputy": the paths it serves and the links it writes include it.
+func (p *Plugin) Handler() http.Handler {
+	root := mux.NewRouter()
+	r := root
+	if p.cfg.MountPath != "" {
+		r = root.PathPrefix(p.cfg.MountPath).Subrouter()
+	}
+	p.registerApps(r)
+	if p.keys != nil {
+		r.Handle(JWKSPath, agenttoken.NewJWKSHandler(p.keys)).Methods(http.MethodGet, http.MethodHead)
+		r.PathPrefix("/agent/").Handler(p.consent)
+	}
+	return root
+}
