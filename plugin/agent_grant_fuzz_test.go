@@ -49,13 +49,8 @@ func newAgentIdP(tb testing.TB, s *storage.Store) *agentIdP {
 	tb.Helper()
 	ctx := context.Background()
 	a := &agentIdP{}
-	a.fuzzIdP = newFuzzIdP(tb, s, func(p *plugin.Plugin) {
-		agents, err := p.EnableAgents(ctx)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		a.verifier = &agenttoken.AgentVerifier{Keys: agents.Keys, Issuer: p.Config().Issuer}
-	})
+	a.fuzzIdP = newFuzzIdP(tb, s, true)
+	a.verifier = &agenttoken.AgentVerifier{Keys: a.p.Keys(), Issuer: a.p.Config().Issuer}
 
 	for _, c := range []*storage.Client{
 		{ID: fuzzAgentClient, Name: "agent platform", GrantTypes: []string{plugin.GrantTypeAgentToken},

@@ -17,25 +17,21 @@ import (
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
-// TestEnableAgents walks the agent loop through what EnableAgents composes:
+// TestAgents walks the agent loop through what Config.Agents composes:
 // a read-only mint, a 403 pointing at the approval page, an approval through
 // the mounted consent API, a re-mint that writes; plus the JWKS and metadata
 // it adds.
-func TestEnableAgents(t *testing.T) {
+func TestAgents(t *testing.T) {
 	t.Parallel()
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		ctx := context.Background()
-		p, _ := newPlugin(t, s, nil)
-		agents, err := p.EnableAgents(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p, _ := newPlugin(t, s, func(c *plugin.Config) { c.Agents = true })
 		r := mux.NewRouter()
-		p.Register(r)
-		mw := agents.Middleware(func(r *http.Request) string { return mux.Vars(r)["org"] })
+		mw := p.Middleware(func(r *http.Request) string { return mux.Vars(r)["org"] })
 		ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 		r.Handle("/orgs/{org}/docs", mw.RequireScopes("docs:read")(ok)).Methods(http.MethodGet)
 		r.Handle("/orgs/{org}/docs", mw.RequireScopes("docs:write")(ok)).Methods(http.MethodPost)
+		mountKit(r, p)
 
 		serve := func(req *http.Request) *httptest.ResponseRecorder {
 			w := httptest.NewRecorder()
@@ -51,7 +47,7 @@ func TestEnableAgents(t *testing.T) {
 
 		mint := func() *agenttoken.AgentToken {
 			t.Helper()
-			tok, err := agents.Minter.Mint(ctx, agenttoken.MintRequest{
+			tok, err := p.Minter().Mint(ctx, agenttoken.MintRequest{
 				UserID: "alice", Organization: "acme", AgentSessionID: "s1", ClientID: "platform",
 			})
 			if err != nil {
@@ -88,7 +84,7 @@ func TestEnableAgents(t *testing.T) {
 		}
 
 		// alice approves, for this platform, through the consent API
-		// EnableAgents mounted.
+		// Handler serves.
 		if err := s.CreateClient(ctx, &storage.Client{ID: "platform", Name: "Platform", GrantTypes: []string{plugin.GrantTypeAgentToken}}); err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
+	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -365,11 +366,11 @@ func TestNewValidatesConfig(t *testing.T) {
 	} {
 		c := good()
 		tc.mod(&c)
-		if _, err := plugin.New(c); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := plugin.New(context.Background(), c); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want one naming %s", tc.name, err, tc.want)
 		}
 	}
-	p, err := plugin.New(good())
+	p, err := plugin.New(context.Background(), good())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,12 +386,13 @@ func TestNewValidatesConfig(t *testing.T) {
 	if bytes.Equal(fc.GlobalSecret, good().SystemSecret) {
 		t.Error("the HMAC key is the system secret itself, not derived from it")
 	}
-	if len(p.Factories()) != 6 {
-		t.Errorf("factories: %d", len(p.Factories()))
+	// Without Config.Agents: no agent grant composed or advertised, no JWKS.
+	md := p.Metadata()
+	if scope.Contains(md.GrantTypesSupported, plugin.GrantTypeAgentToken) || md.JWKSURI != "" {
+		t.Errorf("metadata advertises agent tokens that were not composed: %+v", md)
 	}
-	p.Provider()
-	if err := p.AddFactories(nil); err == nil {
-		t.Error("AddFactories after Provider succeeded")
+	if len(p.Factories()) != 3 {
+		t.Errorf("plugin-mode factories: %d, want cc, introspection, binding", len(p.Factories()))
 	}
 }
 
@@ -402,7 +404,7 @@ func TestInternalErrorsAreGeneric(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		s := b.Open(t)
 		var logs syncBuffer
-		p, err := plugin.New(plugin.Config{
+		p, err := plugin.New(context.Background(), plugin.Config{
 			Store: s, Directory: newDirectory(), Sessions: cookieSessions{},
 			SystemSecret: bytes.Repeat([]byte("k"), 32),
 			Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
@@ -412,7 +414,7 @@ func TestInternalErrorsAreGeneric(t *testing.T) {
 		}
 		defer p.Close()
 		r := mux.NewRouter()
-		p.Register(r)
+		mountKit(r, p)
 		s.Close()
 		for _, path := range []string{"/api/apps", "/api/apps/x", "/api/authorized-apps"} {
 			req := httptest.NewRequest(http.MethodGet, path, nil)

@@ -49,9 +49,9 @@ type fuzzIdP struct {
 	h     http.Handler
 }
 
-// newFuzzIdP builds the plugin on s with the users of newEnv. before runs
-// between plugin.New and Register (to add factories); nil for none.
-func newFuzzIdP(tb testing.TB, s *storage.Store, before func(*plugin.Plugin)) *fuzzIdP {
+// newFuzzIdP builds the plugin on s with the users of newEnv. agents
+// enables agent tokens and consent.
+func newFuzzIdP(tb testing.TB, s *storage.Store, agents bool) *fuzzIdP {
 	tb.Helper()
 	p, dir := newPlugin(tb, s, func(c *plugin.Config) {
 		// Never refuse: a fuzzer's wrong secrets must not lock the agent
@@ -61,12 +61,10 @@ func newFuzzIdP(tb testing.TB, s *storage.Store, before func(*plugin.Plugin)) *f
 		// Internal errors are logged; they also answer 500, which fails
 		// the target, so the log is where to look then.
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+		c.Agents = agents
 	})
-	if before != nil {
-		before(p)
-	}
 	r := mux.NewRouter()
-	p.Register(r)
+	mountKit(r, p)
 	return &fuzzIdP{store: s, dir: dir, p: p, h: r}
 }
 
@@ -191,7 +189,7 @@ func FuzzAppsAPIJSON(f *testing.F) {
 	var targets []target
 	ctx := context.Background()
 	for _, s := range fuzzStores(f) {
-		z := newFuzzIdP(f, s, nil)
+		z := newFuzzIdP(f, s, false)
 		mk := func(user, in string) string {
 			w := z.do(http.MethodPost, "/api/apps", user, "application/json", []byte(in))
 			var app plugin.App
@@ -295,7 +293,7 @@ func FuzzAppsAPIPath(f *testing.F) {
 	}
 	var targets []target
 	for _, s := range fuzzStores(f) {
-		z := newFuzzIdP(f, s, nil)
+		z := newFuzzIdP(f, s, false)
 		w := z.do(http.MethodPost, "/api/apps", "bob", "application/json", []byte(`{"name":"bob's robot","scopes":["docs:read"]}`))
 		var app plugin.App
 		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &app) != nil {

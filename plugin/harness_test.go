@@ -129,7 +129,7 @@ func newPlugin(tb testing.TB, s *storage.Store, mod func(*plugin.Config)) (*plug
 	if mod != nil {
 		mod(&cfg)
 	}
-	p, err := plugin.New(cfg)
+	p, err := plugin.New(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -146,12 +146,12 @@ func newEnv(t *testing.T, s *storage.Store) *env {
 // composed (to change FositeConfig, say).
 func newEnvWith(t *testing.T, s *storage.Store, beforeCompose func(*plugin.Plugin)) *env {
 	t.Helper()
-	p, dir := newPlugin(t, s, nil)
+	p, dir := newPlugin(t, s, func(c *plugin.Config) { c.Agents = true })
 	if beforeCompose != nil {
 		beforeCompose(p)
 	}
 	r := mux.NewRouter()
-	p.Register(r)
+	mountKit(r, p)
 	// The host's authorize endpoint: its login is the session cookie, its
 	// consent a yes.
 	r.HandleFunc(plugin.AuthorizePath, func(w http.ResponseWriter, r *http.Request) {
@@ -160,11 +160,30 @@ func newEnvWith(t *testing.T, s *storage.Store, beforeCompose func(*plugin.Plugi
 			http.Error(w, "log in", http.StatusUnauthorized)
 			return
 		}
-		p.Authorize(w, r, user, r.URL.Query().Get("organization"))
+		provider := p.Provider()
+		ar, err := provider.NewAuthorizeRequest(r.Context(), r)
+		if err != nil {
+			provider.WriteAuthorizeError(r.Context(), w, ar, err)
+			return
+		}
+		p.Authorize(w, r, ar, user, r.URL.Query().Get("organization"), nil)
 	})
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
 	return &env{t: t, store: s, dir: dir, p: p, srv: srv}
+}
+
+// mountKit mounts what a kit-mode host serves of deputy on r: the OAuth2
+// endpoints and deputy's own handler.
+func mountKit(r *mux.Router, p *plugin.Plugin) {
+	oauth2 := p.OAuth2Handler()
+	for _, path := range []string{plugin.TokenPath, plugin.IntrospectionPath, plugin.RevocationPath, plugin.MetadataPath} {
+		r.Handle(path, oauth2)
+	}
+	own := p.Handler()
+	for _, prefix := range []string{"/api/", "/agent/", plugin.JWKSPath} {
+		r.PathPrefix(prefix).Handler(own)
+	}
 }
 
 // call makes an apps API request as user ("" for none) and returns the

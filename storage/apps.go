@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"sort"
 	"time"
 )
@@ -63,15 +64,27 @@ func (s *Store) CountClientSecrets(ctx context.Context, clientID string) (int, e
 // DeleteClientSecret removes one secret of clientID. The next token request
 // with it fails: GetClient reads the live hashes on every request.
 // ErrNotFound when clientID has no such secret.
+//
+// The access tokens the secret obtained (their stored form names it under
+// protocol.SecretIDFormKey) are deleted with it, in the same transaction,
+// so that they stop working at once and the token lookup needs no second
+// query to find out.
 func (s *Store) DeleteClientSecret(ctx context.Context, clientID, secretID string) error {
-	res, err := s.exec(ctx, `DELETE FROM client_secrets WHERE id = ? AND client_id = ?`, secretID, clientID)
-	if err != nil {
+	return s.InTx(ctx, func(ctx context.Context) error {
+		res, err := s.exec(ctx, `DELETE FROM client_secrets WHERE id = ? AND client_id = ?`, secretID, clientID)
+		if err != nil {
+			return err
+		}
+		if err := oneRow(res); err != nil {
+			return fmt.Errorf("storage: client secret %q: %w", secretID, err)
+		}
+		// form_data is the JSON of the sanitized url.Values, keys sorted:
+		// the stamp appears exactly as below. Secret ids are hex, so the
+		// pattern holds no LIKE wildcard.
+		stamp := `%"` + protocol.SecretIDFormKey + `":["` + secretID + `"]%`
+		_, err = s.exec(ctx, `DELETE FROM `+string(accessTable)+` WHERE client_id = ? AND form_data LIKE ?`, clientID, stamp)
 		return err
-	}
-	if err := oneRow(res); err != nil {
-		return fmt.Errorf("storage: client secret %q: %w", secretID, err)
-	}
-	return nil
+	})
 }
 
 // TouchClientSecret records that the secret with this hash authenticated at

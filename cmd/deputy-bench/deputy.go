@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/internal/clientsecret"
@@ -85,7 +84,7 @@ func startDeputy(ctx context.Context, listen string, d *database) (*deputyServer
 		ln.Close()
 		return nil, err
 	}
-	p, err := plugin.New(plugin.Config{
+	p, err := plugin.New(ctx, plugin.Config{
 		Store:        d.Store,
 		Directory:    staticDirectory{benchOwner: {benchReadScope, benchWrite}},
 		Sessions:     noSessions{},
@@ -95,15 +94,15 @@ func startDeputy(ctx context.Context, listen string, d *database) (*deputyServer
 			{Name: benchReadScope, Description: "Read projects"},
 			{Name: benchWrite, Description: "Change projects", Write: true},
 		},
+		Agents: true,
 	})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	agentVerifier, agentErr := enableAgentGrant(ctx, p, secret)
-	r := mux.NewRouter()
-	p.Register(r)
-	stopHTTP := serveOn(ln, r)
+	agentVerifier := &agenttoken.AgentVerifier{Keys: p.Keys(), Issuer: base}
+	var agentErr error
+	stopHTTP := serveOn(ln, p.OAuth2Handler())
 	s := &deputyServer{
 		endpoint:      base + plugin.TokenPath,
 		plugin:        p,

@@ -73,13 +73,13 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	firstParty := client != nil && client.FirstParty
 	switch {
 	case firstParty:
-		s.deputy.p.Authorize(w, r, u.ID, "")
+		s.deputy.p.Authorize(w, r, ar, u.ID, "", nil)
 		return
 	case r.Method == http.MethodPost:
 		switch r.PostFormValue("decision") {
 		case "allow":
 			s.log.InfoContext(ctx, "authorization consented", "user_id", u.ID, "client_id", ar.GetClient().GetID())
-			s.deputy.p.Authorize(w, r, u.ID, "")
+			s.deputy.p.Authorize(w, r, ar, u.ID, "", nil)
 		case "deny":
 			s.log.InfoContext(ctx, "authorization denied", "user_id", u.ID, "client_id", ar.GetClient().GetID())
 			provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrAccessDenied.WithHint("The user denied the request."))

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -129,7 +130,7 @@ func TestAuthorizeThirdPartyConsent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("exchange: %v", err)
 		}
-		if got := tok.Extra("scope"); got != "offline_access projects:read" {
+		if got := scope.Join(scope.Parse(tok.Extra("scope").(string))); got != "offline_access projects:read" {
 			t.Errorf("granted scope %q, want bob's: offline_access projects:read", got)
 		}
 		if !strings.HasPrefix(tok.AccessToken, "dpy_at_") || !strings.HasPrefix(tok.RefreshToken, "dpy_rt_") {
@@ -184,7 +185,7 @@ func TestAuthorizeFirstPartySkipsConsent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := tok.Extra("scope"); got != "offline_access projects:read projects:write" {
+	if got := scope.Join(scope.Parse(tok.Extra("scope").(string))); got != "offline_access projects:read projects:write" {
 		t.Errorf("granted %q", got)
 	}
 }

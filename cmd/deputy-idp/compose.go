@@ -6,7 +6,6 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/plugin"
 )
@@ -14,15 +13,15 @@ import (
 // deputy is what the host composed from the plugin and its parts.
 type deputy struct {
 	p        *plugin.Plugin
-	keys     *agenttoken.Keyring
 	resource *resource.Middleware
 }
 
-// compose builds the plugin around the host's Directory and sessions,
-// enables agent tokens and consent, and makes the resource middleware for
-// the sample API.
+// compose builds the plugin (kit mode: deputy's store is the fosite
+// storage, deputy composes the provider) around the host's Directory and
+// sessions, with agent tokens and consent, and makes the resource
+// middleware for the sample API.
 func (s *server) compose(ctx context.Context, closers *[]func()) error {
-	p, err := plugin.New(plugin.Config{
+	p, err := plugin.New(ctx, plugin.Config{
 		Store:        s.st,
 		Directory:    s.dir,
 		Sessions:     s.sessions,
@@ -32,31 +31,34 @@ func (s *server) compose(ctx context.Context, closers *[]func()) error {
 		Issuer:       s.issuer,
 		Scopes:       scopeCatalog,
 		LoginURL:     "/login",
+		Agents:       true,
 		Logger:       s.log,
 	})
 	if err != nil {
 		return err
 	}
 	*closers = append(*closers, func() { p.Close() })
-
-	agents, err := p.EnableAgents(ctx)
-	if err != nil {
-		return err
-	}
 	s.deputy = &deputy{
 		p:        p,
-		keys:     agents.Keys,
-		resource: agents.Middleware(func(r *http.Request) string { return mux.Vars(r)["org"] }),
+		resource: p.Middleware(func(r *http.Request) string { return mux.Vars(r)["org"] }),
 	}
 	return nil
 }
 
-// apiRoutes mounts the sample protected API behind the resource middleware.
+// apiRoutes mounts deputy's endpoints, pages and APIs, and the sample
+// protected API behind the resource middleware.
 func (s *server) apiRoutes(r *mux.Router) {
+	oauth2 := s.deputy.p.OAuth2Handler()
+	for _, path := range []string{plugin.TokenPath, plugin.IntrospectionPath, plugin.RevocationPath, plugin.MetadataPath} {
+		r.Handle(path, oauth2)
+	}
+	own := s.deputy.p.Handler()
+	for _, prefix := range []string{"/api/apps", "/api/authorized-apps", "/agent/", plugin.JWKSPath} {
+		r.PathPrefix(prefix).Handler(own)
+	}
 	m := s.deputy.resource
 	r.Handle("/api/orgs/{org}/projects", m.RequireScopes("projects:read")(http.HandlerFunc(s.handleListProjects))).
 		Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/api/orgs/{org}/projects", m.RequireScopes("projects:write")(http.HandlerFunc(s.handleCreateProject))).
 		Methods(http.MethodPost)
-	s.deputy.p.Register(r)
 }

@@ -398,7 +398,7 @@ func TestAgentTokenFromHostToken(t *testing.T) {
 		}
 		// alice approves with the IdP's own login cookie.
 		if c := alice.json(http.MethodPost, "/deputy/agent/approve", map[string]any{
-			"organization": "acme", "client": platID, "sessionId": "chat-42",
+			"organization": "acme", "clientId": platID, "sessionId": "chat-42",
 			"scopes": []string{"projects:write"}, "decision": "approve",
 		}, nil); c != http.StatusOK {
 			t.Fatalf("approve: %d", c)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/ory/fosite"
+
+	"github.com/deputyauth/deputy/internal/protocol"
 )
 
 // OwnedClient is one of deputy's apps whose tokens act as its owner
@@ -32,7 +34,7 @@ func ownedClient(c fosite.Client) OwnedClient {
 // SecretIDKey is the key, in a stored token request's form, of the id of the
 // app secret that obtained the token. The owned client-credentials handler
 // sets it; a token whose secret is gone is dead.
-const SecretIDKey = "deputy_secret_id"
+const SecretIDKey = protocol.SecretIDFormKey
 
 // SessionCodec tells deputy's flows how to read a host's fosite sessions.
 // The zero value reads deputy's own Session.
@@ -78,9 +80,8 @@ type AppTokens struct {
 	// Apps loads deputy's apps; nil checks nothing.
 	Apps fosite.ClientManager
 	// StoredClientIsLive says that the token store loads the token's client
-	// live with the token, and that deleting an app deletes its tokens
-	// (deputy's own store does both): then only the secret of a
-	// client-credentials token needs a lookup.
+	// live with the token and deletes a token with its app or its secret
+	// (deputy's own store does): then there is nothing left to check.
 	StoredClientIsLive bool
 }
 
@@ -96,7 +97,7 @@ func IsAppToken(req fosite.Requester) bool {
 // that must be dead; any other error is the store's.
 func (a AppTokens) Check(ctx context.Context, req fosite.Requester, subject string) error {
 	stamp := req.GetRequestForm().Get(SecretIDKey)
-	if a.Apps == nil || !IsAppToken(req) || (a.StoredClientIsLive && stamp == "") {
+	if a.Apps == nil || a.StoredClientIsLive || !IsAppToken(req) {
 		return nil
 	}
 	c, err := a.Apps.GetClient(ctx, req.GetClient().GetID())

@@ -68,3 +68,8 @@ const (
 // feature (an ID token, a refresh token) rather than for authority a user
 // holds, so a Directory is not asked about them.
 var ProtocolScopes = []string{"openid", "offline", "offline_access"}
+
+// SecretIDFormKey is the key, in a stored token request's form, of the id of
+// the app secret that obtained the token: deputy's client-credentials
+// handler writes it, and a token whose secret was deleted is dead.
+const SecretIDFormKey = "deputy_secret_id"
