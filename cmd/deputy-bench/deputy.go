@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"

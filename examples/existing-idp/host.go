@@ -69,12 +69,12 @@ func newHost(issuer string, log *slog.Logger) *host {
 	h := &host{
 		issuer: issuer,
 		config: &fosite.Config{
-			AccessTokenLifespan: 30 * time.Minute,
-			GlobalSecret:        []byte("some-cool-secret-that-is-32bytes"),
-			TokenURL:            issuer + "/oauth2/token",
-			AccessTokenIssuer:   issuer,
-			ScopeStrategy:       fosite.ExactScopeStrategy,
-			EnforcePKCE:         true,
+			AccessTokenLifespan:        30 * time.Minute,
+			GlobalSecret:               []byte("some-cool-secret-that-is-32bytes"),
+			TokenURL:                   issuer + "/oauth2/token",
+			AccessTokenIssuer:          issuer,
+			ScopeStrategy:              fosite.ExactScopeStrategy,
+			EnforcePKCE:                true,
 			SendDebugMessagesToClients: true,
 		},
 		store:    storage.NewMemoryStore(),

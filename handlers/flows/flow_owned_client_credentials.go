@@ -11,11 +11,10 @@ import (
 	"github.com/ory/fosite/token/jwt"
 	"github.com/ory/x/errorsx"
 
-	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 )
-
 
 var _ fosite.TokenEndpointHandler = (*OwnedClientCredentialsGrantHandler)(nil)
 
@@ -199,7 +198,6 @@ func (c *OwnedClientCredentialsGrantHandler) CanHandleTokenEndpointRequest(_ con
 	// grant_type REQUIRED. Value MUST be set to "client_credentials".
 	return requester.GetGrantTypes().ExactOne(protocol.GrantTypeClientCredentials)
 }
-
 
 // OwnedClientCredentialsFactory builds the handler for compose.Compose. In
 // kit mode (stepAside false) it replaces compose.OAuth2ClientCredentialsGrantFactory;
