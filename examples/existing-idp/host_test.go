@@ -269,9 +269,20 @@ func TestOwnedAppInHost(t *testing.T) {
 		s1 := newSecret()
 
 		// The escalation: the IdP grants projects:write, which bob lacks.
+		// Without the re-cap when the token is issued, the token has it.
+		// MemoryStore has no count; requests here are sequential, so
+		// nothing writes the map while it is read.
+		stored := func() int { return len(e.h.store.AccessTokens) }
+		before := stored()
 		tok, err := e.ccToken(app.ID, s1.Secret, "projects:read", "projects:write")
 		if err != nil {
 			t.Fatalf("owned app token: %v", err)
+		}
+		// Without HostClientsOnly, fosite's own client_credentials handler
+		// also serves the app and stores a second token: uncapped, acting
+		// for nobody, never handed out but live. Checked by removing it.
+		if n := stored() - before; n != 1 {
+			t.Errorf("one token request stored %d access tokens, want 1", n)
 		}
 		if got := tok.Extra("scope"); got != "projects:read" {
 			t.Errorf("token scope %q, want projects:read (capped at bob's)", got)
@@ -296,6 +307,9 @@ func TestOwnedAppInHost(t *testing.T) {
 			}
 		}
 		// A removed secret: its tokens die, the other secret's live on.
+		// Without the secret stamp and flows.AppTokens' check, the tokens
+		// live in the host's store until they expire; checked by removing
+		// the check.
 		s2 := newSecret()
 		tok2, err := e.ccToken(app.ID, s2.Secret, "projects:read")
 		if err != nil {
@@ -325,7 +339,8 @@ func TestOwnedAppInHost(t *testing.T) {
 		if got := e.introspect(tok2.AccessToken); !got.Active {
 			t.Fatalf("re-enabled owner: token inactive")
 		}
-		// A deleted app.
+		// A deleted app. Without flows.AppTokens' lookup the token, in the
+		// host's store, stays active; checked by removing it.
 		if c := bob.json(http.MethodDelete, "/deputy/api/apps/"+app.ID, nil, nil); c != http.StatusNoContent {
 			t.Fatalf("delete app: %d", c)
 		}
