@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"embed"
 	"encoding/json"
-	"errors"
 	"html/template"
 	"mime"
 	"net/http"
@@ -12,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deputyauth/deputy/internal/httperr"
 	"github.com/deputyauth/deputy/internal/secheaders"
-	"github.com/deputyauth/deputy/storage"
 )
 
 //go:embed templates/*.html
@@ -128,31 +127,15 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, code,
 	writeJSON(w, status, apiError{Error: code, Message: msg})
 }
 
-// internal logs err with detail and answers generically: the client learns
-// nothing about the database or the directory. A database that cannot be
-// reached (storage.ErrUnavailable) is a 503 with Retry-After: the same
-// request works once it is back, and nothing was written.
+// internal logs err with detail and answers generically (httperr): the
+// client learns nothing about the database or the directory. A database
+// that cannot be reached is a 503 with Retry-After: the same request works
+// once it is back, and nothing was written.
 func (h *Handler) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
-	if errors.Is(err, storage.ErrUnavailable) {
-		h.log.ErrorContext(r.Context(), "consent: "+what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
-		w.Header().Set("Retry-After", retryAfterUnavailable)
-		h.fail(w, r, http.StatusServiceUnavailable, "temporarily_unavailable", "the service is temporarily unavailable; try again shortly")
-		return
-	}
-	if errors.Is(err, storage.ErrInvalidInput) {
-		// A value the database cannot hold (a NUL byte in PostgreSQL
-		// text): the request's fault.
-		h.log.WarnContext(r.Context(), "consent: "+what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)
-		h.fail(w, r, http.StatusBadRequest, "invalid_request", "the request contains characters that are not allowed")
-		return
-	}
-	h.log.ErrorContext(r.Context(), "consent: "+what, "err", err, "method", r.Method, "path", r.URL.Path)
-	h.fail(w, r, http.StatusInternalServerError, "server_error", "internal error; try again later")
+	httperr.Answer(w, r, h.log, "consent: "+what, err, func(c httperr.Class) {
+		h.fail(w, r, c.Status, c.Code, c.Message)
+	})
 }
-
-// retryAfterUnavailable is the Retry-After of a 503 answered while the
-// database is unavailable.
-const retryAfterUnavailable = "5"
 
 // render executes a template into a buffer first, so a template error is a
 // clean 500 rather than half a page.

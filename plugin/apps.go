@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/httperr"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/scope"
@@ -181,25 +182,24 @@ func (p *Plugin) notFound(w http.ResponseWriter) {
 	p.writeError(w, http.StatusNotFound, APIError{Error: apiErrNotFound, Message: "no such app"})
 }
 
-// internal logs err with detail and answers generically: 503 with
-// Retry-After when the database could not be reached (the same request will
-// work once it is back), 500 otherwise.
+// internal logs err with detail and answers generically (httperr): 503
+// with Retry-After when the database could not be reached, 400 for a value
+// the database refuses, 500 otherwise.
 func (p *Plugin) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
-	if errors.Is(err, storage.ErrUnavailable) {
-		p.cfg.Logger.ErrorContext(r.Context(), "deputy: apps API: "+what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
-		w.Header().Set("Retry-After", retryAfterUnavailable)
-		p.writeError(w, http.StatusServiceUnavailable, APIError{Error: apiErrUnavailable, Message: "the service is temporarily unavailable; try again shortly"})
-		return
+	httperr.Answer(w, r, p.cfg.Logger, "deputy: apps API: "+what, err, func(c httperr.Class) {
+		p.writeError(w, c.Status, APIError{Error: apiCode(c), Message: c.Message})
+	})
+}
+
+// apiCode is the apps API's error code for an httperr class.
+func apiCode(c httperr.Class) string {
+	switch c.Status {
+	case http.StatusServiceUnavailable:
+		return apiErrUnavailable
+	case http.StatusBadRequest:
+		return apiErrInvalid
 	}
-	if errors.Is(err, storage.ErrInvalidInput) {
-		// A value the database cannot hold (a NUL byte in PostgreSQL
-		// text): the request's fault.
-		p.cfg.Logger.WarnContext(r.Context(), "deputy: apps API: "+what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)
-		p.writeError(w, http.StatusBadRequest, APIError{Error: apiErrInvalid, Message: "the request contains characters that are not allowed"})
-		return
-	}
-	p.cfg.Logger.ErrorContext(r.Context(), "deputy: apps API: "+what, "err", err, "method", r.Method, "path", r.URL.Path)
-	p.writeError(w, http.StatusInternalServerError, APIError{Error: apiErrInternal, Message: "internal error"})
+	return apiErrInternal
 }
 
 // badInput answers a validation error naming its field.

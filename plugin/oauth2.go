@@ -8,6 +8,7 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/internal/httperr"
 	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -30,10 +31,6 @@ func (p *Plugin) OAuth2Handler() http.Handler {
 	return mux
 }
 
-// retryAfterUnavailable is the Retry-After, in seconds, of a 503 answered
-// while the database cannot be reached.
-const retryAfterUnavailable = "5"
-
 // unavailable answers an OAuth endpoint's request when err shows the
 // database could not be reached (storage.ErrUnavailable): 503 with RFC 6749's
 // temporarily_unavailable and a Retry-After, the detail logged. Without it
@@ -42,21 +39,27 @@ const retryAfterUnavailable = "5"
 // limiter), or, at introspection and revocation, as a plain success
 // ({"active":false}, 200) that is a lie. It reports whether it answered.
 func (p *Plugin) unavailable(w http.ResponseWriter, r *http.Request, endpoint string, err error) bool {
-	if !errors.Is(err, storage.ErrUnavailable) {
+	if httperr.Classify(err) != httperr.Unavailable {
 		return false
 	}
-	p.cfg.Logger.ErrorContext(r.Context(), "deputy: "+endpoint+": database unavailable", "err", oauthErrorDetail(err))
-	h := w.Header()
-	h.Set("Content-Type", "application/json;charset=UTF-8")
-	secheaders.SetNoStore(h)
-	h.Set("Retry-After", retryAfterUnavailable)
-	w.WriteHeader(http.StatusServiceUnavailable)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}{fosite.ErrTemporarilyUnavailable.ErrorField, "The authorization server is temporarily unable to handle the request; retry later."})
+	httperr.Answer(w, r, p.cfg.Logger, "deputy: "+endpoint, detailed{err}, func(c httperr.Class) {
+		h := w.Header()
+		h.Set("Content-Type", "application/json;charset=UTF-8")
+		secheaders.SetNoStore(h)
+		w.WriteHeader(c.Status)
+		_ = json.NewEncoder(w).Encode(struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}{fosite.ErrTemporarilyUnavailable.ErrorField, "The authorization server is temporarily unable to handle the request; retry later."})
+	})
 	return true
 }
+
+// detailed is an error logged with fosite's description, debug and cause.
+type detailed struct{ err error }
+
+func (d detailed) Error() string { return oauthErrorDetail(d.err) }
+func (d detailed) Unwrap() error { return d.err }
 
 // oauthErrorDetail is err with fosite's description, debug and cause.
 func oauthErrorDetail(err error) string {

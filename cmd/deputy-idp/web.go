@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"embed"
 	"encoding/json"
-	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -12,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deputyauth/deputy/internal/httperr"
 	"github.com/deputyauth/deputy/internal/secheaders"
-	"github.com/deputyauth/deputy/storage"
 )
 
 //go:embed web/templates/*.html
@@ -94,33 +93,20 @@ func (e errUnknownPage) Error() string { return "unknown page " + string(e) }
 // is the request's fault (WARN, 400), so hostile input cannot fill the
 // error log; anything else is ours (ERROR, 500).
 func (s *server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
-	if errors.Is(err, storage.ErrUnavailable) {
-		s.log.ErrorContext(r.Context(), what+": database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
-		// The same request will work once the database is back, so say so
-		// rather than blame the server.
-		w.Header().Set("Retry-After", "5")
+	httperr.Answer(w, r, s.log, what, err, func(c httperr.Class) {
 		if wantsJSON(r) {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable; try again shortly"})
+			writeJSON(w, c.Status, map[string]string{"error": c.Code, "error_description": c.Message})
 			return
 		}
-		http.Error(w, "The service is temporarily unavailable. Please try again in a moment.", http.StatusServiceUnavailable)
-		return
-	}
-	if errors.Is(err, storage.ErrInvalidInput) {
-		s.log.WarnContext(r.Context(), what+": input the database refuses", "err", err, "method", r.Method, "path", r.URL.Path)
-		if wantsJSON(r) {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the request contains characters that are not allowed"})
-			return
-		}
-		http.Error(w, "The request contains characters that are not allowed.", http.StatusBadRequest)
-		return
-	}
-	s.log.ErrorContext(r.Context(), what, "err", err, "method", r.Method, "path", r.URL.Path)
-	if wantsJSON(r) {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": "internal error"})
-		return
-	}
-	http.Error(w, "Something went wrong on our side. It has been logged; please try again.", http.StatusInternalServerError)
+		http.Error(w, pageMessage[c.Status], c.Status)
+	})
+}
+
+// pageMessage is what a page says for each httperr class.
+var pageMessage = map[int]string{
+	http.StatusServiceUnavailable:  "The service is temporarily unavailable. Please try again in a moment.",
+	http.StatusBadRequest:          "The request contains characters that are not allowed.",
+	http.StatusInternalServerError: "Something went wrong on our side. It has been logged; please try again.",
 }
 
 // errorPage answers a browser with a short page.
