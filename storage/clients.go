@@ -55,7 +55,12 @@ type Client struct {
 	TokenEndpointAuthMethod string     `db:"token_endpoint_auth_method"`
 	Public                  bool       `db:"public"`
 	// FirstParty clients skip the host's consent screen.
-	FirstParty  bool           `db:"first_party"`
+	FirstParty bool `db:"first_party"`
+	// Agent clients act for whoever authorizes them (MCP clients): the
+	// write scopes a user grants them at the authorization endpoint are an
+	// approval that lasts the grant lifespan, not as long as the refresh
+	// token (flows.Approvals).
+	Agent       bool           `db:"agent"`
 	OwnerUserID sql.NullString `db:"owner_user_id"`
 	CreatedAt   time.Time      `db:"created_at"`
 	UpdatedAt   time.Time      `db:"updated_at"`
@@ -97,6 +102,9 @@ func (c *Client) GetScopes() fosite.Arguments        { return fosite.Arguments(c
 func (c *Client) IsPublic() bool                     { return c.Public }
 func (c *Client) GetAudience() fosite.Arguments      { return fosite.Arguments(c.Audience) }
 
+// IsAgent reports whether the client is an agent (see Agent).
+func (c *Client) IsAgent() bool { return c.Agent }
+
 // GetName is the app's display name: what the consent pages call the agent
 // platform an approval is for.
 func (c *Client) GetName() string { return c.Name }
@@ -124,7 +132,7 @@ func (c *Client) SetOwner(userID string) {
 }
 
 const clientColumns = `id, name, icon_url, redirect_uris, grant_types, response_types, scopes, audience,
-	token_endpoint_auth_method, public, first_party, owner_user_id, created_at, updated_at`
+	token_endpoint_auth_method, public, first_party, agent, owner_user_id, created_at, updated_at`
 
 // CreateClient inserts c, setting its timestamps. ErrConflict if the id exists.
 func (s *Store) CreateClient(ctx context.Context, c *Client) error {
@@ -133,9 +141,9 @@ func (s *Store) CreateClient(ctx context.Context, c *Client) error {
 	if c.TokenEndpointAuthMethod == "" {
 		c.TokenEndpointAuthMethod = "client_secret_basic"
 	}
-	_, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
-		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.OwnerUserID, c.CreatedAt, c.UpdatedAt)
+		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.Agent, c.OwnerUserID, c.CreatedAt, c.UpdatedAt)
 	if err != nil {
 		return fmt.Errorf("storage: client %q: %w", c.ID, err)
 	}
@@ -147,9 +155,9 @@ func (s *Store) UpdateClient(ctx context.Context, c *Client) error {
 	c.UpdatedAt = now()
 	res, err := s.exec(ctx, `UPDATE clients SET name = ?, icon_url = ?, redirect_uris = ?, grant_types = ?,
 		response_types = ?, scopes = ?, audience = ?, token_endpoint_auth_method = ?, public = ?,
-		first_party = ?, owner_user_id = ?, updated_at = ? WHERE id = ?`,
+		first_party = ?, agent = ?, owner_user_id = ?, updated_at = ? WHERE id = ?`,
 		c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
-		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.OwnerUserID, c.UpdatedAt, c.ID)
+		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.Agent, c.OwnerUserID, c.UpdatedAt, c.ID)
 	if err != nil {
 		return err
 	}
@@ -199,7 +207,7 @@ func (s *Store) Client(ctx context.Context, id string) (*Client, error) {
 	var rows []clientRow
 	err := s.selectPrepared(ctx, &rows, `SELECT c.id, c.name, c.icon_url, c.redirect_uris, c.grant_types,
 		c.response_types, c.scopes, c.audience, c.token_endpoint_auth_method, c.public, c.first_party,
-		c.owner_user_id, c.created_at, c.updated_at, s.secret_hash, s.id AS secret_id
+		c.agent, c.owner_user_id, c.created_at, c.updated_at, s.secret_hash, s.id AS secret_id
 		FROM clients c LEFT JOIN client_secrets s ON s.client_id = c.id
 		WHERE c.id = ? ORDER BY s.created_at DESC`, id)
 	if err != nil {

@@ -166,7 +166,7 @@ const joinedClientColumns = `c.id AS "c.id", c.name AS "c.name", c.icon_url AS "
 	c.redirect_uris AS "c.redirect_uris", c.grant_types AS "c.grant_types",
 	c.response_types AS "c.response_types", c.scopes AS "c.scopes", c.audience AS "c.audience",
 	c.token_endpoint_auth_method AS "c.token_endpoint_auth_method", c.public AS "c.public",
-	c.first_party AS "c.first_party", c.owner_user_id AS "c.owner_user_id",
+	c.first_party AS "c.first_party", c.agent AS "c.agent", c.owner_user_id AS "c.owner_user_id",
 	c.created_at AS "c.created_at", c.updated_at AS "c.updated_at"`
 
 // getRequest loads a request by signature. An inactive request is returned

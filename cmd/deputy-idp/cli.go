@@ -216,6 +216,7 @@ func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 	scopes := fs.String("scope", "", `space-separated scopes the client may request (required)`)
 	firstParty := fs.Bool("first-party", false, "users are not asked to consent (only for clients you run yourself)")
 	public := fs.Bool("public", false, "a public client (native app): no secret, PKCE only")
+	agent := fs.Bool("agent", false, "an agent (an MCP client, say): write scopes users grant it are approvals that expire after the grant lifespan")
 	if !parseFlags(fs, args) {
 		return 2
 	}
@@ -231,6 +232,7 @@ func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 		Scopes:       scope.Parse(*scopes),
 		FirstParty:   *firstParty,
 		Public:       *public,
+		Agent:        *agent,
 	}
 	if err := validateUnownedClient(c); err != nil {
 		fmt.Fprintf(stderr, "clients create: %v\n", err)
@@ -253,14 +255,14 @@ func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	out := map[string]any{
 		"client_id": c.ID, "name": c.Name, "grant_types": []string(c.GrantTypes),
-		"redirect_uris": nonNil(c.RedirectURIs), "scopes": nonNil(c.Scopes), "first_party": c.FirstParty, "public": c.Public,
+		"redirect_uris": nonNil(c.RedirectURIs), "scopes": nonNil(c.Scopes), "first_party": c.FirstParty, "public": c.Public, "agent": c.Agent,
 	}
 	order := []string{"client_id"}
 	if !c.Public {
 		out["client_secret"] = secret
 		order = append(order, "client_secret")
 	}
-	printResult(stdout, common.json, out, append(order, "name", "grant_types", "redirect_uris", "scopes", "first_party")...)
+	printResult(stdout, common.json, out, append(order, "name", "grant_types", "redirect_uris", "scopes", "first_party", "agent")...)
 	return 0
 }
 
@@ -300,6 +302,12 @@ func validateUnownedClient(c *storage.Client) error {
 	}
 	if !hasCode && len(c.RedirectURIs) > 0 {
 		return errors.New("--redirect-uri only makes sense with authorization_code")
+	}
+	if c.Agent && !hasCode {
+		return errors.New("--agent is for clients users authorize (authorization_code): an agent platform's agent tokens already need approvals")
+	}
+	if c.Agent && c.FirstParty {
+		return errors.New("--agent and --first-party do not mix: an agent's write scopes need the user's approval on the consent screen")
 	}
 	if c.Public && scope.Contains(c.GrantTypes, protocol.GrantTypeAgentToken) {
 		return errors.New("the agent-token grant needs a confidential client (drop --public)")

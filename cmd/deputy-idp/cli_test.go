@@ -105,8 +105,13 @@ func TestCLIRoundTrip(t *testing.T) {
 		}
 		fp := cliJSON(t, "clients", "create", db, "--name", "Console", "--grant", "authorization_code",
 			"--redirect-uri", "https://console.example/cb", "--scope", "projects:read", "--first-party")
-		if fp["first_party"] != true {
+		if fp["first_party"] != true || fp["agent"] != false {
 			t.Errorf("--first-party not recorded: %v", fp)
+		}
+		ag := cliJSON(t, "clients", "create", db, "--name", "MCP client", "--grant", "authorization_code", "--grant", "refresh_token",
+			"--redirect-uri", "http://127.0.0.1:33418/callback", "--scope", "projects:read projects:write offline_access", "--public", "--agent")
+		if ag["agent"] != true {
+			t.Errorf("--agent not recorded: %v", ag)
 		}
 
 		// keys rotate keeps the old key published beside the new one.
@@ -141,6 +146,8 @@ func TestCLIRefusals(t *testing.T) {
 		{"clients: bad scope", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://a.example/cb", "--scope", "é"}, 2, "--scope"},
 		{"clients: ftp to localhost", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "ftp://localhost/cb", "--scope", "a"}, 2, "not allowed"},
 		{"clients: credentials in redirect", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://u:p@a.example/cb", "--scope", "a"}, 2, "credentials"},
+		{"clients: agent without code", []string{"clients", "create", db, "--name", "n", "--grant", "urn:deputy:params:oauth:grant-type:agent-token", "--scope", "a", "--agent"}, 2, "authorization_code"},
+		{"clients: first-party agent", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://a.example/cb", "--scope", "a", "--agent", "--first-party"}, 2, "do not mix"},
 		{"keys: short secret", []string{"keys", "rotate", db, "--system-secret", "short"}, 1, "at least 32"},
 		{"postgres needs a secret", []string{"keys", "rotate", "--database-url", "postgres://nobody@127.0.0.1:1/x", "--system-secret="}, 1, "required with PostgreSQL"},
 	}

@@ -39,10 +39,17 @@ func testClients(t *testing.T, s Store) {
 	if _, err := s.GetClient(ctx, "nope"); !errors.Is(err, fosite.ErrNotFound) {
 		t.Fatalf("missing client: %v", err)
 	}
+	if sc.IsAgent() {
+		t.Fatal("a new client is an agent only when marked so")
+	}
 	sc.Name = "renamed"
 	sc.SetOwner("alice")
+	sc.Agent = true
 	if err := s.UpdateClient(ctx, sc); err != nil {
 		t.Fatal(err)
+	}
+	if got, err := s.Client(ctx, "c1"); err != nil || !got.IsAgent() {
+		t.Fatalf("agent flag not kept by UpdateClient: %+v %v", got, err)
 	}
 	if err := s.UpdateClient(ctx, &storage.Client{ID: "nope"}); !errors.Is(err, fosite.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
@@ -59,6 +66,15 @@ func testClients(t *testing.T, s Store) {
 	// Deleting a client takes its tokens with it.
 	if err := s.CreateAccessTokenSession(ctx, "at-c1", newRequest(sc, "r1", "alice", future)); err != nil {
 		t.Fatal(err)
+	}
+	// A token's client is the live one, agent flag included: approvals
+	// (flows.Approvals) are decided on it at every use.
+	tok, err := s.GetAccessTokenSession(ctx, "at-c1", session())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac, ok := tok.GetClient().(interface{ IsAgent() bool }); !ok || !ac.IsAgent() {
+		t.Fatalf("a token's client lost its agent flag: %+v", tok.GetClient())
 	}
 	if err := s.DeleteClient(ctx, "c1"); err != nil {
 		t.Fatal(err)
