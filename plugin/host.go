@@ -87,46 +87,62 @@ func (a hostAppView) GetRotatedHashes() [][]byte {
 
 var errNoHostSupport = errors.New("deputy: the host's storage does not implement this")
 
-func (s *Storage) CreatePKCERequestSession(ctx context.Context, signature string, r fosite.Requester) error {
-	if h, ok := s.HostStorage.(pkce.PKCERequestStorage); ok {
-		return h.CreatePKCERequestSession(ctx, signature, r)
+// hostAs returns the host's storage as a T, for the optional interfaces a
+// host's factories may need.
+func hostAs[T any](s *Storage, what string) (T, error) {
+	h, ok := s.HostStorage.(T)
+	if !ok {
+		return h, fmt.Errorf("%w: %s", errNoHostSupport, what)
 	}
-	return fmt.Errorf("%w: PKCE", errNoHostSupport)
+	return h, nil
+}
+
+func (s *Storage) CreatePKCERequestSession(ctx context.Context, signature string, r fosite.Requester) error {
+	h, err := hostAs[pkce.PKCERequestStorage](s, "PKCE")
+	if err != nil {
+		return err
+	}
+	return h.CreatePKCERequestSession(ctx, signature, r)
 }
 
 func (s *Storage) GetPKCERequestSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
-	if h, ok := s.HostStorage.(pkce.PKCERequestStorage); ok {
-		return h.GetPKCERequestSession(ctx, signature, session)
+	h, err := hostAs[pkce.PKCERequestStorage](s, "PKCE")
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: PKCE", errNoHostSupport)
+	return h.GetPKCERequestSession(ctx, signature, session)
 }
 
 func (s *Storage) DeletePKCERequestSession(ctx context.Context, signature string) error {
-	if h, ok := s.HostStorage.(pkce.PKCERequestStorage); ok {
-		return h.DeletePKCERequestSession(ctx, signature)
+	h, err := hostAs[pkce.PKCERequestStorage](s, "PKCE")
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: PKCE", errNoHostSupport)
+	return h.DeletePKCERequestSession(ctx, signature)
 }
 
 func (s *Storage) CreateOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) error {
-	if h, ok := s.HostStorage.(openid.OpenIDConnectRequestStorage); ok {
-		return h.CreateOpenIDConnectSession(ctx, code, r)
+	h, err := hostAs[openid.OpenIDConnectRequestStorage](s, "OpenID Connect")
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: OpenID Connect", errNoHostSupport)
+	return h.CreateOpenIDConnectSession(ctx, code, r)
 }
 
 func (s *Storage) GetOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) (fosite.Requester, error) {
-	if h, ok := s.HostStorage.(openid.OpenIDConnectRequestStorage); ok {
-		return h.GetOpenIDConnectSession(ctx, code, r)
+	h, err := hostAs[openid.OpenIDConnectRequestStorage](s, "OpenID Connect")
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: OpenID Connect", errNoHostSupport)
+	return h.GetOpenIDConnectSession(ctx, code, r)
 }
 
 func (s *Storage) DeleteOpenIDConnectSession(ctx context.Context, code string) error {
-	if h, ok := s.HostStorage.(openid.OpenIDConnectRequestStorage); ok {
-		return h.DeleteOpenIDConnectSession(ctx, code)
+	h, err := hostAs[openid.OpenIDConnectRequestStorage](s, "OpenID Connect")
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: OpenID Connect", errNoHostSupport)
+	return h.DeleteOpenIDConnectSession(ctx, code)
 }
 
 // BeginTX, Commit and Rollback are the host's transactions where it has
