@@ -65,6 +65,18 @@ type Client struct {
 	CreatedAt   time.Time      `db:"created_at"`
 	UpdatedAt   time.Time      `db:"updated_at"`
 
+	// Registration is how a client that came without a person came:
+	// RegistrationDynamic or RegistrationMetadataDocument; "" for an app a
+	// person made (the apps API, the host).
+	Registration string `db:"registration"`
+	// RegistrationTokenHash is the SHA-256 hash of a dynamic client's RFC
+	// 7592 registration access token; nil for every other client.
+	RegistrationTokenHash []byte `db:"registration_token_hash"`
+	// UnusedExpiresAt is when a registration that has never had a token
+	// issued is deleted by DeleteExpired; not Valid for every other client,
+	// and cleared by MarkClientUsed.
+	UnusedExpiresAt sql.NullTime `db:"unused_expires_at"`
+
 	// SecretHashes are the SHA-256 hashes of the client's live secrets,
 	// filled by GetClient. Any of them authenticates the client.
 	SecretHashes [][]byte `db:"-"`
@@ -123,6 +135,27 @@ func (c *Client) SecretIDFor(hash []byte) string {
 	return ""
 }
 
+// How a client that came without a person came (Client.Registration).
+const (
+	// RegistrationDynamic: registered itself with RFC 7591 dynamic
+	// registration; managed with RFC 7592 and its registration access
+	// token.
+	RegistrationDynamic = "dynamic"
+	// RegistrationMetadataDocument: a client whose id is the URL of a
+	// client ID metadata document it hosts. The row is a copy of the
+	// document, kept so that token lookups find their client; the document
+	// itself is the client's truth.
+	RegistrationMetadataDocument = "metadata_document"
+)
+
+// Unverified reports whether the client registered itself: nobody at the
+// IdP vouched for its name, so consent pages say so.
+func (c *Client) Unverified() bool { return c.Registration != "" }
+
+// RegistrationUnused reports whether the client is a registration that has
+// not had a token issued yet (MarkClientUsed records the first).
+func (c *Client) RegistrationUnused() bool { return c.UnusedExpiresAt.Valid }
+
 // Owner returns the owning user's id, or "" for an unowned client.
 func (c *Client) Owner() string { return c.OwnerUserID.String }
 
@@ -132,7 +165,8 @@ func (c *Client) SetOwner(userID string) {
 }
 
 const clientColumns = `id, name, icon_url, redirect_uris, grant_types, response_types, scopes, audience,
-	token_endpoint_auth_method, public, first_party, agent, owner_user_id, created_at, updated_at`
+	token_endpoint_auth_method, public, first_party, agent, owner_user_id, created_at, updated_at,
+	registration, registration_token_hash, unused_expires_at`
 
 // CreateClient inserts c, setting its timestamps. ErrConflict if the id exists.
 func (s *Store) CreateClient(ctx context.Context, c *Client) error {
@@ -141,16 +175,21 @@ func (s *Store) CreateClient(ctx context.Context, c *Client) error {
 	if c.TokenEndpointAuthMethod == "" {
 		c.TokenEndpointAuthMethod = "client_secret_basic"
 	}
-	_, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
-		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.Agent, c.OwnerUserID, c.CreatedAt, c.UpdatedAt)
+		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.Agent, c.OwnerUserID, c.CreatedAt, c.UpdatedAt,
+		c.Registration, c.RegistrationTokenHash, utcNullTime(c.UnusedExpiresAt))
 	if err != nil {
 		return fmt.Errorf("storage: client %q: %w", c.ID, err)
 	}
 	return nil
 }
 
-// UpdateClient replaces the mutable fields of the client with c.ID.
+// UpdateClient replaces the mutable fields of the client with c.ID. How
+// the client registered, its registration token and its unused expiry are
+// not among them: they change only with the client's registration
+// (MarkClientUsed, SaveMetadataDocumentClient), so that an update racing
+// with the client's first token cannot mark it unused again.
 func (s *Store) UpdateClient(ctx context.Context, c *Client) error {
 	c.UpdatedAt = now()
 	res, err := s.exec(ctx, `UPDATE clients SET name = ?, icon_url = ?, redirect_uris = ?, grant_types = ?,
@@ -207,7 +246,8 @@ func (s *Store) Client(ctx context.Context, id string) (*Client, error) {
 	var rows []clientRow
 	err := s.selectPrepared(ctx, &rows, `SELECT c.id, c.name, c.icon_url, c.redirect_uris, c.grant_types,
 		c.response_types, c.scopes, c.audience, c.token_endpoint_auth_method, c.public, c.first_party,
-		c.agent, c.owner_user_id, c.created_at, c.updated_at, s.secret_hash, s.id AS secret_id
+		c.agent, c.owner_user_id, c.created_at, c.updated_at, c.registration, c.registration_token_hash,
+		c.unused_expires_at, s.secret_hash, s.id AS secret_id
 		FROM clients c LEFT JOIN client_secrets s ON s.client_id = c.id
 		WHERE c.id = ? ORDER BY s.created_at DESC`, id)
 	if err != nil {
@@ -236,6 +276,56 @@ func (s *Store) ListClients(ctx context.Context, ownerUserID string) ([]*Client,
 		err = s.selectAll(ctx, &cs, `SELECT `+clientColumns+` FROM clients WHERE owner_user_id = ? ORDER BY created_at DESC, id`, ownerUserID)
 	}
 	return cs, err
+}
+
+// MarkClientUsed records that a registration had its first token issued:
+// it is no longer swept as unused. Calling it again, or for a client that
+// is no registration, changes nothing.
+func (s *Store) MarkClientUsed(ctx context.Context, id string) error {
+	_, err := s.exec(ctx, `UPDATE clients SET unused_expires_at = NULL WHERE id = ? AND unused_expires_at IS NOT NULL`, id)
+	return err
+}
+
+// SaveMetadataDocumentClient stores c, a client known by its client ID
+// metadata document (c.Registration is RegistrationMetadataDocument), or
+// refreshes the copy stored before: name, icon, redirect URIs, grant and
+// response types and scopes. A copy not yet used keeps its unused expiry
+// moved to c's; a used one stays used. ErrConflict when c.ID belongs to a
+// client that is not a metadata document's.
+func (s *Store) SaveMetadataDocumentClient(ctx context.Context, c *Client) error {
+	if c.Registration != RegistrationMetadataDocument {
+		return fmt.Errorf("storage: client %q: %w: not a metadata document client", c.ID, ErrInvalidInput)
+	}
+	c.CreatedAt = now()
+	c.UpdatedAt = c.CreatedAt
+	if c.TokenEndpointAuthMethod == "" {
+		c.TokenEndpointAuthMethod = "none"
+	}
+	res, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, icon_url = excluded.icon_url,
+			redirect_uris = excluded.redirect_uris, grant_types = excluded.grant_types,
+			response_types = excluded.response_types, scopes = excluded.scopes, agent = excluded.agent,
+			updated_at = excluded.updated_at,
+			unused_expires_at = CASE WHEN clients.unused_expires_at IS NULL THEN NULL ELSE excluded.unused_expires_at END
+		WHERE clients.registration = excluded.registration`,
+		c.ID, c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
+		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.Agent, c.OwnerUserID, c.CreatedAt, c.UpdatedAt,
+		c.Registration, c.RegistrationTokenHash, utcNullTime(c.UnusedExpiresAt))
+	if err != nil {
+		return fmt.Errorf("storage: client %q: %w", c.ID, err)
+	}
+	if err := oneRow(res); err != nil {
+		return fmt.Errorf("storage: client %q: %w: the id is another client's", c.ID, ErrConflict)
+	}
+	return nil
+}
+
+// utcNullTime is t in UTC, truncated to what both dialects keep.
+func utcNullTime(t sql.NullTime) sql.NullTime {
+	if !t.Valid {
+		return t
+	}
+	return sql.NullTime{Time: t.Time.UTC().Truncate(time.Microsecond), Valid: true}
 }
 
 // ClientAssertionJWTValid reports fosite.ErrJTIKnown when jti was seen and

@@ -167,7 +167,7 @@ const joinedClientColumns = `c.id AS "c.id", c.name AS "c.name", c.icon_url AS "
 	c.response_types AS "c.response_types", c.scopes AS "c.scopes", c.audience AS "c.audience",
 	c.token_endpoint_auth_method AS "c.token_endpoint_auth_method", c.public AS "c.public",
 	c.first_party AS "c.first_party", c.agent AS "c.agent", c.owner_user_id AS "c.owner_user_id",
-	c.created_at AS "c.created_at", c.updated_at AS "c.updated_at"`
+	c.created_at AS "c.created_at", c.updated_at AS "c.updated_at", c.registration AS "c.registration"`
 
 // getRequest loads a request by signature. An inactive request is returned
 // together with inactiveErr, as fosite's reuse detection requires.
@@ -365,7 +365,9 @@ func (s *Store) DeleteOpenIDConnectSession(ctx context.Context, code string) err
 }
 
 // DeleteExpired removes every row that expired before the given time: stored
-// requests of every kind and seen JWT ids. It returns how many rows went.
+// requests of every kind, seen JWT ids, agent grants, and registrations
+// that never had a token issued (their secrets with them). It returns how
+// many rows went.
 func (s *Store) DeleteExpired(ctx context.Context, before time.Time) (int64, error) {
 	before = before.UTC()
 	var total int64
@@ -390,4 +392,5 @@ var expirySweeps = []string{
 	`DELETE FROM oauth2_oidc WHERE expires_at < ?`,
 	`DELETE FROM oauth2_jti WHERE expires_at < ?`,
 	`DELETE FROM agent_grants WHERE expires_at < ?`,
+	`DELETE FROM clients WHERE unused_expires_at < ?`,
 }

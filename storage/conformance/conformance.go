@@ -46,6 +46,8 @@ type Store interface {
 	DeleteClient(ctx context.Context, id string) error
 	Client(ctx context.Context, id string) (*storage.Client, error)
 	ListClients(ctx context.Context, ownerUserID string) ([]*storage.Client, error)
+	MarkClientUsed(ctx context.Context, id string) error
+	SaveMetadataDocumentClient(ctx context.Context, c *storage.Client) error
 
 	CreateClientSecret(ctx context.Context, clientID string, hash []byte, displayPrefix string) (*storage.ClientSecret, error)
 	ListClientSecrets(ctx context.Context, clientID string) ([]*storage.ClientSecret, error)
@@ -86,6 +88,8 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Store) {
 		{"Clients", testClients},
 		{"ClientSecrets", testClientSecrets},
 		{"DeleteClient", testDeleteClient},
+		{"ClientRegistrations", testClientRegistrations},
+		{"MetadataDocumentClients", testMetadataDocumentClients},
 		{"InvalidInput", testInvalidInput},
 		{"JWTAssertionJTI", testJTI},
 		{"AuthorizeCodes", testAuthorizeCodes},
