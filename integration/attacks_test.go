@@ -626,6 +626,33 @@ var attacks = []attack{
 		},
 	},
 	{
+		name:       "a disabled user's refresh token",
+		protection: "flows.RefreshTokenGrantHandler re-checks the token's user with the Directory (EffectiveScopes), as every other use of a stored token does",
+		// Without it: the disabled user's refresh token keeps minting token
+		// pairs (200), the access tokens dead at the API but the refresh
+		// chain alive, and live again the moment the account is re-enabled.
+		// Checked by removing the re-check from HandleTokenEndpointRequest:
+		// the row fails with 200 on both dialects (and plugin's
+		// TestRefreshRechecksUser, which also covers lost scopes, fails).
+		run: func(t *testing.T, e *attackEnv) {
+			name, pw := randomName("erin-"), randomName("pw-")
+			e.tg.cli(t, "users", "create", "--username", name, "--password", pw, "--org", demoOrg, "--scope", "projects:read")
+			conf := e.plat.oauth2Config("projects:read", "offline_access")
+			tok := e.plat.userToken(t, newBrowser(t, e.tg.URL), name, pw, "projects:read", "offline_access")
+			if tok.RefreshToken == "" {
+				t.Fatal("no refresh token with offline_access")
+			}
+			tok, err := conf.TokenSource(oauthCtx(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+			if err != nil {
+				t.Fatalf("control: refresh before disabling: %v", err)
+			}
+			e.tg.cli(t, "users", "disable", "--username", name)
+			if _, err := conf.TokenSource(oauthCtx(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); tokenError(err) != "invalid_grant" {
+				t.Errorf("refresh for a disabled user: %q, want invalid_grant", tokenError(err))
+			}
+		},
+	},
+	{
 		name:       "authorization code used twice",
 		protection: "fosite: a used code is refused, and the tokens issued for it are revoked (RFC 6749 §4.1.2)",
 		// Without it: an intercepted code replayed later mints a second

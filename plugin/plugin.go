@@ -271,7 +271,7 @@ func (p *Plugin) Factories() []compose.Factory {
 func (p *Plugin) kitFactories() []compose.Factory {
 	fs := []compose.Factory{
 		flows.AuthorizeCodeGrantFactory,
-		flows.RefreshTokenGrantFactory(),
+		flows.RefreshTokenGrantFactory(p.cfg.Directory),
 		flows.PKCEFactory,
 		flows.OwnedClientCredentialsFactory(p.cfg.Directory, false),
 		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(true), false),

@@ -3,19 +3,27 @@ package flows
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
 	fositestorage "github.com/ory/fosite/storage"
 	"github.com/ory/x/errorsx"
+
+	"github.com/deputyauth/deputy/scope"
 )
 
 var _ fosite.TokenEndpointHandler = (*RefreshTokenGrantHandler)(nil)
 
-// RefreshTokenGrantHandler is fosite's refresh_token grant with one
-// difference:
+// RefreshTokenGrantHandler is fosite's refresh_token grant with two
+// differences:
 //
+//   - The user is re-checked, as at every other use of a stored token
+//     (EffectiveScopes): a user who is gone or disabled gets invalid_grant,
+//     not a new pair of tokens, and scopes the user or the client lost since
+//     are not carried into the new pair (they stay lost: a refresh only ever
+//     narrows).
 //   - A rotation lost to a concurrent refresh with the same token is reuse.
 //     fosite reads the token's active flag outside the rotation's
 //     transaction, so parallel refreshes all pass that check; the storage
@@ -30,6 +38,7 @@ var _ fosite.TokenEndpointHandler = (*RefreshTokenGrantHandler)(nil)
 // the two.
 type RefreshTokenGrantHandler struct {
 	*oauth2.RefreshTokenGrantHandler
+	Directory scope.Directory
 }
 
 // HandleTokenEndpointRequest implements https://tools.ietf.org/html/rfc6749#section-6
@@ -50,6 +59,28 @@ func (c *RefreshTokenGrantHandler) HandleTokenEndpointRequest(ctx context.Contex
 		}
 		return err
 	}
+	sess := request.GetSession()
+	granted, err := EffectiveScopes(ctx, c.Directory, request.GetClient(), sess.GetSubject(), organizationOf(sess), request.GetGrantedScopes())
+	if cannotAct(err) {
+		return errorsx.WithStack(fosite.ErrInvalidGrant.WithHint("The user the refresh token was issued for can no longer act.").WithWrap(err).WithDebug(err.Error()))
+	}
+	if err != nil {
+		return errorsx.WithStack(fosite.ErrServerError.WithWrap(err).WithDebug(err.Error()))
+	}
+	if err := setGrantedScopes(request, granted); err != nil {
+		return errorsx.WithStack(fosite.ErrServerError.WithWrap(err).WithDebug(err.Error()))
+	}
+	return nil
+}
+
+// setGrantedScopes replaces the scopes granted so far: fosite's Requester
+// can add a scope but not take one away.
+func setGrantedScopes(request fosite.AccessRequester, scopes []string) error {
+	ar, ok := request.(*fosite.AccessRequest)
+	if !ok {
+		return fmt.Errorf("deputy: cannot narrow the scopes of a %T", request)
+	}
+	ar.GrantedScope = fosite.Arguments(append([]string{}, scopes...))
 	return nil
 }
 
@@ -100,10 +131,11 @@ func revokeFamily(ctx context.Context, store oauth2.TokenRevocationStorage, requ
 
 // RefreshTokenGrantFactory builds the handler for compose.Compose, in place
 // of compose.OAuth2RefreshTokenGrantFactory.
-func RefreshTokenGrantFactory() compose.Factory {
+func RefreshTokenGrantFactory(dir scope.Directory) compose.Factory {
 	return func(config fosite.Configurator, storage interface{}, strategy interface{}) interface{} {
 		return &RefreshTokenGrantHandler{
 			RefreshTokenGrantHandler: compose.OAuth2RefreshTokenGrantFactory(config, storage, strategy).(*oauth2.RefreshTokenGrantHandler),
+			Directory:                dir,
 		}
 	}
 }
