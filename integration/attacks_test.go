@@ -804,6 +804,68 @@ var attacks = []attack{
 		},
 	},
 	{
+		name:       "a confidential client's loopback redirect at another port",
+		protection: "plugin.CheckAuthorizeRequest (protocol.RedirectURIAllowed), in the host's authorization endpoint through plugin.NewAuthorizeRequest: a registered redirect URI matches exactly; RFC 8252's any-port loopback rule only for a public client that registered a loopback URI without a port",
+		// Without it: fosite sends the code of a client registered at
+		// http://127.0.0.1:9/cb to http://127.0.0.1:8765/cb, to whatever
+		// listens on that port of the user's machine. Checked by removing
+		// the check from CheckAuthorizeRequest: the row fails with a 303
+		// carrying code= to port 8765 on both dialects.
+		run: func(t *testing.T, e *attackEnv) {
+			client := func(redirect string, public bool) *oauth2.Config {
+				args := []string{"clients", "create", "--name", randomName("loopback-"), "--grant", "authorization_code",
+					"--redirect-uri", redirect, "--scope", "projects:read", "--first-party"}
+				if public {
+					args = append(args, "--public")
+				}
+				out := e.tg.cli(t, args...)
+				c := &oauth2.Config{ClientID: str(t, out, "client_id"), RedirectURL: redirect,
+					Endpoint: oauth2.Endpoint{AuthURL: e.tg.URL + "/oauth2/auth", TokenURL: e.tg.URL + "/oauth2/token", AuthStyle: oauth2.AuthStyleInHeader}}
+				if !public {
+					c.ClientSecret = str(t, out, "client_secret")
+				} else {
+					c.Endpoint.AuthStyle = oauth2.AuthStyleInParams
+				}
+				return c
+			}
+			const other = "http://127.0.0.1:8765/cb"
+			for _, tc := range []struct {
+				name string
+				conf *oauth2.Config
+				use  string
+				ok   bool
+			}{
+				{"confidential at :9, asked for :8765", client("http://127.0.0.1:9/cb", false), other, false},
+				{"confidential without a port, asked for :8765", client("http://127.0.0.1/cb", false), other, false},
+				{"public at :9, asked for :8765", client("http://127.0.0.1:9/cb", true), other, false},
+				// Controls: the exact URI, and the native app's any-port rule.
+				{"confidential at :9, exact", client("http://127.0.0.1:9/cb", false), "http://127.0.0.1:9/cb", true},
+				{"public without a port, asked for :8765", client("http://127.0.0.1/cb", true), other, true},
+			} {
+				conf := *tc.conf
+				conf.RedirectURL = tc.use
+				v := oauth2.GenerateVerifier()
+				resp, body := authorizeStep(e.alice, conf.AuthCodeURL(randomName("state-"), oauth2.S256ChallengeOption(v)))
+				no5xx(t, tc.name, resp.StatusCode, body)
+				loc := resp.Header.Get("Location")
+				if !tc.ok {
+					if strings.Contains(loc, "code=") || resp.StatusCode != http.StatusBadRequest {
+						t.Errorf("%s: %d, Location %q; want 400 and no code", tc.name, resp.StatusCode, loc)
+					}
+					continue
+				}
+				u, err := url.Parse(loc)
+				if err != nil || !strings.HasPrefix(loc, tc.use+"?") || u.Query().Get("code") == "" {
+					t.Errorf("control %s: %d, Location %q", tc.name, resp.StatusCode, loc)
+					continue
+				}
+				if _, err := conf.Exchange(oauthCtx(), u.Query().Get("code"), oauth2.VerifierOption(v)); err != nil {
+					t.Errorf("control %s: exchange: %v", tc.name, err)
+				}
+			}
+		},
+	},
+	{
 		name:       "another user's app, secret or grant id on every route",
 		protection: "plugin.visibleApp and consent's per-user grant lookup: anything not yours is 404",
 		// Without it: bob reads, changes, deletes alice's app, mints
@@ -935,6 +997,91 @@ var attacks = []attack{
 				t.Errorf("mint afterwards: %v", s)
 			}
 			grants(t, e.alice)
+		},
+	},
+	{
+		name:       "repeated parameters at every OAuth endpoint",
+		protection: "plugin.TokenEndpointGuard (protocol.RepeatedParameter) before fosite at the token, introspection and revocation endpoints, and plugin.NewAuthorizeRequest (protocol.RepeatedAuthorizeParameter): a parameter included twice is invalid_request (RFC 6749 §3.1, §3.2)",
+		// Without it: fosite acts on the first value and ignores the rest:
+		// a code exchange, a refresh, a client-credentials token, an
+		// introspection and a revocation all succeed with a second,
+		// different value of grant_type, code, redirect_uri, code_verifier,
+		// refresh_token, scope, client_id or token, and the authorization
+		// endpoint issues a code. Checked by removing the check from
+		// TokenEndpointGuard: the row fails on both dialects (a code
+		// exchange with a second code or code_verifier answers 200; plugin's
+		// TestRepeatedParameters fails at every token-endpoint case, and,
+		// without the check in NewAuthorizeRequest, at every authorize case).
+		run: func(t *testing.T, e *attackEnv) {
+			invalidRequest := func(what string, resp *http.Response, body []byte) {
+				t.Helper()
+				var out struct {
+					Error string `json:"error"`
+				}
+				if err := json.Unmarshal(body, &out); resp.StatusCode != http.StatusBadRequest || err != nil || out.Error != "invalid_request" {
+					t.Errorf("%s: %d %s, want 400 invalid_request", what, resp.StatusCode, truncate(body))
+				}
+			}
+			with := func(v url.Values, key, second string) url.Values {
+				out := url.Values{}
+				for k, vs := range v {
+					out[k] = append([]string(nil), vs...)
+				}
+				if len(out[key]) == 0 {
+					out[key] = []string{second}
+				}
+				out[key] = append(out[key], second)
+				return out
+			}
+			conf := e.plat.oauth2Config("projects:read", "offline_access")
+			v := oauth2.GenerateVerifier()
+			code := e.codeFor(t, conf, oauth2.S256ChallengeOption(v))
+			exchange := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {platformRedirect}, "code_verifier": {v}}
+			for key, second := range map[string]string{"grant_type": "client_credentials", "code": "dpy_ac_x.y", "redirect_uri": "http://127.0.0.1:8765/cb", "code_verifier": oauth2.GenerateVerifier(), "scope": "projects:write"} {
+				resp, body := tokenForm(t, e.tg.URL, e.plat.ID, e.plat.Secret, with(exchange, key, second))
+				invalidRequest("code exchange with "+key+" twice", resp, body)
+			}
+			tok, err := conf.Exchange(oauthCtx(), code, oauth2.VerifierOption(v))
+			if err != nil || tok.RefreshToken == "" {
+				t.Fatalf("control: the code is unspent: %v", err)
+			}
+			refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}
+			for key, second := range map[string]string{"refresh_token": "dpy_rt_x.y", "scope": "projects:read", "grant_type": "refresh_token"} {
+				resp, body := tokenForm(t, e.tg.URL, e.plat.ID, e.plat.Secret, with(refresh, key, second))
+				invalidRequest("refresh with "+key+" twice", resp, body)
+			}
+			if _, err := conf.TokenSource(oauthCtx(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err != nil {
+				t.Fatalf("control: the refresh token is unspent: %v", err)
+			}
+			cc := url.Values{"grant_type": {"client_credentials"}, "client_id": {e.aliceApp.ID}, "client_secret": {e.aliceApp.Secret}, "scope": {"projects:read"}}
+			for key, second := range map[string]string{"scope": "projects:write", "client_id": e.bobApp.ID, "client_secret": e.bobApp.Secret, "grant_type": "client_credentials"} {
+				resp, body := anon(t, http.MethodPost, e.tg.URL+"/oauth2/token", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, strings.NewReader(with(cc, key, second).Encode()))
+				invalidRequest("client_credentials with "+key+" twice", resp, body)
+			}
+			at, code2 := ccToken(e.tg.URL, e.aliceApp, e.aliceApp.Secret)
+			if code2 != "" {
+				t.Fatalf("control: client_credentials: %s", code2)
+			}
+			for _, ep := range []string{"/oauth2/introspect", "/oauth2/revoke"} {
+				req, _ := http.NewRequest(http.MethodPost, e.tg.URL+ep, strings.NewReader(url.Values{"token": {at.AccessToken, e.user.AccessToken}}.Encode()))
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				req.SetBasicAuth(url.QueryEscape(e.plat.ID), url.QueryEscape(e.plat.Secret))
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				invalidRequest(ep+" with token twice", resp, body)
+			}
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, at.AccessToken).wantStatus(t, "the token a refused revocation named first", http.StatusOK)
+			authURL := conf.AuthCodeURL(randomName("state-"), oauth2.S256ChallengeOption(v))
+			for _, extra := range []string{"client_id=" + e.bobApp.ID, "redirect_uri=" + url.QueryEscape("http://127.0.0.1:8765/cb"), "scope=projects:write", "state=" + randomName("state-"), "response_type=code", "code_challenge=" + oauth2.S256ChallengeFromVerifier(v)} {
+				resp, body := authorizeStep(e.alice, authURL+"&"+extra)
+				if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusBadRequest || strings.Contains(loc, "code=") {
+					t.Errorf("authorize with %s twice: %d, Location %q\n%s", strings.SplitN(extra, "=", 2)[0], resp.StatusCode, loc, truncate(body))
+				}
+			}
 		},
 	},
 	{

@@ -161,7 +161,7 @@ func newEnvWith(t *testing.T, s *storage.Store, beforeCompose func(*plugin.Plugi
 			return
 		}
 		provider := p.Provider()
-		ar, err := provider.NewAuthorizeRequest(r.Context(), r)
+		ar, err := p.NewAuthorizeRequest(r.Context(), r)
 		if err != nil {
 			provider.WriteAuthorizeError(r.Context(), w, ar, err)
 			return

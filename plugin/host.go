@@ -15,6 +15,7 @@ import (
 
 	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -226,13 +227,23 @@ func (p *Plugin) GrantScopes(ctx context.Context, ar fosite.Requester, userID, o
 
 // TokenEndpointGuard wraps the host's token, introspection and revocation
 // endpoints: the client-authentication failure limiter
-// (Config.ClientAuthLimit), a body cap, no-store answers, and the record of
-// which of deputy's secrets authenticated a request, which the token of an
-// owned app carries so that it dies with its secret. deputy's
-// client-credentials handler refuses to issue a token without it.
+// (Config.ClientAuthLimit), a body cap, no-store answers, the refusal of a
+// parameter included more than once (400 invalid_request, RFC 6749 §3.2;
+// fosite would act on the first value), and the record of which of
+// deputy's secrets authenticated a request, which the token of an owned app
+// carries so that it dies with its secret. deputy's client-credentials
+// handler refuses to issue a token without it.
 func (p *Plugin) TokenEndpointGuard(next http.Handler) http.Handler {
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		err := parseForm(r)
+		if err == nil {
+			err = errRepeated(protocol.RepeatedParameter(r.Form))
+		}
+		if err != nil {
+			writeOAuthError(w, err)
+			return
+		}
 		next.ServeHTTP(w, r.WithContext(clientsecret.WithMatch(r.Context())))
 	})
 	return secheaders.NoStore(p.limiter.Middleware(inner))

@@ -237,7 +237,7 @@ func (p *Plugin) jwksURI() string {
 }
 
 // Authorize completes an authorization request the host has parsed with
-// Provider().NewAuthorizeRequest (kit mode), for userID, whom the host has
+// NewAuthorizeRequest (kit mode), for userID, whom the host has
 // logged in and who has consented to consented in org (nil: every scope
 // requested). The scopes granted are those consented, requested, allowed
 // to the client and held by the user today (GrantScopes); a user who can no

@@ -51,7 +51,9 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	provider := s.deputy.p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	noStore(w)
-	ar, err := provider.NewAuthorizeRequest(ctx, r)
+	// The plugin's NewAuthorizeRequest, not the provider's: it refuses
+	// repeated parameters and holds redirect URIs to exact matching.
+	ar, err := s.deputy.p.NewAuthorizeRequest(ctx, r)
 	if err != nil {
 		s.logOAuth(r, err)
 		provider.WriteAuthorizeError(ctx, w, ar, err)

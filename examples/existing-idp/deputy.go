@@ -42,6 +42,9 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 	// The IdP's handlers leave deputy's owned apps to deputy's, which come
 	// last so that they see what the IdP's granted.
 	h.factories = append(p.HostClientsOnly(h.factories...), p.Factories()...)
+	// Redirect URIs matched exactly (any port on a loopback address only
+	// for a public client registered without one), no repeated parameters.
+	h.checkAuthorize = plugin.CheckAuthorizeRequest
 	// What a user ticks on the consent screen, capped at what they hold.
 	h.onAuthorize = func(ctx context.Context, ar fosite.AuthorizeRequester, user string, ticked []string) error {
 		return p.GrantScopes(ctx, ar, user, "", ticked)

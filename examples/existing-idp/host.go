@@ -26,8 +26,8 @@ import (
 // writes one: fosite's MemoryStore, its HMAC token strategy (ory_at_ …),
 // bcrypt-hashed clients, compose.Compose, net/http.ServeMux, and a login and
 // consent screen of its own. Nothing in it knows about deputy except the
-// two extension points an IdP would have anyway (onAuthorize, wrapToken):
-// deputy.go adds deputy to it.
+// extension points an IdP would have anyway (checkAuthorize, onAuthorize,
+// wrapToken): deputy.go adds deputy to it.
 
 // user is one account of the host.
 type user struct {
@@ -50,6 +50,9 @@ type host struct {
 	mux       *http.ServeMux
 	log       *slog.Logger
 
+	// checkAuthorize, when set, vets an authorization request fosite
+	// accepted, before the consent screen.
+	checkAuthorize func(r *http.Request, ar fosite.AuthorizeRequester) error
 	// onAuthorize, when set, narrows what an authorization grants: it is
 	// called with the scopes the user ticked before the code is issued.
 	onAuthorize func(ctx context.Context, ar fosite.AuthorizeRequester, user string, ticked []string) error
@@ -207,6 +210,9 @@ func (h *host) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ar, err := h.provider.NewAuthorizeRequest(ctx, r)
+	if err == nil && h.checkAuthorize != nil {
+		err = h.checkAuthorize(r, ar)
+	}
 	if err != nil {
 		h.provider.WriteAuthorizeError(ctx, w, ar, err)
 		return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ory/fosite"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -442,6 +444,62 @@ func TestConsentTickedScopesNarrow(t *testing.T) {
 		tok = e.signIn("bob", "bob-password").authorize(all, all)
 		if got := tok.Extra("scope"); got != "projects:read" {
 			t.Errorf("bob ticked everything but holds projects:read; got %q", got)
+		}
+	})
+}
+
+// TestAuthorizeRequestChecked: the host's authorization endpoint vets what
+// fosite accepted with plugin.CheckAuthorizeRequest (checkAuthorize), and
+// its token endpoint runs behind TokenEndpointGuard: a confidential client
+// registered with a loopback port gets its code only there (plain fosite
+// sends it to any port), and a repeated parameter is invalid_request.
+func TestAuthorizeRequestChecked(t *testing.T) {
+	t.Parallel()
+	plain := startIdP(t, nil)
+	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
+		with := startIdP(t, st)
+		for _, e := range []*idp{plain, with} {
+			e.h.mu.Lock()
+			e.h.store.Clients["host-loopback"] = &fosite.DefaultClient{
+				ID: "host-loopback", Secret: mustBcrypt("host-loopback-secret"),
+				RedirectURIs: []string{"http://127.0.0.1:9/cb"}, ResponseTypes: []string{"code"},
+				GrantTypes: []string{"authorization_code"}, Scopes: []string{"projects:read"},
+			}
+			e.h.mu.Unlock()
+		}
+		authorize := func(e *idp, query string) *http.Response {
+			t.Helper()
+			b := e.signIn("alice", "alice-password")
+			resp, err := b.c.Get(e.url + "/oauth2/auth?" + query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp
+		}
+		q := url.Values{"response_type": {"code"}, "client_id": {"host-loopback"}, "scope": {"projects:read"},
+			"state": {"state-123456789"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())},
+			"code_challenge_method": {"S256"}, "redirect_uri": {"http://127.0.0.1:8765/cb"}}
+		// Plain fosite shows the consent page for port 8765; with deputy,
+		// 400 and no redirect.
+		if resp := authorize(plain, q.Encode()); resp.StatusCode != http.StatusOK {
+			t.Fatalf("control: plain fosite at another port: %d", resp.StatusCode)
+		}
+		if resp := authorize(with, q.Encode()); resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+			t.Errorf("another port: %d %q, want 400 and no redirect", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		q.Set("redirect_uri", "http://127.0.0.1:9/cb")
+		if resp := authorize(with, q.Encode()); resp.StatusCode != http.StatusOK {
+			t.Errorf("the registered port: %d, want the consent page", resp.StatusCode)
+		}
+		if resp := authorize(with, q.Encode()+"&state=another-state-value"); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("state twice: %d, want 400", resp.StatusCode)
+		}
+		_, err := (&clientcredentials.Config{ClientID: "host-cc", ClientSecret: "host-cc-secret", TokenURL: with.url + "/oauth2/token",
+			EndpointParams: url.Values{"scope": {"projects:read", "reports:read"}}}).Token(context.Background())
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) || re.ErrorCode != "invalid_request" {
+			t.Errorf("token request with scope twice: %v, want invalid_request", err)
 		}
 	})
 }
