@@ -11,9 +11,10 @@ import (
 // Handler serves deputy's own HTTP surface below Config.MountPath: the apps
 // API (/api/apps…, /api/authorized-apps…) and, with Config.Agents, the
 // approval pages and API (ApprovePath, /agent/grants…) and the agent-token
-// keys (JWKSPath). Mount it on any router at MountPath without stripping
-// the prefix, e.g. mux.Handle("/deputy/", p.Handler()) for MountPath
-// "/deputy": the paths it serves and the links it writes include it.
+// keys (JWKSPath, to any web origin: CORS). Mount it on any router at
+// MountPath without stripping the prefix, e.g. mux.Handle("/deputy/",
+// p.Handler()) for MountPath "/deputy": the paths it serves and the links
+// it writes include it.
 func (p *Plugin) Handler() http.Handler {
 	root := mux.NewRouter()
 	r := root
@@ -22,7 +23,8 @@ func (p *Plugin) Handler() http.Handler {
 	}
 	p.registerApps(r)
 	if p.keys != nil {
-		r.Handle(JWKSPath, agenttoken.NewJWKSHandler(p.keys)).Methods(http.MethodGet, http.MethodHead)
+		r.Handle(JWKSPath, CORS(agenttoken.NewJWKSHandler(p.keys), http.MethodGet, http.MethodHead)).
+			Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 		r.PathPrefix("/agent/").Handler(p.consent)
 	}
 	return root

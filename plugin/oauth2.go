@@ -10,8 +10,13 @@ import (
 	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/httperr"
 	"github.com/deputyauth/deputy/internal/secheaders"
+	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
+
+// scopeOfflineAccess asks for a refresh token (OpenID Connect Core §11,
+// fosite's default RefreshTokenScopes).
+const scopeOfflineAccess = "offline_access"
 
 // maxBody caps every request body deputy reads.
 const maxBody = 64 << 10
@@ -21,13 +26,24 @@ const maxBody = 64 << 10
 // and the RFC 8414 metadata. Mount it at the Issuer's root: its paths are
 // TokenPath, IntrospectionPath, RevocationPath and MetadataPath. The
 // authorization endpoint is the host's (see Authorize).
+//
+// The token and revocation endpoints and the metadata answer any web
+// origin (CORS, without credentials: see CORS), so that browser-based
+// clients can use them; introspection is for resource servers, and stays
+// same-origin.
 func (p *Plugin) OAuth2Handler() http.Handler {
 	p.Provider()
 	mux := http.NewServeMux()
-	mux.Handle("POST "+TokenPath, p.TokenEndpointGuard(http.HandlerFunc(p.token)))
+	token := CORS(p.TokenEndpointGuard(http.HandlerFunc(p.token)), http.MethodPost)
+	mux.Handle("POST "+TokenPath, token)
+	mux.Handle("OPTIONS "+TokenPath, token)
 	mux.Handle("POST "+IntrospectionPath, p.TokenEndpointGuard(http.HandlerFunc(p.introspect)))
-	mux.Handle("POST "+RevocationPath, p.TokenEndpointGuard(http.HandlerFunc(p.revoke)))
-	mux.HandleFunc("GET "+MetadataPath, p.metadata)
+	revoke := CORS(p.TokenEndpointGuard(http.HandlerFunc(p.revoke)), http.MethodPost)
+	mux.Handle("POST "+RevocationPath, revoke)
+	mux.Handle("OPTIONS "+RevocationPath, revoke)
+	metadata := CORS(http.HandlerFunc(p.metadata), http.MethodGet, http.MethodHead)
+	mux.Handle("GET "+MetadataPath, metadata)
+	mux.Handle("OPTIONS "+MetadataPath, metadata)
 	return mux
 }
 
@@ -200,22 +216,33 @@ func (p *Plugin) Metadata() Metadata {
 	for _, e := range p.catalog.Entries() {
 		scopes = append(scopes, e.Name)
 	}
+	// Refresh tokens are asked for with offline_access (fosite's
+	// RefreshTokenScopes): a client that does not see it here never asks,
+	// and its user consents again every hour.
+	if !scope.Contains(scopes, scopeOfflineAccess) {
+		scopes = append(scopes, scopeOfflineAccess)
+	}
 	return Metadata{
-		Issuer:                            iss,
-		AuthorizationEndpoint:             iss + AuthorizePath,
-		TokenEndpoint:                     iss + TokenPath,
-		IntrospectionEndpoint:             iss + IntrospectionPath,
-		RevocationEndpoint:                iss + RevocationPath,
-		JWKSURI:                           p.jwksURI(),
-		ScopesSupported:                   scopes,
-		ResponseTypesSupported:            []string{"code"},
-		GrantTypesSupported:               grants,
-		TokenEndpointAuthMethodsSupported: []string{"client_secret_basic", "client_secret_post"},
+		Issuer:                 iss,
+		AuthorizationEndpoint:  iss + AuthorizePath,
+		TokenEndpoint:          iss + TokenPath,
+		IntrospectionEndpoint:  iss + IntrospectionPath,
+		RevocationEndpoint:     iss + RevocationPath,
+		JWKSURI:                p.jwksURI(),
+		ScopesSupported:        scopes,
+		ResponseTypesSupported: []string{"code"},
+		GrantTypesSupported:    grants,
+		// none: public clients (PKCE, no secret), which deputy's store
+		// holds (the CLI's --public, dynamic registration), authenticate
+		// with their client_id alone at the token and revocation endpoints.
+		TokenEndpointAuthMethodsSupported: []string{"client_secret_basic", "client_secret_post", "none"},
 		// fosite's introspection takes HTTP Basic or a bearer token, not
 		// client_secret_post.
 		IntrospectionEndpointAuthMethodsSupported: []string{"client_secret_basic"},
-		RevocationEndpointAuthMethodsSupported:    []string{"client_secret_basic", "client_secret_post"},
+		RevocationEndpointAuthMethodsSupported:    []string{"client_secret_basic", "client_secret_post", "none"},
 		CodeChallengeMethodsSupported:             []string{"S256"},
+		// RFC 9207: WrapProvider puts iss in every authorization response.
+		AuthorizationResponseIssParameterSupported: true,
 	}
 }
 

@@ -293,10 +293,11 @@ func (p *Plugin) grantTypes() []string {
 }
 
 // Provider returns deputy's own fosite provider (kit mode), composing it on
-// first use over deputy's store with the dpy_ token strategy.
+// first use over deputy's store with the dpy_ token strategy, with deputy's
+// authorization-endpoint rules (WrapProvider).
 func (p *Plugin) Provider() fosite.OAuth2Provider {
 	p.kitOnce.Do(func() {
-		p.provider = compose.Compose(p.fosite, p.cfg.Store, &compose.CommonStrategy{CoreStrategy: p.hmac}, p.kitFactories()...)
+		p.provider = p.WrapProvider(compose.Compose(p.fosite, p.cfg.Store, &compose.CommonStrategy{CoreStrategy: p.hmac}, p.kitFactories()...))
 	})
 	return p.provider
 }

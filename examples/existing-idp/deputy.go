@@ -51,6 +51,9 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 	}
 	// Client-authentication limits and RFC 6749's one-value-per-parameter.
 	h.wrapToken = p.TokenEndpointGuard
+	// The authorization endpoint's answers carry iss (RFC 9207), and state
+	// is optional under PKCE S256 (RFC 9700), as MCP clients expect.
+	h.wrapProvider = p.WrapProvider
 
 	// The apps API, the consent pages and API, JWKS, and deputy's metadata.
 	h.mux.Handle("/deputy/", p.Handler())

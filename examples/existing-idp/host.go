@@ -27,7 +27,7 @@ import (
 // bcrypt-hashed clients, compose.Compose, net/http.ServeMux, and a login and
 // consent screen of its own. Nothing in it knows about deputy except the
 // extension points an IdP would have anyway (checkAuthorize, onAuthorize,
-// wrapToken): deputy.go adds deputy to it.
+// wrapToken, wrapProvider): deputy.go adds deputy to it.
 
 // user is one account of the host.
 type user struct {
@@ -59,6 +59,9 @@ type host struct {
 	// wrapToken, when set, wraps the token, introspection and revocation
 	// endpoints (rate limits, request checks).
 	wrapToken func(http.Handler) http.Handler
+	// wrapProvider, when set, wraps the composed provider (rules of the
+	// authorization endpoint).
+	wrapProvider func(fosite.OAuth2Provider) fosite.OAuth2Provider
 
 	mu       sync.Mutex
 	users    map[string]*user
@@ -126,6 +129,9 @@ func mustBcrypt(secret string) []byte {
 // compose builds the provider and mounts the host's routes.
 func (h *host) compose() {
 	h.provider = compose.Compose(h.config, h.storage, h.strategy, h.factories...)
+	if h.wrapProvider != nil {
+		h.provider = h.wrapProvider(h.provider)
+	}
 	wrap := func(f http.HandlerFunc) http.Handler {
 		if h.wrapToken != nil {
 			return h.wrapToken(f)
