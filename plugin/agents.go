@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/handlers/agenttoken"
@@ -50,6 +51,9 @@ func (p *Plugin) enableAgents(ctx context.Context) error {
 		UserName:      cfg.UserName,
 		PathPrefix:    cfg.MountPath,
 		Logger:        cfg.Logger,
+		// The clock approvals expire by, also for those made at the
+		// authorization endpoint (Plugin.approve).
+		Clock: func() time.Time { return p.now() },
 	})
 	return err
 }

@@ -391,8 +391,8 @@ func TestNewValidatesConfig(t *testing.T) {
 	if scope.Contains(md.GrantTypesSupported, plugin.GrantTypeAgentToken) || md.JWKSURI != "" {
 		t.Errorf("metadata advertises agent tokens that were not composed: %+v", md)
 	}
-	if len(p.Factories()) != 3 {
-		t.Errorf("plugin-mode factories: %d, want cc, introspection, binding", len(p.Factories()))
+	if len(p.Factories()) != 4 {
+		t.Errorf("plugin-mode factories: %d, want cc, introspection, refresh approvals, binding", len(p.Factories()))
 	}
 }
 

@@ -195,6 +195,11 @@ func (p *Plugin) HostClientsOnly(factories ...compose.Factory) []compose.Factory
 // offline_access) need only the client's allowance. It replaces the
 // request's granted scopes, whatever the host granted before. A user who
 // can no longer act is fosite.ErrAccessDenied.
+//
+// For an agent client (flows.AgentClient: every dynamically registered or
+// metadata-document client, and clients marked as agents), the write scopes
+// granted are recorded as the user's approval, which lasts
+// Config.GrantLifespan: call GrantScopes only once the user has consented.
 func (p *Plugin) GrantScopes(ctx context.Context, ar fosite.Requester, userID, org string, consented []string) error {
 	requested := []string(ar.GetRequestedScopes())
 	if consented != nil {
@@ -219,10 +224,36 @@ func (p *Plugin) GrantScopes(ctx context.Context, ar fosite.Requester, userID, o
 		p.cfg.Logger.ErrorContext(ctx, "deputy: granting scopes", "err", err)
 		return fosite.ErrServerError.WithWrap(err)
 	}
+	if err := p.approve(ctx, ar, userID, org, ordered); err != nil {
+		if errors.Is(err, storage.ErrUnavailable) {
+			p.cfg.Logger.ErrorContext(ctx, "deputy: recording an approval: database unavailable", "err", err)
+			return fosite.ErrTemporarilyUnavailable.WithWrap(err)
+		}
+		p.cfg.Logger.ErrorContext(ctx, "deputy: recording an approval", "err", err)
+		return fosite.ErrServerError.WithWrap(err)
+	}
 	for _, a := range ar.GetRequestedAudience() {
 		ar.GrantAudience(a)
 	}
 	return nil
+}
+
+// approve records the write scopes granted to an agent client as the
+// user's approval for this authorization (flows.Approvals): an agent grant
+// bound to (org, user, client, the authorization's request id) that expires
+// after Config.GrantLifespan, listed and revocable on the user's grants
+// page. Other clients' grants, and grants without a write scope, record
+// nothing.
+func (p *Plugin) approve(ctx context.Context, ar fosite.Requester, userID, org string, granted []string) error {
+	if !flows.IsAgentClient(ar.GetClient()) {
+		return nil
+	}
+	writes := p.approvals().Writes(granted)
+	if len(writes) == 0 {
+		return nil
+	}
+	_, err := p.cfg.Store.ApproveAgentGrant(ctx, org, userID, ar.GetClient().GetID(), flows.ApprovalSession(ar), writes, p.now().Add(p.cfg.GrantLifespan))
+	return err
 }
 
 // TokenEndpointGuard wraps the host's token, introspection and revocation

@@ -81,6 +81,9 @@ type Plugin struct {
 
 	kitOnce  sync.Once
 	provider fosite.OAuth2Provider
+
+	// now is the clock approvals are made and expire by; tests move it.
+	now func() time.Time
 }
 
 // binding is a composed provider's token strategy and storage.
@@ -96,7 +99,7 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
-	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...)}
+	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...), now: time.Now}
 	p.sessions = flows.SessionCodec{New: cfg.NewSession, Identity: cfg.SessionIdentity}
 
 	// The token HMAC key is derived, not SystemSecret itself, so that the
@@ -229,6 +232,12 @@ func (p *Plugin) appTokens(storedClientIsLive bool) flows.AppTokens {
 	return flows.AppTokens{Apps: p.cfg.Store, StoredClientIsLive: storedClientIsLive}
 }
 
+// approvals re-checks the write scopes of agent clients' tokens against
+// the user's approvals (agent grants in deputy's store).
+func (p *Plugin) approvals() flows.Approvals {
+	return flows.Approvals{Grants: p.cfg.Store, Catalog: p.catalog, Now: func() time.Time { return p.now() }}
+}
+
 // bind is a factory that composes nothing: it records the strategy and
 // storage of the provider it is composed into, for the resource middleware.
 func (p *Plugin) bind(kit bool) compose.Factory {
@@ -242,6 +251,7 @@ func (p *Plugin) bind(kit bool) compose.Factory {
 			Directory: p.cfg.Directory,
 			Sessions:  p.sessions,
 			Apps:      p.appTokens(kit),
+			Approvals: p.approvals(),
 		}})
 		return nil
 	}
@@ -250,13 +260,16 @@ func (p *Plugin) bind(kit bool) compose.Factory {
 // Factories returns deputy's factories for a host's compose.Compose (plugin
 // mode), to list after the host's own (wrapped by HostClientsOnly): the
 // owned apps' client_credentials, the agent-token grant (with
-// Config.Agents), and the introspection re-check of deputy's apps' tokens.
+// Config.Agents), the introspection re-check of deputy's apps' and agent
+// clients' tokens, and the narrowing of agent clients' refreshes to their
+// approvals (after the host's refresh handler).
 // The strategy must be an oauth2.CoreStrategy and the storage the host's,
 // wrapped by WrapStorage.
 func (p *Plugin) Factories() []compose.Factory {
 	fs := []compose.Factory{
 		flows.OwnedClientCredentialsFactory(p.cfg.Directory, true),
-		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(false), true),
+		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(false), p.approvals(), true),
+		flows.RefreshApprovalFactory(p.approvals(), p.sessions),
 	}
 	if p.minter != nil {
 		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(false)))
@@ -265,16 +278,18 @@ func (p *Plugin) Factories() []compose.Factory {
 }
 
 // kitFactories is what Provider composes: authorization code, refresh
-// (re-checking the user, rotation races answered as reuse), PKCE, owned
+// (re-checking the user, rotation races answered as reuse, agent clients
+// narrowed to their approvals), PKCE, owned
 // client credentials, user-checking introspection, revocation,
 // and the agent-token grant with Config.Agents.
 func (p *Plugin) kitFactories() []compose.Factory {
 	fs := []compose.Factory{
 		flows.AuthorizeCodeGrantFactory,
 		flows.RefreshTokenGrantFactory(p.cfg.Directory),
+		flows.RefreshApprovalFactory(p.approvals(), p.sessions),
 		flows.PKCEFactory,
 		flows.OwnedClientCredentialsFactory(p.cfg.Directory, false),
-		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(true), false),
+		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(true), p.approvals(), false),
 		compose.OAuth2TokenRevocationFactory,
 	}
 	if p.minter != nil {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/ory/fosite"
 
+	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
@@ -44,6 +47,10 @@ type consentData struct {
 	Action    string
 	NoneHeld  bool
 	AnyWrites bool
+	// Agent: the client is an agent (an MCP client), so the writes it is
+	// granted are an approval lasting ApprovalFor (plugin.Config.GrantLifespan).
+	Agent       bool
+	ApprovalFor string
 }
 
 func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
@@ -97,11 +104,13 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := consentData{
-		ClientID:   ar.GetClient().GetID(),
-		ClientName: ar.GetClient().GetID(),
-		RedirectTo: ar.GetRedirectURI().String(),
-		Action:     plugin.AuthorizePath + "?" + r.URL.RawQuery,
-		NoneHeld:   true,
+		ClientID:    ar.GetClient().GetID(),
+		ClientName:  ar.GetClient().GetID(),
+		RedirectTo:  ar.GetRedirectURI().String(),
+		Action:      plugin.AuthorizePath + "?" + r.URL.RawQuery,
+		NoneHeld:    true,
+		Agent:       flows.IsAgentClient(ar.GetClient()),
+		ApprovalFor: humanDuration(s.deputy.p.Config().GrantLifespan),
 	}
 	if client != nil && client.Name != "" {
 		d.ClientName = client.Name
@@ -123,6 +132,25 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		d.Scopes = append(d.Scopes, cs)
 	}
 	s.render(w, r, http.StatusOK, "authorize", view{Title: "Authorize " + d.ClientName, User: u, Data: d})
+}
+
+// humanDuration renders d for the consent page: "1 hour", "30 minutes".
+func humanDuration(d time.Duration) string {
+	unit := func(n int64, one string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return fmt.Sprintf("%d %ss", n, one)
+	}
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return unit(int64(d/time.Hour), "hour")
+	case d >= time.Minute && d%time.Minute == 0:
+		return unit(int64(d/time.Minute), "minute")
+	case d >= time.Second && d%time.Second == 0:
+		return unit(int64(d/time.Second), "second")
+	}
+	return d.String()
 }
 
 func protocolScopeDescription(name string) string {

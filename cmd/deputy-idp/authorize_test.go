@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -221,6 +223,72 @@ func TestAuthorizeRefusesBadRequests(t *testing.T) {
 		// never sent to the attacker's URI.
 		if strings.Contains(loc, "evil.example") || resp.StatusCode < 400 || strings.Contains(body, `value="allow"`) {
 			t.Errorf("%s: %d %q", tt.name, resp.StatusCode, loc)
+		}
+	}
+}
+
+// TestAuthorizeAgentClientWritesAreAnApproval: an agent client's consent page
+// says the write is an approval for the grant lifespan and where to revoke
+// it, and allowing it lists the approval with the user's agent grants.
+func TestAuthorizeAgentClientWritesAreAnApproval(t *testing.T) {
+	t.Parallel()
+	idp := startIdP(t, storagetest.SQLite, func(c *config) { c.GrantLifespan = 15 * time.Minute })
+	oc := testClient(t, idp, false)
+	c, err := idp.srv.st.Client(context.Background(), oc.ClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Agent = true
+	if err := idp.srv.st.UpdateClient(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	alice := idp.loggedIn(t, "alice", demoAlicePassword)
+	verifier := oauth2.GenerateVerifier()
+	authURL := oc.AuthCodeURL("state-12345", oauth2.S256ChallengeOption(verifier))
+	resp, body := get(t, alice, authURL)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("consent page: %d", resp.StatusCode)
+	}
+	for _, want := range []string{"write · for 15 minutes", "is an agent acting for you", "an approval that lasts 15 minutes", `href="/agent/grants"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("agent consent page lacks %q", want)
+		}
+	}
+	q := callback(t, postForm(t, alice, authURL, url.Values{"decision": {"allow"}}))
+	if _, err := oc.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(verifier)); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, idp.URL+"/agent/grants", nil)
+	req.Header.Set("Accept", "application/json")
+	gresp, err := alice.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gresp.Body.Close()
+	var gl struct {
+		Grants []struct {
+			ClientID  string    `json:"clientId"`
+			Scopes    []string  `json:"scopes"`
+			ExpiresAt time.Time `json:"expiresAt"`
+		} `json:"grants"`
+	}
+	if err := json.NewDecoder(gresp.Body).Decode(&gl); err != nil {
+		t.Fatal(err)
+	}
+	if len(gl.Grants) != 1 || gl.Grants[0].ClientID != oc.ClientID || scope.Join(gl.Grants[0].Scopes) != "projects:write" ||
+		gl.Grants[0].ExpiresAt.After(time.Now().Add(15*time.Minute)) {
+		t.Errorf("alice's grants after approving the agent's write: %+v", gl)
+	}
+}
+
+func TestHumanDuration(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]string{
+		time.Hour: "1 hour", 2 * time.Hour: "2 hours", 90 * time.Minute: "90 minutes",
+		time.Minute: "1 minute", 5 * time.Second: "5 seconds", 1500 * time.Millisecond: "1.5s",
+	} {
+		if got := humanDuration(d); got != want {
+			t.Errorf("humanDuration(%s) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -22,17 +22,18 @@ type deputy struct {
 // middleware for the sample API.
 func (s *server) compose(ctx context.Context, closers *[]func()) error {
 	p, err := plugin.New(ctx, plugin.Config{
-		Store:        s.st,
-		Directory:    s.dir,
-		Sessions:     s.sessions,
-		IsAdmin:      s.users.isAdmin,
-		UserName:     s.users.userName,
-		SystemSecret: s.cfg.SystemSecret,
-		Issuer:       s.issuer,
-		Scopes:       scopeCatalog,
-		LoginURL:     "/login",
-		Agents:       true,
-		Logger:       s.log,
+		Store:         s.st,
+		Directory:     s.dir,
+		Sessions:      s.sessions,
+		IsAdmin:       s.users.isAdmin,
+		UserName:      s.users.userName,
+		SystemSecret:  s.cfg.SystemSecret,
+		Issuer:        s.issuer,
+		Scopes:        scopeCatalog,
+		LoginURL:      "/login",
+		Agents:        true,
+		GrantLifespan: s.cfg.GrantLifespan,
+		Logger:        s.log,
 	})
 	if err != nil {
 		return err

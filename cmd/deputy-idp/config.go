@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
@@ -38,6 +39,9 @@ type config struct {
 	SystemSecret []byte
 	// Demo seeds the acme organization with alice and bob.
 	Demo bool
+	// GrantLifespan is how long an approval of an agent's writes lasts;
+	// 0 is plugin.DefaultGrantLifespan.
+	GrantLifespan time.Duration
 	// Logger receives structured logs.
 	Logger *slog.Logger
 	// Out receives the human-readable start banner; nil discards it.

@@ -25,6 +25,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		secret  = fs.String("system-secret", os.Getenv("DEPUTY_SYSTEM_SECRET"), "at least 32 bytes shared by every replica (env DEPUTY_SYSTEM_SECRET; generated next to an SQLite database when empty, required with PostgreSQL)")
 		noDemo  = fs.Bool("no-demo", envBool("DEPUTY_NO_DEMO"), "do not seed the demo organization and users (env DEPUTY_NO_DEMO)")
 		logJSON = fs.Bool("log-json", envBool("DEPUTY_LOG_JSON"), "write logs as JSON (env DEPUTY_LOG_JSON)")
+		grantLS = fs.String("grant-lifespan", os.Getenv("DEPUTY_GRANT_LIFESPAN"), "how long a user's approval of an agent's writes lasts, e.g. 1h or 15m (env DEPUTY_GRANT_LIFESPAN; default 1h)")
 	)
 	common.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -34,19 +35,29 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	var grantLifespan time.Duration
+	if *grantLS != "" {
+		d, err := time.ParseDuration(*grantLS)
+		if err != nil || d <= 0 {
+			fmt.Fprintf(stderr, "serve: --grant-lifespan %q must be a positive duration such as 1h or 15m\n", *grantLS)
+			return 2
+		}
+		grantLifespan = d
+	}
 	var h slog.Handler = slog.NewTextHandler(stderr, nil)
 	if *logJSON || common.json {
 		h = slog.NewJSONHandler(stderr, nil)
 	}
 	log := slog.New(h)
 	cfg := config{
-		Listen:       *listen,
-		DatabaseURL:  common.databaseURL,
-		Issuer:       *issuer,
-		SystemSecret: []byte(*secret),
-		Demo:         !*noDemo,
-		Logger:       log,
-		Out:          stdout,
+		Listen:        *listen,
+		DatabaseURL:   common.databaseURL,
+		Issuer:        *issuer,
+		SystemSecret:  []byte(*secret),
+		Demo:          !*noDemo,
+		GrantLifespan: grantLifespan,
+		Logger:        log,
+		Out:           stdout,
 	}
 	if err := serve(ctx, cfg); err != nil {
 		log.Error("deputy-idp stopped", "err", err)

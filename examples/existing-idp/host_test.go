@@ -120,7 +120,12 @@ func (b *browser) json(method, path string, in, out any) int {
 // ticked on the consent screen, and returns the token.
 func (b *browser) authorize(requested, ticked []string) *oauth2.Token {
 	b.e.t.Helper()
-	conf := b.e.webClient()
+	return b.authorizeWith(b.e.webClient(), requested, ticked)
+}
+
+// authorizeWith is authorize for the client conf.
+func (b *browser) authorizeWith(conf *oauth2.Config, requested, ticked []string) *oauth2.Token {
+	b.e.t.Helper()
 	verifier := oauth2.GenerateVerifier()
 	authURL := conf.AuthCodeURL("state-123456789", oauth2.S256ChallengeOption(verifier))
 	u, _ := url.Parse(authURL)
@@ -500,6 +505,77 @@ func TestAuthorizeRequestChecked(t *testing.T) {
 		var re *oauth2.RetrieveError
 		if !errors.As(err, &re) || re.ErrorCode != "invalid_request" {
 			t.Errorf("token request with scope twice: %v, want invalid_request", err)
+		}
+	})
+}
+
+// TestAgentClientApprovalInHost: a client of deputy's that is an agent (as
+// every dynamically registered MCP client is) authorizes through the IdP's
+// own authorize endpoint and consent screen; the write scope the user ticks
+// is an approval, listed on deputy's grants page. Revoking it there takes
+// the write away from the IdP's live token at deputy's middleware and the
+// IdP's introspection, and the IdP's refresh then issues read scopes only.
+func TestAgentClientApprovalInHost(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
+		e := startIdP(t, st)
+		redirect := e.webClient().RedirectURL
+		c := &storage.Client{
+			ID: "mcp-" + storage.NewID(6), Name: "an MCP client", RedirectURIs: []string{redirect},
+			GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
+			Scopes: []string{"projects:read", "projects:write", "offline"}, Public: true,
+			TokenEndpointAuthMethod: "none", Agent: true,
+		}
+		if err := st.CreateClient(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		conf := &oauth2.Config{
+			ClientID: c.ID, RedirectURL: redirect,
+			Endpoint: oauth2.Endpoint{AuthURL: e.url + "/oauth2/auth", TokenURL: e.url + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams},
+		}
+		alice := e.signIn("alice", "alice-password")
+		all := []string{"projects:read", "projects:write", "offline"}
+		tok := alice.authorizeWith(conf, all, all)
+		if prefix(tok.AccessToken) != "ory_at_" {
+			t.Fatalf("the IdP's token format changed: %q", tok.AccessToken)
+		}
+		if code, body := e.api(http.MethodPost, tok.AccessToken); code != http.StatusOK {
+			t.Fatalf("POST with the approval: %d %s", code, body)
+		}
+		var gl struct {
+			Grants []struct {
+				ID       string   `json:"id"`
+				ClientID string   `json:"clientId"`
+				Scopes   []string `json:"scopes"`
+			} `json:"grants"`
+		}
+		if code := alice.json(http.MethodGet, "/deputy/agent/grants", nil, &gl); code != http.StatusOK {
+			t.Fatalf("grants: %d", code)
+		}
+		if len(gl.Grants) != 1 || gl.Grants[0].ClientID != c.ID || strings.Join(gl.Grants[0].Scopes, " ") != "projects:write" {
+			t.Fatalf("the approval is not among alice's grants: %+v", gl)
+		}
+		if code := alice.json(http.MethodDelete, "/deputy/agent/grants/"+gl.Grants[0].ID, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("revoke: %d", code)
+		}
+		if code, _ := e.api(http.MethodPost, tok.AccessToken); code != http.StatusForbidden {
+			t.Errorf("POST after revoking the approval: %d, want 403", code)
+		}
+		if code, _ := e.api(http.MethodGet, tok.AccessToken); code != http.StatusOK {
+			t.Errorf("GET after revoking the approval: %d, want 200", code)
+		}
+		if got := e.introspect(tok.AccessToken); !got.Active || scope.Join(scope.Parse(got.Scope)) != "offline projects:read" {
+			t.Errorf("introspection after revoking the approval: %+v", got)
+		}
+		refreshed, err := conf.TokenSource(context.Background(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+		if err != nil {
+			t.Fatalf("refresh: %v", err)
+		}
+		if got, _ := refreshed.Extra("scope").(string); scope.Join(scope.Parse(got)) != "offline projects:read" {
+			t.Errorf("refreshed after revoking the approval: scope %q", got)
+		}
+		if code, _ := e.api(http.MethodPost, refreshed.AccessToken); code != http.StatusForbidden {
+			t.Errorf("POST with the refreshed token: %d, want 403", code)
 		}
 	})
 }

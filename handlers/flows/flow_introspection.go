@@ -28,11 +28,14 @@ type UserCheckingValidator struct {
 	Directory scope.Directory
 	Sessions  SessionCodec
 	Apps      AppTokens
-	// AppsOnly leaves tokens that are not deputy's apps' to the host's own
-	// introspector (plugin mode): the host's introspection of its own
-	// tokens stays exactly what it was.
+	// AppsOnly leaves tokens that are neither deputy's apps' nor agent
+	// clients' to the host's own introspector (plugin mode): the host's
+	// introspection of its other tokens stays exactly what it was.
 	AppsOnly bool
-	Config   fosite.ScopeStrategyProvider
+	// Approvals drops the write scopes of agent clients' tokens that no
+	// live approval covers.
+	Approvals Approvals
+	Config    fosite.ScopeStrategyProvider
 }
 
 // lookup finds token as an access token or a refresh token, the hinted kind
@@ -81,7 +84,7 @@ func (v *UserCheckingValidator) IntrospectToken(ctx context.Context, token strin
 		return "", errorsx.WithStack(fosite.ErrRequestUnauthorized.WithWrap(err).WithDebug(err.Error()))
 	}
 
-	if v.AppsOnly && !IsAppToken(or) {
+	if v.AppsOnly && !IsAppToken(or) && !IsAgentClient(or.GetClient()) {
 		return "", fosite.ErrUnknownRequest
 	}
 	sess := or.GetSession()
@@ -90,6 +93,9 @@ func (v *UserCheckingValidator) IntrospectToken(ctx context.Context, token strin
 	var effective []string
 	if err == nil {
 		effective, err = EffectiveScopes(ctx, v.Directory, or.GetClient(), user, org, or.GetGrantedScopes())
+	}
+	if err == nil {
+		effective, err = v.Approvals.Cap(ctx, or, user, org, effective)
 	}
 	if revoked(err) {
 		return "", errorsx.WithStack(fosite.ErrInactiveToken.WithWrap(err).WithDebug(err.Error()))
@@ -125,7 +131,7 @@ func (v *UserCheckingValidator) IntrospectToken(ctx context.Context, token strin
 // UserCheckingIntrospectionFactory builds the validator for compose.Compose
 // with the strategy and storage it is composed with: in kit mode in place
 // of compose.OAuth2TokenIntrospectionFactory, in plugin mode after it.
-func UserCheckingIntrospectionFactory(dir scope.Directory, sessions SessionCodec, apps AppTokens, appsOnly bool) compose.Factory {
+func UserCheckingIntrospectionFactory(dir scope.Directory, sessions SessionCodec, apps AppTokens, approvals Approvals, appsOnly bool) compose.Factory {
 	return func(config fosite.Configurator, storage interface{}, strategy interface{}) interface{} {
 		return &UserCheckingValidator{
 			CoreStrategy: strategy.(oauth2.CoreStrategy),
@@ -133,6 +139,7 @@ func UserCheckingIntrospectionFactory(dir scope.Directory, sessions SessionCodec
 			Directory:    dir,
 			Sessions:     sessions,
 			Apps:         apps,
+			Approvals:    approvals,
 			AppsOnly:     appsOnly,
 			Config:       config,
 		}

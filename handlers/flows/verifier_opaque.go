@@ -24,6 +24,9 @@ type OpaqueVerifier struct {
 	Directory scope.Directory
 	Sessions  SessionCodec
 	Apps      AppTokens
+	// Approvals drops the write scopes of agent clients' tokens that no
+	// live approval covers (one more lookup, only for such tokens).
+	Approvals Approvals
 }
 
 // VerifyAccessToken implements AccessTokenVerifier. A token bound to an
@@ -60,6 +63,9 @@ func (v *OpaqueVerifier) VerifyAccessToken(ctx context.Context, token string, or
 	var scopes []string
 	if err == nil {
 		scopes, err = EffectiveScopes(ctx, v.Directory, req.GetClient(), subject, org, req.GetGrantedScopes())
+	}
+	if err == nil {
+		scopes, err = v.Approvals.Cap(ctx, req, subject, bound, scopes)
 	}
 	if revoked(err) {
 		return nil, fmt.Errorf("%w: %w", resource.ErrInvalidToken, err)
