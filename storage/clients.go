@@ -114,8 +114,10 @@ func (c *Client) GetScopes() fosite.Arguments        { return fosite.Arguments(c
 func (c *Client) IsPublic() bool                     { return c.Public }
 func (c *Client) GetAudience() fosite.Arguments      { return fosite.Arguments(c.Audience) }
 
-// IsAgent reports whether the client is an agent (see Agent).
-func (c *Client) IsAgent() bool { return c.Agent }
+// IsAgent reports whether the client is an agent (see Agent): marked so,
+// or registered without a person (dynamically or by metadata document),
+// which is always an agent.
+func (c *Client) IsAgent() bool { return c.Agent || c.Registration != "" }
 
 // GetName is the app's display name: what the consent pages call the agent
 // platform an approval is for.
