@@ -867,10 +867,10 @@ var attacks = []attack{
 	},
 	{
 		name:       "another user's app, secret or grant id on every route",
-		protection: "plugin.visibleApp and consent's per-user grant lookup: anything not yours is 404",
+		protection: "apps.Service.Get (behind every apps API route) and consent's per-user grant lookup: anything not yours is 404",
 		// Without it: bob reads, changes, deletes alice's app, mints
 		// secrets for it, revokes her grant. Checked by removing the owner
-		// check in visibleApp: GET and PUT answer 200, DELETE 204.
+		// check in apps.Service.Get: GET and PUT answer 200, DELETE 204.
 		run: func(t *testing.T, e *attackEnv) {
 			session := randomName("sess-")
 			status, grant, body := approve(e.alice, demoOrg, e.plat.ID, session, "projects:write")

@@ -7,13 +7,11 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/deputyauth/deputy/apps"
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/handlers/resource"
-	"github.com/deputyauth/deputy/internal/clientsecret"
-	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
-	"github.com/deputyauth/deputy/storage"
 )
 
 // enableAgents builds agent capability tokens and consent: the signing keys
@@ -110,49 +108,19 @@ type AgentPlatform struct {
 }
 
 // CreateAgentPlatform registers an agent platform (an administrator's act:
-// the apps API never grants the agent-token grant) and returns its client
-// id and its first secret, which exists nowhere else from then on.
+// the apps API never grants the agent-token grant) through the apps
+// service's administrator path, and returns its client id and its first
+// secret, which exists nowhere else from then on. Refusals are
+// *apps.FieldError values naming the field.
 func (p *Plugin) CreateAgentPlatform(ctx context.Context, ap AgentPlatform) (clientID, secret string, err error) {
-	if ap.Name == "" || len(ap.Name) > MaxAppNameLength {
-		return "", "", fmt.Errorf("deputy: agent platform name: 1 to %d characters", MaxAppNameLength)
-	}
-	for _, s := range ap.Scopes {
-		if !protocol.ValidScopeToken(s) {
-			return "", "", fmt.Errorf("deputy: agent platform scope %q is not a valid scope", s)
-		}
-	}
-	c := &storage.Client{
-		ID:                      storage.NewID(appIDBytes),
-		Name:                    ap.Name,
-		GrantTypes:              []string{GrantTypeAgentToken},
-		ResponseTypes:           []string{},
-		Scopes:                  scope.Normalize(ap.Scopes),
-		Audience:                ap.Audience,
-		TokenEndpointAuthMethod: TokenAuthBasic,
-	}
-	secret, err = p.createWithSecret(ctx, c)
+	c, secret, err := p.apps.AdminCreate(ctx, apps.AdminInput{Input: apps.Input{
+		Name:       ap.Name,
+		GrantTypes: []string{GrantTypeAgentToken},
+		Scopes:     ap.Scopes,
+		Audience:   ap.Audience,
+	}})
 	if err != nil {
-		return "", "", err
+		return "", "", fmt.Errorf("deputy: agent platform: %w", err)
 	}
 	return c.ID, secret, nil
-}
-
-// createWithSecret stores c and its first secret in one transaction.
-func (p *Plugin) createWithSecret(ctx context.Context, c *storage.Client) (string, error) {
-	secret, hash, prefix, err := clientsecret.NewClientSecret()
-	if err != nil {
-		return "", err
-	}
-	st := p.cfg.Store
-	err = st.InTx(ctx, func(ctx context.Context) error {
-		if err := st.CreateClient(ctx, c); err != nil {
-			return err
-		}
-		_, err := st.CreateClientSecret(ctx, c.ID, hash, prefix)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	return secret, nil
 }

@@ -1,49 +1,22 @@
 package plugin
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/apps"
 	"github.com/deputyauth/deputy/internal/httperr"
-	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/secheaders"
-	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
-
-// Limits of the apps API.
-const (
-	MaxAppNameLength  = 64
-	MaxRedirectURIs   = 10
-	MaxURILength      = protocol.MaxURILength
-	MaxAppScopes      = 100
-	MaxAudiences      = 10
-	MaxAudienceLength = 512
-	MaxSecretsPerApp  = 10
-)
-
-// Token endpoint authentication methods an app may declare. fosite accepts
-// both for every app; see docs/apps.md.
-const (
-	TokenAuthBasic = "client_secret_basic"
-	TokenAuthPost  = "client_secret_post"
-)
-
-// appIDBytes is the randomness of an app id (hex-encoded: 32 characters).
-const appIDBytes = 16
 
 // Values of APIError.Error.
 const (
@@ -71,7 +44,8 @@ type App struct {
 	UpdatedAt               time.Time `json:"updatedAt"`
 }
 
-// AppInput is the body of POST /api/apps and PUT /api/apps/{id}.
+// AppInput is the body of POST /api/apps and PUT /api/apps/{id}: an
+// apps.Input with its JSON names.
 type AppInput struct {
 	Name                    string   `json:"name"`
 	IconURL                 string   `json:"iconUrl"`
@@ -109,13 +83,10 @@ type APIError struct {
 	Message string `json:"message"`
 }
 
-// fieldError is a validation failure of one input field.
-type fieldError struct{ field, msg string }
-
-func (e *fieldError) Error() string { return e.field + ": " + e.msg }
-
+// invalid is a refusal of the request's field, for the apps service's
+// transports' shared error mapping.
 func invalid(field, format string, args ...any) error {
-	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
+	return &apps.FieldError{Field: field, Message: fmt.Sprintf(format, args...), Err: apps.ErrInvalid}
 }
 
 func (p *Plugin) registerApps(r *mux.Router) {
@@ -178,8 +149,27 @@ func (p *Plugin) writeError(w http.ResponseWriter, status int, e APIError) {
 	p.writeJSON(w, status, e)
 }
 
-func (p *Plugin) notFound(w http.ResponseWriter) {
-	p.writeError(w, http.StatusNotFound, APIError{Error: apiErrNotFound, Message: "no such app"})
+// appsError answers an error of the apps service: its refusals with the
+// status they mean and the field they name, anything else (the store's) as
+// internal does.
+func (p *Plugin) appsError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	var fe *apps.FieldError
+	switch {
+	case errors.Is(err, apps.ErrNotFound):
+		p.writeError(w, http.StatusNotFound, APIError{Error: apiErrNotFound, Message: "no such app"})
+	case errors.Is(err, apps.ErrSecretNotFound):
+		p.writeError(w, http.StatusNotFound, APIError{Error: apiErrNotFound, Message: "no such secret"})
+	case errors.Is(err, apps.ErrNotAuthorized):
+		p.writeError(w, http.StatusNotFound, APIError{Error: apiErrNotFound, Message: "no app holds tokens for you under that id"})
+	case errors.As(err, &fe) && errors.Is(err, apps.ErrForbidden):
+		p.writeError(w, http.StatusForbidden, APIError{Error: apiErrForbidden, Field: fe.Field, Message: fe.Error()})
+	case errors.As(err, &fe) && errors.Is(err, apps.ErrTooManySecrets):
+		p.writeError(w, http.StatusBadRequest, APIError{Error: apiErrTooManySecrets, Field: fe.Field, Message: fe.Error()})
+	case errors.As(err, &fe):
+		p.writeError(w, http.StatusBadRequest, APIError{Error: apiErrInvalid, Field: fe.Field, Message: fe.Error()})
+	default:
+		p.internal(w, r, what, err)
+	}
 }
 
 // internal logs err with detail and answers generically (httperr): 503
@@ -200,16 +190,6 @@ func apiCode(c httperr.Class) string {
 		return apiErrInvalid
 	}
 	return apiErrInternal
-}
-
-// badInput answers a validation error naming its field.
-func (p *Plugin) badInput(w http.ResponseWriter, err error) {
-	var fe *fieldError
-	if errors.As(err, &fe) {
-		p.writeError(w, http.StatusBadRequest, APIError{Error: apiErrInvalid, Field: fe.field, Message: fe.Error()})
-		return
-	}
-	p.writeError(w, http.StatusBadRequest, APIError{Error: apiErrInvalid, Message: err.Error()})
 }
 
 // errEmptyBody is decode's error for a body with no JSON value at all.
@@ -275,29 +255,16 @@ func jsonKind(goType string) string {
 	}
 }
 
-// isAdmin reports whether caller manages every user's apps.
-func (p *Plugin) isAdmin(ctx context.Context, caller string) bool {
-	return p.cfg.IsAdmin(ctx, caller)
-}
-
-// visibleApp loads app id if caller may manage it. Anyone else is told it
-// does not exist, so app ids cannot be probed.
-func (p *Plugin) visibleApp(w http.ResponseWriter, r *http.Request, caller string) (*storage.Client, bool) {
-	id := mux.Vars(r)["id"]
-	c, err := p.cfg.Store.Client(r.Context(), id)
-	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidInput) {
-		p.notFound(w)
-		return nil, false
+// decodeFor is decode for a request about app id: to a caller who may
+// not manage the app, the answer is the same 404 whatever the body.
+func (p *Plugin) decodeFor(r *http.Request, caller, id string, v any) error {
+	err := decode(r, v)
+	if err != nil && err != errEmptyBody {
+		if _, gerr := p.apps.Get(r.Context(), caller, id); gerr != nil {
+			return gerr
+		}
 	}
-	if err != nil {
-		p.internal(w, r, "load app", err)
-		return nil, false
-	}
-	if c.Owner() != caller && !p.isAdmin(r.Context(), caller) {
-		p.notFound(w)
-		return nil, false
-	}
-	return c, true
+	return err
 }
 
 func appJSON(c *storage.Client) App {
@@ -326,25 +293,12 @@ func nonNil[S ~[]string](s S) []string {
 func (p *Plugin) createApp(w http.ResponseWriter, r *http.Request, caller string) {
 	var in AppInput
 	if err := decode(r, &in); err != nil {
-		p.badInput(w, err)
+		p.appsError(w, r, "create app", err)
 		return
 	}
-	c := &storage.Client{ID: storage.NewID(appIDBytes)}
-	if err := p.applyInput(c, &in); err != nil {
-		p.badInput(w, err)
-		return
-	}
-	if c.GetGrantTypes().Has(GrantTypeClientCredentials) {
-		c.SetOwner(caller)
-	} else if !p.isAdmin(r.Context(), caller) {
-		// An authorization_code app has no owner (it acts for whoever
-		// consents), so nobody but an administrator could manage it.
-		p.writeError(w, http.StatusForbidden, APIError{Error: apiErrForbidden, Field: "grantTypes",
-			Message: "grantTypes: only an administrator may create an authorization_code app"})
-		return
-	}
-	if err := p.cfg.Store.CreateClient(r.Context(), c); err != nil {
-		p.internal(w, r, "create app", err)
+	c, err := p.apps.Create(r.Context(), caller, apps.Input(in))
+	if err != nil {
+		p.appsError(w, r, "create app", err)
 		return
 	}
 	w.Header().Set("Location", "/api/apps/"+c.ID)
@@ -354,29 +308,23 @@ func (p *Plugin) createApp(w http.ResponseWriter, r *http.Request, caller string
 func (p *Plugin) listApps(w http.ResponseWriter, r *http.Request, caller string) {
 	q := r.URL.Query()
 	owner, userID := q.Get("owner"), q.Get("user_id")
-	admin := p.isAdmin(r.Context(), caller)
-	var filter string
 	switch {
 	case owner != "" && userID != "":
-		p.badInput(w, invalid("owner", "use either owner=me or user_id, not both"))
+		p.appsError(w, r, "list apps", invalid("owner", "use either owner=me or user_id, not both"))
 		return
 	case owner != "" && owner != "me":
-		p.badInput(w, invalid("owner", "the only supported value is \"me\""))
+		p.appsError(w, r, "list apps", invalid("owner", "the only supported value is \"me\""))
 		return
 	case owner == "me":
-		filter = caller
-	case userID != "":
-		if userID != caller && !admin {
-			p.writeError(w, http.StatusForbidden, APIError{Error: apiErrForbidden, Field: "user_id", Message: "user_id: only an administrator may list another user's apps"})
-			return
-		}
-		filter = userID
-	case !admin:
-		filter = caller
+		userID = caller
 	}
-	cs, err := p.cfg.Store.ListClients(r.Context(), filter)
+	cs, err := p.apps.List(r.Context(), caller, userID)
+	if errors.Is(err, apps.ErrForbidden) {
+		p.writeError(w, http.StatusForbidden, APIError{Error: apiErrForbidden, Field: "user_id", Message: "user_id: only an administrator may list another user's apps"})
+		return
+	}
 	if err != nil {
-		p.internal(w, r, "list apps", err)
+		p.appsError(w, r, "list apps", err)
 		return
 	}
 	out := make([]App, 0, len(cs))
@@ -387,59 +335,32 @@ func (p *Plugin) listApps(w http.ResponseWriter, r *http.Request, caller string)
 }
 
 func (p *Plugin) getApp(w http.ResponseWriter, r *http.Request, caller string) {
-	c, ok := p.visibleApp(w, r, caller)
-	if !ok {
+	c, err := p.apps.Get(r.Context(), caller, mux.Vars(r)["id"])
+	if err != nil {
+		p.appsError(w, r, "load app", err)
 		return
 	}
 	p.writeJSON(w, http.StatusOK, appJSON(c))
 }
 
 func (p *Plugin) updateApp(w http.ResponseWriter, r *http.Request, caller string) {
-	c, ok := p.visibleApp(w, r, caller)
-	if !ok {
-		return
-	}
+	id := mux.Vars(r)["id"]
 	var in AppInput
-	if err := decode(r, &in); err != nil {
-		p.badInput(w, err)
+	if err := p.decodeFor(r, caller, id, &in); err != nil {
+		p.appsError(w, r, "update app", err)
 		return
 	}
-	wasCC := c.GetGrantTypes().Has(GrantTypeClientCredentials)
-	if len(in.GrantTypes) == 0 {
-		in.GrantTypes = c.GrantTypes
-	}
-	if err := p.applyInput(c, &in); err != nil {
-		p.badInput(w, err)
-		return
-	}
-	if c.GetGrantTypes().Has(GrantTypeClientCredentials) != wasCC {
-		// Ownership is what a client_credentials token is; turning one
-		// kind of app into the other would silently change whom its
-		// tokens act for.
-		p.badInput(w, invalid("grantTypes", "an app cannot change between client_credentials and authorization_code; create a new app"))
-		return
-	}
-	if err := p.cfg.Store.UpdateClient(r.Context(), c); errors.Is(err, storage.ErrNotFound) {
-		p.notFound(w)
-		return
-	} else if err != nil {
-		p.internal(w, r, "update app", err)
+	c, err := p.apps.Update(r.Context(), caller, id, apps.Input(in))
+	if err != nil {
+		p.appsError(w, r, "update app", err)
 		return
 	}
 	p.writeJSON(w, http.StatusOK, appJSON(c))
 }
 
 func (p *Plugin) deleteApp(w http.ResponseWriter, r *http.Request, caller string) {
-	c, ok := p.visibleApp(w, r, caller)
-	if !ok {
-		return
-	}
-	// Secrets and every token of the app go with it (ON DELETE CASCADE).
-	if err := p.cfg.Store.DeleteClient(r.Context(), c.ID); errors.Is(err, storage.ErrNotFound) {
-		p.notFound(w)
-		return
-	} else if err != nil {
-		p.internal(w, r, "delete app", err)
+	if err := p.apps.Delete(r.Context(), caller, mux.Vars(r)["id"]); err != nil {
+		p.appsError(w, r, "delete app", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -455,41 +376,17 @@ func secretJSON(s *storage.ClientSecret) Secret {
 }
 
 func (p *Plugin) createSecret(w http.ResponseWriter, r *http.Request, caller string) {
-	c, ok := p.visibleApp(w, r, caller)
-	if !ok {
-		return
-	}
+	id := mux.Vars(r)["id"]
 	// The body, if any, must be an empty object: nothing about a secret is
 	// the caller's to choose.
 	var none struct{}
-	if err := decode(r, &none); err != nil && err != errEmptyBody {
-		p.badInput(w, err)
+	if err := p.decodeFor(r, caller, id, &none); err != nil && err != errEmptyBody {
+		p.appsError(w, r, "create secret", err)
 		return
 	}
-	// Checked before the insert, so two concurrent requests may end one
-	// over the limit; the limit is housekeeping, not a security boundary.
-	n, err := p.cfg.Store.CountClientSecrets(r.Context(), c.ID)
+	cs, secret, err := p.apps.CreateSecret(r.Context(), caller, id)
 	if err != nil {
-		p.internal(w, r, "count secrets", err)
-		return
-	}
-	if n >= MaxSecretsPerApp {
-		p.writeError(w, http.StatusBadRequest, APIError{Error: apiErrTooManySecrets, Field: "secrets",
-			Message: fmt.Sprintf("secrets: an app has at most %d secrets; delete one first", MaxSecretsPerApp)})
-		return
-	}
-	secret, hash, prefix, err := clientsecret.NewClientSecret()
-	if err != nil {
-		p.internal(w, r, "generate secret", err)
-		return
-	}
-	cs, err := p.cfg.Store.CreateClientSecret(r.Context(), c.ID, hash, prefix)
-	if errors.Is(err, storage.ErrNotFound) {
-		p.notFound(w)
-		return
-	}
-	if err != nil {
-		p.internal(w, r, "create secret", err)
+		p.appsError(w, r, "create secret", err)
 		return
 	}
 	out := secretJSON(cs)
@@ -498,13 +395,9 @@ func (p *Plugin) createSecret(w http.ResponseWriter, r *http.Request, caller str
 }
 
 func (p *Plugin) listSecrets(w http.ResponseWriter, r *http.Request, caller string) {
-	c, ok := p.visibleApp(w, r, caller)
-	if !ok {
-		return
-	}
-	ss, err := p.cfg.Store.ListClientSecrets(r.Context(), c.ID)
+	ss, err := p.apps.ListSecrets(r.Context(), caller, mux.Vars(r)["id"])
 	if err != nil {
-		p.internal(w, r, "list secrets", err)
+		p.appsError(w, r, "list secrets", err)
 		return
 	}
 	out := make([]Secret, 0, len(ss))
@@ -515,26 +408,18 @@ func (p *Plugin) listSecrets(w http.ResponseWriter, r *http.Request, caller stri
 }
 
 func (p *Plugin) deleteSecret(w http.ResponseWriter, r *http.Request, caller string) {
-	c, ok := p.visibleApp(w, r, caller)
-	if !ok {
-		return
-	}
-	err := p.cfg.Store.DeleteClientSecret(r.Context(), c.ID, mux.Vars(r)["secretID"])
-	if errors.Is(err, storage.ErrNotFound) {
-		p.writeError(w, http.StatusNotFound, APIError{Error: apiErrNotFound, Message: "no such secret"})
-		return
-	}
-	if err != nil {
-		p.internal(w, r, "delete secret", err)
+	v := mux.Vars(r)
+	if err := p.apps.DeleteSecret(r.Context(), caller, v["id"], v["secretID"]); err != nil {
+		p.appsError(w, r, "delete secret", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
 func (p *Plugin) listAuthorizedApps(w http.ResponseWriter, r *http.Request, caller string) {
-	as, err := p.cfg.Store.ListAuthorizedApps(r.Context(), caller)
+	as, err := p.apps.ListAuthorized(r.Context(), caller)
 	if err != nil {
-		p.internal(w, r, "list authorized apps", err)
+		p.appsError(w, r, "list authorized apps", err)
 		return
 	}
 	out := make([]AuthorizedApp, 0, len(as))
@@ -552,138 +437,9 @@ func (p *Plugin) listAuthorizedApps(w http.ResponseWriter, r *http.Request, call
 }
 
 func (p *Plugin) revokeAuthorizedApp(w http.ResponseWriter, r *http.Request, caller string) {
-	err := p.cfg.Store.RevokeClientTokensForSubject(r.Context(), mux.Vars(r)["id"], caller)
-	if errors.Is(err, storage.ErrNotFound) {
-		p.writeError(w, http.StatusNotFound, APIError{Error: apiErrNotFound, Message: "no app holds tokens for you under that id"})
-		return
-	}
-	if err != nil {
-		p.internal(w, r, "revoke authorized app", err)
+	if err := p.apps.RevokeAuthorized(r.Context(), caller, mux.Vars(r)["id"]); err != nil {
+		p.appsError(w, r, "revoke authorized app", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// applyInput validates in and copies it onto c. Every error names its field.
-func (p *Plugin) applyInput(c *storage.Client, in *AppInput) error {
-	name := strings.TrimSpace(in.Name)
-	switch {
-	case name == "":
-		return invalid("name", "required")
-	case utf8.RuneCountInString(name) > MaxAppNameLength:
-		return invalid("name", "at most %d characters", MaxAppNameLength)
-	case strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) >= 0:
-		return invalid("name", "must not contain control characters")
-	}
-	if in.IconURL != "" {
-		if err := validIconURL(in.IconURL); err != nil {
-			return invalid("iconUrl", "%s", err)
-		}
-	}
-
-	grants, err := validGrantTypes(in.GrantTypes)
-	if err != nil {
-		return err
-	}
-	cc := scope.Contains(grants, GrantTypeClientCredentials)
-
-	if len(in.RedirectURIs) > MaxRedirectURIs {
-		return invalid("redirectUris", "at most %d", MaxRedirectURIs)
-	}
-	if cc && len(in.RedirectURIs) > 0 {
-		return invalid("redirectUris", "a client_credentials app has no redirect URIs")
-	}
-	if !cc && len(in.RedirectURIs) == 0 {
-		return invalid("redirectUris", "an authorization_code app needs at least one")
-	}
-	for i, u := range in.RedirectURIs {
-		if err := protocol.CheckRedirectURI(u); err != nil {
-			return invalid("redirectUris", "[%d] %s", i, err)
-		}
-	}
-
-	scopes := scope.Normalize(in.Scopes)
-	if len(scopes) > MaxAppScopes {
-		return invalid("scopes", "at most %d", MaxAppScopes)
-	}
-	if cc && len(scopes) == 0 {
-		return invalid("scopes", "a client_credentials app needs at least one scope")
-	}
-	for _, s := range scopes {
-		if !protocol.ValidScopeToken(s) {
-			return invalid("scopes", "%q is not a valid scope name", s)
-		}
-		feature := !cc && scope.Contains(protocol.ProtocolScopes, s)
-		if len(p.cfg.Scopes) > 0 && !feature && !p.catalog.Known(s) {
-			return invalid("scopes", "unknown scope %q", s)
-		}
-	}
-
-	if len(in.Audience) > MaxAudiences {
-		return invalid("audience", "at most %d", MaxAudiences)
-	}
-	for i, a := range in.Audience {
-		if a == "" || len(a) > MaxAudienceLength || strings.IndexFunc(a, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) >= 0 {
-			return invalid("audience", "[%d] must be 1 to %d printable characters without spaces", i, MaxAudienceLength)
-		}
-	}
-
-	method := in.TokenEndpointAuthMethod
-	switch method {
-	case "":
-		method = TokenAuthBasic
-	case TokenAuthBasic, TokenAuthPost:
-	default:
-		return invalid("tokenEndpointAuthMethod", "must be %s or %s", TokenAuthBasic, TokenAuthPost)
-	}
-
-	c.Name = name
-	c.IconURL = in.IconURL
-	c.RedirectURIs = in.RedirectURIs
-	c.GrantTypes = grants
-	c.Scopes = scopes
-	c.Audience = in.Audience
-	c.TokenEndpointAuthMethod = method
-	c.Public = false
-	if cc {
-		c.ResponseTypes = nil
-	} else {
-		c.ResponseTypes = []string{"code"}
-	}
-	return nil
-}
-
-// validGrantTypes accepts ["client_credentials"] (the default) or
-// authorization_code with an optional refresh_token; nothing mixed.
-func validGrantTypes(in []string) ([]string, error) {
-	gs := scope.Normalize(in)
-	if len(gs) == 0 {
-		return []string{GrantTypeClientCredentials}, nil
-	}
-	for _, g := range gs {
-		switch g {
-		case GrantTypeClientCredentials, GrantTypeAuthorizationCode, GrantTypeRefreshToken:
-		default:
-			return nil, invalid("grantTypes", "unsupported grant type %q", g)
-		}
-	}
-	cc := scope.Contains(gs, GrantTypeClientCredentials)
-	switch {
-	case cc && len(gs) > 1:
-		return nil, invalid("grantTypes", "client_credentials cannot be mixed with other grant types: its tokens act as the app's owner, an authorization_code app's act for whoever consents")
-	case !cc && !scope.Contains(gs, GrantTypeAuthorizationCode):
-		return nil, invalid("grantTypes", "refresh_token needs authorization_code")
-	}
-	return gs, nil
-}
-
-func validIconURL(raw string) error {
-	if len(raw) > MaxURILength {
-		return fmt.Errorf("longer than %d characters", MaxURILength)
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
-		return errors.New("must be an absolute http(s) URL")
-	}
-	return nil
 }

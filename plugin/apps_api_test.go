@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/deputyauth/deputy/apps"
 	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
@@ -126,6 +127,10 @@ func TestAppValidation(t *testing.T) {
 		}{
 			{"mixed grant types", "alice", map[string]any{"name": "x", "grantTypes": []string{"client_credentials", "authorization_code"}, "scopes": []string{"docs:read"}}, "grantTypes"},
 			{"unknown grant type", "alice", map[string]any{"name": "x", "grantTypes": []string{"password"}, "scopes": []string{"docs:read"}}, "grantTypes"},
+			// Only an administrator's tools (apps.Service.AdminCreate: the
+			// CLI, CreateAgentPlatform) give the agent-token grant.
+			{"agent-token grant", admin, map[string]any{"name": "x", "grantTypes": []string{plugin.GrantTypeAgentToken}, "scopes": []string{"docs:read"}}, "grantTypes"},
+			{"agent-token grant beside code", admin, map[string]any{"name": "x", "grantTypes": []string{"authorization_code", plugin.GrantTypeAgentToken}, "redirectUris": []string{"https://a.example/cb"}, "scopes": []string{"docs:read"}}, "grantTypes"},
 			{"refresh alone", admin, map[string]any{"name": "x", "grantTypes": []string{"refresh_token"}}, "grantTypes"},
 			{"plain http redirect", admin, code("http://app.example.com/cb"), "redirectUris"},
 			{"javascript redirect", admin, code("javascript:alert(1)"), "redirectUris"},
@@ -138,7 +143,7 @@ func TestAppValidation(t *testing.T) {
 			{"malformed scope", "alice", map[string]any{"name": "x", "scopes": []string{`docs"read`}}, "scopes"},
 			{"no scope", "alice", map[string]any{"name": "x"}, "scopes"},
 			{"openid on client_credentials", "alice", map[string]any{"name": "x", "scopes": []string{"openid"}}, "scopes"},
-			{"name too long", "alice", map[string]any{"name": strings.Repeat("n", plugin.MaxAppNameLength+1), "scopes": []string{"docs:read"}}, "name"},
+			{"name too long", "alice", map[string]any{"name": strings.Repeat("n", apps.MaxNameLength+1), "scopes": []string{"docs:read"}}, "name"},
 			{"name missing", "alice", map[string]any{"scopes": []string{"docs:read"}}, "name"},
 			{"name blank", "alice", map[string]any{"name": "   ", "scopes": []string{"docs:read"}}, "name"},
 			{"name control char", "alice", map[string]any{"name": "a\x00b", "scopes": []string{"docs:read"}}, "name"},

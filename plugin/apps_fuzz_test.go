@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/deputyauth/deputy/apps"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -125,7 +126,7 @@ func checkAppInvariants(t *testing.T, c *storage.Client, owner string, body []by
 		t.Fatalf("%q: authorization_code app %s has no redirect URI", body, c.ID)
 	case c.Name == "" || c.Public:
 		t.Fatalf("%q: stored app %+v", body, c)
-	case c.TokenEndpointAuthMethod != plugin.TokenAuthBasic && c.TokenEndpointAuthMethod != plugin.TokenAuthPost:
+	case c.TokenEndpointAuthMethod != apps.TokenAuthBasic && c.TokenEndpointAuthMethod != apps.TokenAuthPost:
 		t.Fatalf("%q: stored app %s has token endpoint auth method %q", body, c.ID, c.TokenEndpointAuthMethod)
 	}
 	for _, g := range gs {

@@ -16,6 +16,7 @@ import (
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
 
+	"github.com/deputyauth/deputy/apps"
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/handlers/flows"
@@ -68,6 +69,7 @@ type Plugin struct {
 	hasher   *clientsecret.SHA256Hasher
 	limiter  *ratelimit.ClientAuthLimiter
 	sessions flows.SessionCodec
+	apps     *apps.Service
 
 	// Agent tokens and consent, when Config.Agents is set.
 	keys    *agenttoken.Keyring
@@ -101,6 +103,7 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	}
 	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...), now: time.Now}
 	p.sessions = flows.SessionCodec{New: cfg.NewSession, Identity: cfg.SessionIdentity}
+	p.apps = apps.New(apps.Config{Store: cfg.Store, Catalog: p.catalog, IsAdmin: cfg.IsAdmin})
 
 	// The token HMAC key is derived, not SystemSecret itself, so that the
 	// same secret can key other things (signing-key encryption) without
@@ -225,6 +228,12 @@ func (p *Plugin) Config() Config { return p.cfg }
 
 // Catalog returns the scope catalog built from Config.Scopes.
 func (p *Plugin) Catalog() *scope.Catalog { return p.catalog }
+
+// Apps returns the apps service behind the apps API, with the plugin's
+// catalog and Config.IsAdmin: for a host's own pages or tools to create and
+// manage apps by the same rules, and for an administrator's path
+// (AdminCreate) the API never offers.
+func (p *Plugin) Apps() *apps.Service { return p.apps }
 
 // appTokens re-checks tokens of deputy's apps against deputy's store.
 // storedClientIsLive: the tokens are in deputy's own store (kit mode).

@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/deputyauth/deputy/apps"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
-	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -23,18 +23,15 @@ const testRedirect = "http://127.0.0.1:9/callback"
 // `clients create` does.
 func testClient(t *testing.T, idp *testIdP, firstParty bool) *oauth2.Config {
 	t.Helper()
-	c := &storage.Client{
-		ID:           newClientID(),
-		Name:         "Agent Platform",
-		GrantTypes:   []string{"authorization_code", "refresh_token", protocol.GrantTypeAgentToken},
-		RedirectURIs: []string{testRedirect},
-		Scopes:       []string{"projects:read", "projects:write", "members:read", "offline_access"},
-		FirstParty:   firstParty,
-	}
-	if err := validateUnownedClient(c); err != nil {
-		t.Fatal(err)
-	}
-	secret, err := createClientWithSecret(context.Background(), idp.srv.st, c)
+	c, secret, err := idp.srv.apps().AdminCreate(context.Background(), apps.AdminInput{
+		Input: apps.Input{
+			Name:         "Agent Platform",
+			GrantTypes:   []string{"authorization_code", "refresh_token", protocol.GrantTypeAgentToken},
+			RedirectURIs: []string{testRedirect},
+			Scopes:       []string{"projects:read", "projects:write", "members:read", "offline_access"},
+		},
+		FirstParty: firstParty,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,14 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sort"
 	"strings"
 
+	"github.com/deputyauth/deputy/apps"
 	"github.com/deputyauth/deputy/handlers/agenttoken"
-	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
-	"github.com/deputyauth/deputy/storage"
 )
 
 // The admin subcommands share one shape: parse flags, open and migrate the
@@ -146,6 +144,34 @@ func nonNil(s []string) []string {
 	return s
 }
 
+// flags are the command line's names for the apps service's fields.
+var flags = map[string]string{
+	apps.FieldName:         "--name",
+	apps.FieldGrantTypes:   "--grant",
+	apps.FieldRedirectURIs: "--redirect-uri",
+	apps.FieldScopes:       "--scope",
+	apps.FieldOwner:        "--owner",
+	apps.FieldPublic:       "--public",
+	apps.FieldAgent:        "--agent",
+}
+
+// usageProblem reports a refusal of the apps service as a usage error
+// (exit 2) naming the flag, and whether err was one.
+func usageProblem(stderr io.Writer, cmd string, err error) bool {
+	var fe *apps.FieldError
+	if !errors.As(err, &fe) {
+		return false
+	}
+	name := flags[fe.Field]
+	if name == "" {
+		name = fe.Field
+	}
+	fmt.Fprintf(stderr, "%s: %s: %s\n", cmd, name, fe.Message)
+	return true
+}
+
+// cmdAppsCreate makes an owned client_credentials app for a user, through
+// the apps service's administrator path.
 func cmdAppsCreate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("apps create", stderr)
 	var common commonFlags
@@ -162,18 +188,19 @@ func cmdAppsCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "apps create: --owner, --name and --scope are required")
 		return 2
 	}
-	if err := checkScopeFlag(scope.Parse(*scopes)); err != nil {
-		fmt.Fprintf(stderr, "apps create: %v\n", err)
-		return 2
-	}
-	if len(grants) == 0 {
-		grants = stringsFlag{protocol.GrantTypeClientCredentials}
-	}
 	for _, g := range grants {
 		if g != protocol.GrantTypeClientCredentials {
 			fmt.Fprintf(stderr, "apps create: an owned app only uses the client_credentials grant, not %q; use `clients create` for other clients\n", g)
 			return 2
 		}
+	}
+	in := apps.AdminInput{
+		Input: apps.Input{Name: *name, GrantTypes: []string{protocol.GrantTypeClientCredentials}, Scopes: scope.Parse(*scopes)},
+		Owner: *owner,
+	}
+	// The rules first, so that a mistyped flag needs no database.
+	if usageProblem(stderr, "apps create", apps.Validate(in, nil)) {
+		return 2
 	}
 	st, u, err := openStore(ctx, common.databaseURL)
 	if err != nil {
@@ -187,14 +214,11 @@ func cmdAppsCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if usr.Disabled {
 		return cliFail(stderr, "apps create", fmt.Errorf("owner %q: %w", *owner, scope.ErrUserDisabled))
 	}
-	c := &storage.Client{
-		ID:         newClientID(),
-		Name:       strings.TrimSpace(*name),
-		GrantTypes: []string{protocol.GrantTypeClientCredentials},
-		Scopes:     scope.Parse(*scopes),
+	in.Owner = usr.ID
+	c, secret, err := apps.New(apps.Config{Store: st}).AdminCreate(ctx, in)
+	if usageProblem(stderr, "apps create", err) {
+		return 2
 	}
-	c.SetOwner(usr.ID)
-	secret, err := createClientWithSecret(ctx, st, c)
 	if err != nil {
 		return cliFail(stderr, "apps create", err)
 	}
@@ -205,6 +229,9 @@ func cmdAppsCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
+// cmdClientsCreate makes a client without an owner (an authorization_code
+// client, an agent platform), through the apps service's administrator
+// path: the only way to give the agent-token grant.
 func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("clients create", stderr)
 	var common commonFlags
@@ -224,18 +251,19 @@ func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 		fmt.Fprintln(stderr, "clients create: --name, --grant and --scope are required")
 		return 2
 	}
-	c := &storage.Client{
-		ID:           newClientID(),
-		Name:         strings.TrimSpace(*name),
-		GrantTypes:   normalizeList(grants),
-		RedirectURIs: []string(redirects),
-		Scopes:       scope.Parse(*scopes),
-		FirstParty:   *firstParty,
-		Public:       *public,
-		Agent:        *agent,
+	in := apps.AdminInput{
+		Input:      apps.Input{Name: *name, GrantTypes: grants, RedirectURIs: redirects, Scopes: scope.Parse(*scopes)},
+		FirstParty: *firstParty,
+		Public:     *public,
+		Agent:      *agent,
 	}
-	if err := validateUnownedClient(c); err != nil {
-		fmt.Fprintf(stderr, "clients create: %v\n", err)
+	err := apps.Validate(in, nil)
+	var fe *apps.FieldError
+	if errors.As(err, &fe) && fe.Field == apps.FieldOwner {
+		fmt.Fprintln(stderr, "clients create: --grant client_credentials needs an owner: use `apps create --owner`")
+		return 2
+	}
+	if usageProblem(stderr, "clients create", err) {
 		return 2
 	}
 	st, _, err := openStore(ctx, common.databaseURL)
@@ -243,12 +271,9 @@ func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 		return cliFail(stderr, "clients create", err)
 	}
 	defer st.Close()
-	secret := ""
-	if c.Public {
-		c.TokenEndpointAuthMethod = "none"
-		err = st.CreateClient(ctx, c)
-	} else {
-		secret, err = createClientWithSecret(ctx, st, c)
+	c, secret, err := apps.New(apps.Config{Store: st}).AdminCreate(ctx, in)
+	if usageProblem(stderr, "clients create", err) {
+		return 2
 	}
 	if err != nil {
 		return cliFail(stderr, "clients create", err)
@@ -266,12 +291,6 @@ func cmdClientsCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 	return 0
 }
 
-var knownUnownedGrants = map[string]bool{
-	protocol.GrantTypeAuthorizationCode: true,
-	protocol.GrantTypeRefreshToken:      true,
-	protocol.GrantTypeAgentToken:        true,
-}
-
 // checkScopeFlag refuses a --scope that is not an RFC 6749 scope token.
 func checkScopeFlag(scopes []string) error {
 	for _, s := range scopes {
@@ -280,87 +299,6 @@ func checkScopeFlag(scopes []string) error {
 		}
 	}
 	return nil
-}
-
-// validateUnownedClient applies the rules of DESIGN.md §1 to a client
-// without an owner: no client_credentials (a client-credentials token acts
-// as its owner, and this client has none), redirect URIs that are absolute
-// and allowed by protocol.CheckRedirectURI (the apps API's rule), scopes
-// that are scope tokens, and response types that follow the grants.
-func validateUnownedClient(c *storage.Client) error {
-	for _, g := range c.GrantTypes {
-		if g == protocol.GrantTypeClientCredentials {
-			return errors.New("--grant client_credentials needs an owner: use `apps create --owner`")
-		}
-		if !knownUnownedGrants[g] {
-			return fmt.Errorf("--grant %q is not supported", g)
-		}
-	}
-	hasCode := scope.Contains(c.GrantTypes, protocol.GrantTypeAuthorizationCode)
-	if hasCode && len(c.RedirectURIs) == 0 {
-		return errors.New("--redirect-uri is required with authorization_code")
-	}
-	if !hasCode && len(c.RedirectURIs) > 0 {
-		return errors.New("--redirect-uri only makes sense with authorization_code")
-	}
-	if c.Agent && !hasCode {
-		return errors.New("--agent is for clients users authorize (authorization_code): an agent platform's agent tokens already need approvals")
-	}
-	if c.Agent && c.FirstParty {
-		return errors.New("--agent and --first-party do not mix: an agent's write scopes need the user's approval on the consent screen")
-	}
-	if c.Public && scope.Contains(c.GrantTypes, protocol.GrantTypeAgentToken) {
-		return errors.New("the agent-token grant needs a confidential client (drop --public)")
-	}
-	for _, ru := range c.RedirectURIs {
-		if err := protocol.CheckRedirectURI(ru); err != nil {
-			return fmt.Errorf("--redirect-uri %q: %w", ru, err)
-		}
-	}
-	if err := checkScopeFlag(c.Scopes); err != nil {
-		return err
-	}
-	if hasCode {
-		c.ResponseTypes = []string{"code"}
-	}
-	return nil
-}
-
-func normalizeList(in []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, s := range in {
-		s = strings.TrimSpace(s)
-		if s != "" && !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// newClientID is a random client id in the apps API's format (128 bits, hex).
-func newClientID() string { return storage.NewID(16) }
-
-// createClientWithSecret stores c and its first secret in one transaction,
-// returning the secret, which exists nowhere else from then on.
-func createClientWithSecret(ctx context.Context, st *storage.Store, c *storage.Client) (string, error) {
-	secret, hash, prefix, err := clientsecret.NewClientSecret()
-	if err != nil {
-		return "", err
-	}
-	err = st.InTx(ctx, func(ctx context.Context) error {
-		if err := st.CreateClient(ctx, c); err != nil {
-			return err
-		}
-		_, err := st.CreateClientSecret(ctx, c.ID, hash, prefix)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	return secret, nil
 }
 
 func cmdKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -148,6 +148,12 @@ func TestCLIRefusals(t *testing.T) {
 		{"clients: credentials in redirect", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://u:p@a.example/cb", "--scope", "a"}, 2, "credentials"},
 		{"clients: agent without code", []string{"clients", "create", db, "--name", "n", "--grant", "urn:deputy:params:oauth:grant-type:agent-token", "--scope", "a", "--agent"}, 2, "authorization_code"},
 		{"clients: first-party agent", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://a.example/cb", "--scope", "a", "--agent", "--first-party"}, 2, "do not mix"},
+		// The apps service's rules, the same as the apps API's and the pages'.
+		{"apps: long name", []string{"apps", "create", db, "--owner", "x", "--name", strings.Repeat("n", 65), "--scope", "projects:read"}, 2, "--name: at most 64"},
+		{"clients: control character in name", []string{"clients", "create", db, "--name", "a\x1bb", "--grant", "authorization_code", "--redirect-uri", "https://a.example/cb", "--scope", "a"}, 2, "--name"},
+		{"clients: public agent platform", []string{"clients", "create", db, "--name", "n", "--grant", protocol.GrantTypeAgentToken, "--public", "--scope", "a"}, 2, "confidential"},
+		{"clients: redirect without code", []string{"clients", "create", db, "--name", "n", "--grant", protocol.GrantTypeAgentToken, "--redirect-uri", "https://a.example/cb", "--scope", "a"}, 2, "--redirect-uri"},
+		{"clients: refresh alone", []string{"clients", "create", db, "--name", "n", "--grant", "refresh_token", "--scope", "a"}, 2, "--grant"},
 		{"keys: short secret", []string{"keys", "rotate", db, "--system-secret", "short"}, 1, "at least 32"},
 		{"postgres needs a secret", []string{"keys", "rotate", "--database-url", "postgres://nobody@127.0.0.1:1/x", "--system-secret="}, 1, "required with PostgreSQL"},
 	}

@@ -7,22 +7,58 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
-	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/apps"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
 
-// The settings pages are the browser face of the plugin's apps API: they
-// apply its rules (an owned app uses client_credentials only, scopes from
-// the catalog, only the owner or an admin sees an app, everyone else gets
-// 404) through the same storage calls, as forms that work without
-// JavaScript. Every destructive action has a confirmation page.
+// The settings pages are the browser face of the apps service behind the
+// plugin's apps API (the plugin's Apps()): the same rules (an owned app uses
+// client_credentials only, scopes from the catalog, only the owner or an
+// admin sees an app, everyone else gets 404) and the same calls, as forms
+// that work without JavaScript. Every destructive action has a
+// confirmation page.
+
+// apps is the plugin's apps service.
+func (s *server) apps() *apps.Service { return s.deputy.p.Apps() }
+
+// appsError answers an error of the apps service as a page.
+func (s *server) appsError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	var fe *apps.FieldError
+	switch {
+	case errors.Is(err, apps.ErrNotFound):
+		s.errorPage(w, r, http.StatusNotFound, "There is no such app, or it is not yours.")
+	case errors.Is(err, apps.ErrSecretNotFound):
+		s.errorPage(w, r, http.StatusNotFound, "There is no such secret.")
+	case errors.Is(err, apps.ErrNotAuthorized):
+		s.errorPage(w, r, http.StatusNotFound, "There is no such app, or it holds no access of yours.")
+	case errors.Is(err, apps.ErrTooManySecrets):
+		s.errorPage(w, r, http.StatusBadRequest, fmt.Sprintf("An app has at most %d secrets; delete one first.", apps.MaxSecretsPerApp))
+	case errors.As(err, &fe):
+		s.errorPage(w, r, http.StatusBadRequest, fieldProblem(fe))
+	default:
+		s.internalError(w, r, what, err)
+	}
+}
+
+// The new-app form's names and labels for the service's fields.
+var (
+	formFields = map[string]string{apps.FieldName: "name", apps.FieldScopes: "scope"}
+	formLabels = map[string]string{apps.FieldName: "Name", apps.FieldScopes: "Scopes"}
+)
+
+// fieldProblem is a refusal of the service as the page says it.
+func fieldProblem(fe *apps.FieldError) string {
+	label := formLabels[fe.Field]
+	if label == "" {
+		label = fe.Field
+	}
+	return label + ": " + fe.Message + "."
+}
 
 func (s *server) settingsRoutes(r *mux.Router, guard func(http.HandlerFunc) http.Handler) {
 	page := func(h func(http.ResponseWriter, *http.Request, *user)) http.HandlerFunc { return s.signedIn(h) }
@@ -60,12 +96,12 @@ func flashOf(r *http.Request) string { return flashes[r.URL.Query().Get("done")]
 
 func (s *server) appsPage(w http.ResponseWriter, r *http.Request, u *user) {
 	ctx := r.Context()
-	owned, err := s.st.ListClients(ctx, u.ID)
+	owned, err := s.apps().List(ctx, u.ID, u.ID)
 	if err != nil {
 		s.internalError(w, r, "list apps", err)
 		return
 	}
-	authorized, err := s.st.ListAuthorizedApps(ctx, u.ID)
+	authorized, err := s.apps().ListAuthorized(ctx, u.ID)
 	if err != nil {
 		s.internalError(w, r, "list authorized apps", err)
 		return
@@ -125,21 +161,7 @@ func (s *server) newAppPage(w http.ResponseWriter, r *http.Request, u *user) {
 		return
 	}
 	s.render(w, r, http.StatusOK, "app_new", view{Title: "New app", Nav: "apps", User: u,
-		Data: newAppData{Choices: choices, MaxName: plugin.MaxAppNameLength}})
-}
-
-// appNameProblem applies the plugin's rule for app names, returning what
-// to tell the user, or "" for a good name.
-func appNameProblem(name string) string {
-	switch {
-	case name == "":
-		return "Give the app a name."
-	case utf8.RuneCountInString(name) > plugin.MaxAppNameLength:
-		return fmt.Sprintf("The name may have at most %d characters.", plugin.MaxAppNameLength)
-	case !utf8.ValidString(name) || strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) >= 0:
-		return "The name must not contain control characters."
-	}
-	return ""
+		Data: newAppData{Choices: choices, MaxName: apps.MaxNameLength}})
 }
 
 func (s *server) createApp(w http.ResponseWriter, r *http.Request, u *user) {
@@ -148,40 +170,20 @@ func (s *server) createApp(w http.ResponseWriter, r *http.Request, u *user) {
 		s.errorPage(w, r, http.StatusBadRequest, "The form could not be read.")
 		return
 	}
-	name := strings.TrimSpace(r.PostForm.Get("name"))
-	requested := scope.Normalize(r.PostForm["scope"])
-	fail := func(field, msg string) {
-		choices, err := s.scopeChoices(r, u, requested)
+	in := apps.Input{Name: r.PostForm.Get("name"), Scopes: r.PostForm["scope"]}
+	c, secret, err := s.apps().CreateWithSecret(r.Context(), u.ID, in)
+	var fe *apps.FieldError
+	if errors.As(err, &fe) {
+		// The form again, with what was wrong and what was asked.
+		choices, err := s.scopeChoices(r, u, scope.Normalize(in.Scopes))
 		if err != nil {
 			s.internalError(w, r, "user scopes", err)
 			return
 		}
 		s.render(w, r, http.StatusBadRequest, "app_new", view{Title: "New app", Nav: "apps", User: u,
-			Data: newAppData{Name: name, Choices: choices, Error: msg, Field: field, MaxName: plugin.MaxAppNameLength}})
-	}
-	if msg := appNameProblem(name); msg != "" {
-		fail("name", msg)
+			Data: newAppData{Name: strings.TrimSpace(in.Name), Choices: choices, Error: fieldProblem(fe), Field: formFields[fe.Field], MaxName: apps.MaxNameLength}})
 		return
 	}
-	if len(requested) == 0 {
-		fail("scope", "Choose at least one scope.")
-		return
-	}
-	for _, sc := range requested {
-		if !s.deputy.p.Catalog().Known(sc) {
-			fail("scope", fmt.Sprintf("Unknown scope %q.", sc))
-			return
-		}
-	}
-	c := &storage.Client{
-		ID:                      storage.NewID(16),
-		Name:                    name,
-		GrantTypes:              []string{plugin.GrantTypeClientCredentials},
-		Scopes:                  requested,
-		TokenEndpointAuthMethod: plugin.TokenAuthBasic,
-	}
-	c.SetOwner(u.ID)
-	secret, err := createClientWithSecret(r.Context(), s.st, c)
 	if err != nil {
 		s.internalError(w, r, "create app", err)
 		return
@@ -195,18 +197,11 @@ func (s *server) createApp(w http.ResponseWriter, r *http.Request, u *user) {
 // ownedApp loads the {id} app if u may manage it; anyone else gets the same
 // 404 as for an app that does not exist, so ids cannot be probed.
 func (s *server) ownedApp(w http.ResponseWriter, r *http.Request, u *user) (*storage.Client, bool) {
-	c, err := s.st.Client(r.Context(), mux.Vars(r)["id"])
-	// An id the database cannot even hold (a NUL byte or invalid UTF-8 on
-	// PostgreSQL) names no app either.
-	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidInput) || err == nil && c.Owner() != u.ID && !s.users.isAdmin(r.Context(), u.ID) {
-		s.errorPage(w, r, http.StatusNotFound, "There is no such app, or it is not yours.")
-		return nil, false
-	}
+	c, err := s.apps().Get(r.Context(), u.ID, mux.Vars(r)["id"])
 	if err != nil {
-		s.internalError(w, r, "load app", err)
+		s.appsError(w, r, "load app", err)
 		return nil, false
 	}
-	c.SecretHashes = nil
 	return c, true
 }
 
@@ -236,9 +231,9 @@ func (s *server) appPage(w http.ResponseWriter, r *http.Request, u *user) {
 	}
 	path := "/settings/apps/" + c.ID
 	fresh := s.takeSecretFlash(w, r, u.ID, c.ID, path)
-	ss, err := s.st.ListClientSecrets(r.Context(), c.ID)
+	ss, err := s.apps().ListSecrets(r.Context(), u.ID, c.ID)
 	if err != nil {
-		s.internalError(w, r, "list secrets", err)
+		s.appsError(w, r, "list secrets", err)
 		return
 	}
 	d := appData{
@@ -248,8 +243,8 @@ func (s *server) appPage(w http.ResponseWriter, r *http.Request, u *user) {
 		TokenURL:   s.issuer + plugin.TokenPath,
 		APIURL:     s.issuer + "/api/orgs/" + demoOrg + "/projects",
 		ScopeParam: scope.Join(c.Scopes),
-		MaxSecrets: plugin.MaxSecretsPerApp,
-		CanAdd:     len(ss) < plugin.MaxSecretsPerApp,
+		MaxSecrets: apps.MaxSecretsPerApp,
+		CanAdd:     len(ss) < apps.MaxSecretsPerApp,
 	}
 	if owner, err := s.users.byID(r.Context(), c.Owner()); err == nil {
 		d.Owner = owner.Username
@@ -266,31 +261,15 @@ func (s *server) appPage(w http.ResponseWriter, r *http.Request, u *user) {
 }
 
 func (s *server) createSecret(w http.ResponseWriter, r *http.Request, u *user) {
-	c, ok := s.ownedApp(w, r, u)
-	if !ok {
-		return
-	}
-	n, err := s.st.CountClientSecrets(r.Context(), c.ID)
+	id := mux.Vars(r)["id"]
+	_, secret, err := s.apps().CreateSecret(r.Context(), u.ID, id)
 	if err != nil {
-		s.internalError(w, r, "count secrets", err)
+		s.appsError(w, r, "create secret", err)
 		return
 	}
-	if n >= plugin.MaxSecretsPerApp {
-		s.errorPage(w, r, http.StatusBadRequest, fmt.Sprintf("An app has at most %d secrets; delete one first.", plugin.MaxSecretsPerApp))
-		return
-	}
-	secret, hash, prefix, err := clientsecret.NewClientSecret()
-	if err != nil {
-		s.internalError(w, r, "generate secret", err)
-		return
-	}
-	if _, err := s.st.CreateClientSecret(r.Context(), c.ID, hash, prefix); err != nil {
-		s.internalError(w, r, "create secret", err)
-		return
-	}
-	s.log.InfoContext(r.Context(), "app secret created", "user_id", u.ID, "client_id", c.ID)
-	path := "/settings/apps/" + c.ID
-	s.setSecretFlash(w, u.ID, c.ID, path, secret)
+	s.log.InfoContext(r.Context(), "app secret created", "user_id", u.ID, "client_id", id)
+	path := "/settings/apps/" + id
+	s.setSecretFlash(w, u.ID, id, path, secret)
 	http.Redirect(w, r, path, http.StatusSeeOther)
 }
 
@@ -321,15 +300,12 @@ func (s *server) confirmDeleteApp(w http.ResponseWriter, r *http.Request, u *use
 }
 
 func (s *server) deleteApp(w http.ResponseWriter, r *http.Request, u *user) {
-	c, ok := s.ownedApp(w, r, u)
-	if !ok {
+	id := mux.Vars(r)["id"]
+	if err := s.apps().Delete(r.Context(), u.ID, id); err != nil {
+		s.appsError(w, r, "delete app", err)
 		return
 	}
-	if err := s.st.DeleteClient(r.Context(), c.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
-		s.internalError(w, r, "delete app", err)
-		return
-	}
-	s.log.InfoContext(r.Context(), "app deleted", "user_id", u.ID, "client_id", c.ID)
+	s.log.InfoContext(r.Context(), "app deleted", "user_id", u.ID, "client_id", id)
 	http.Redirect(w, r, "/settings/apps?done=app-deleted", http.StatusSeeOther)
 }
 
@@ -339,9 +315,9 @@ func (s *server) confirmDeleteSecret(w http.ResponseWriter, r *http.Request, u *
 		return
 	}
 	sid := mux.Vars(r)["secretID"]
-	ss, err := s.st.ListClientSecrets(r.Context(), c.ID)
+	ss, err := s.apps().ListSecrets(r.Context(), u.ID, c.ID)
 	if err != nil {
-		s.internalError(w, r, "list secrets", err)
+		s.appsError(w, r, "list secrets", err)
 		return
 	}
 	for _, sec := range ss {
@@ -360,21 +336,13 @@ func (s *server) confirmDeleteSecret(w http.ResponseWriter, r *http.Request, u *
 }
 
 func (s *server) deleteSecret(w http.ResponseWriter, r *http.Request, u *user) {
-	c, ok := s.ownedApp(w, r, u)
-	if !ok {
+	v := mux.Vars(r)
+	if err := s.apps().DeleteSecret(r.Context(), u.ID, v["id"], v["secretID"]); err != nil {
+		s.appsError(w, r, "delete secret", err)
 		return
 	}
-	err := s.st.DeleteClientSecret(r.Context(), c.ID, mux.Vars(r)["secretID"])
-	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidInput) {
-		s.errorPage(w, r, http.StatusNotFound, "There is no such secret.")
-		return
-	}
-	if err != nil {
-		s.internalError(w, r, "delete secret", err)
-		return
-	}
-	s.log.InfoContext(r.Context(), "app secret deleted", "user_id", u.ID, "client_id", c.ID)
-	http.Redirect(w, r, "/settings/apps/"+c.ID+"?done=secret-deleted", http.StatusSeeOther)
+	s.log.InfoContext(r.Context(), "app secret deleted", "user_id", u.ID, "client_id", v["id"])
+	http.Redirect(w, r, "/settings/apps/"+v["id"]+"?done=secret-deleted", http.StatusSeeOther)
 }
 
 // authorizedApp finds the {id} app among those holding live tokens for u.
@@ -383,9 +351,9 @@ func (s *server) deleteSecret(w http.ResponseWriter, r *http.Request, u *user) {
 // any app to anyone signed in.
 func (s *server) authorizedApp(w http.ResponseWriter, r *http.Request, u *user) (*storage.Client, bool) {
 	id := mux.Vars(r)["id"]
-	as, err := s.st.ListAuthorizedApps(r.Context(), u.ID)
+	as, err := s.apps().ListAuthorized(r.Context(), u.ID)
 	if err != nil {
-		s.internalError(w, r, "list authorized apps", err)
+		s.appsError(w, r, "list authorized apps", err)
 		return nil, false
 	}
 	for _, a := range as {
@@ -413,16 +381,10 @@ func (s *server) confirmRevokeApp(w http.ResponseWriter, r *http.Request, u *use
 
 func (s *server) revokeApp(w http.ResponseWriter, r *http.Request, u *user) {
 	id := mux.Vars(r)["id"]
-	err := s.st.RevokeClientTokensForSubject(r.Context(), id, u.ID)
-	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidInput) {
-		// Nothing of u's to revoke: already revoked (a second submit), or
-		// not an app holding anything of u's; the apps API's DELETE
-		// answers the same 404.
-		s.errorPage(w, r, http.StatusNotFound, "There is no such app, or it holds no access of yours.")
-		return
-	}
-	if err != nil {
-		s.internalError(w, r, "revoke app", err)
+	// Nothing of u's to revoke (already revoked by a second submit, or not
+	// an app holding anything of u's) is the same 404 as the apps API's.
+	if err := s.apps().RevokeAuthorized(r.Context(), u.ID, id); err != nil {
+		s.appsError(w, r, "revoke app", err)
 		return
 	}
 	s.log.InfoContext(r.Context(), "authorized app revoked", "user_id", u.ID, "client_id", id)
