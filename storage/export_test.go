@@ -37,3 +37,9 @@ func (s *Store) MigrateTo(ctx context.Context, version int) error {
 	}
 	return s.migrate(ctx, MigrationSet{Name: deputyMigrations.Name, Files: older})
 }
+
+// Describe is how a statement's span is named.
+func Describe(query string) (name, verb, table string) {
+	op := describe(query)
+	return op.name, op.verb, op.table
+}

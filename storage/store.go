@@ -30,6 +30,8 @@ type Store struct {
 	// time it runs there and reuses it after.
 	stmts  sync.Map // query text → *sqlx.Stmt
 	stmtMu sync.Mutex
+
+	health health // failures seen, for Health (observe.go)
 }
 
 // Open connects to the database named by dsn and returns a Store. It does not
@@ -129,7 +131,11 @@ func (s *Store) Close() error {
 }
 
 // Ping checks the database answers; /healthz uses it.
-func (s *Store) Ping(ctx context.Context) error { return s.flavor.classify(s.db.PingContext(ctx)) }
+func (s *Store) Ping(ctx context.Context) error {
+	err := s.flavor.classify(s.db.PingContext(ctx))
+	s.observe(nil, err)
+	return err
+}
 
 // Exec, Get and Select run a host's queries on its own tables beside
 // deputy's (the demo IdP keeps its users there) the way the store runs its
@@ -191,13 +197,16 @@ func (d direct) SelectContext(ctx context.Context, dest any, args ...any) error 
 // pool, through its prepared statement when prepare is set, runs fn on it,
 // and classifies the error.
 func (s *Store) run(ctx context.Context, query string, prepare bool, fn func(statement) error) error {
+	ctx, span := s.startSpan(ctx, query)
 	var err error
 	if prepare {
 		err = s.withStmt(ctx, query, func(st *sqlx.Stmt) error { return fn(st) })
 	} else {
 		err = fn(direct{q: s.q(ctx), query: s.rebind(query)})
 	}
-	return s.flavor.classify(err)
+	err = s.flavor.classify(err)
+	s.observe(span, err)
+	return err
 }
 
 // q returns the transaction carried by ctx, if this store began one, or the pool.
@@ -304,7 +313,9 @@ func (s *Store) BeginTX(ctx context.Context) (context.Context, error) {
 	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return ctx, fmt.Errorf("storage: begin: %w", s.flavor.classify(err))
+		err = s.flavor.classify(err)
+		s.observe(nil, err)
+		return ctx, fmt.Errorf("storage: begin: %w", err)
 	}
 	return context.WithValue(ctx, txKey{s}, tx), nil
 }
@@ -315,7 +326,9 @@ func (s *Store) Commit(ctx context.Context) error {
 	if !ok {
 		return errors.New("storage: no transaction in context")
 	}
-	return s.flavor.classify(tx.Commit())
+	err := s.flavor.classify(tx.Commit())
+	s.observe(nil, err)
+	return err
 }
 
 // Rollback aborts the transaction in ctx. Rolling back a finished transaction
@@ -326,7 +339,9 @@ func (s *Store) Rollback(ctx context.Context) error {
 		return errors.New("storage: no transaction in context")
 	}
 	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return s.flavor.classify(err)
+		err = s.flavor.classify(err)
+		s.observe(nil, err)
+		return err
 	}
 	return nil
 }
