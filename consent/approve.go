@@ -298,6 +298,7 @@ func (h *Handler) approve(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, r, "approve", err)
 		return
 	}
+	h.event(storage.AuditApproved)
 	h.log.InfoContext(r.Context(), "consent: approved", "user", user, "organization", a.Organization,
 		"client", a.ClientID, "session", a.SessionID, "scopes", scope.Join(granted), "grant", g.ID)
 	if isForm(r) {
@@ -330,6 +331,7 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, user string, a *a
 		h.internal(w, r, "deny", err)
 		return
 	}
+	h.event(storage.AuditDenied)
 	h.log.InfoContext(r.Context(), "consent: denied", "user", user, "organization", a.Organization,
 		"client", a.ClientID, "session", a.SessionID, "scopes", scope.Join(a.Scopes))
 	if isForm(r) {

@@ -80,6 +80,10 @@ type Config struct {
 	// without a trailing slash; the routes and the links the pages render
 	// carry it. Default "": the routes are at /agent/….
 	PathPrefix string
+	// OnEvent, when set, is called after each approval, denial and
+	// revocation is stored, with its audit event (storage.AuditApproved,
+	// AuditDenied, AuditRevoked): deputy's metrics count them.
+	OnEvent func(event string)
 }
 
 // Handler serves the consent routes, an http.Handler. Build it with New and
@@ -108,6 +112,7 @@ type Handler struct {
 	log       *slog.Logger
 	clock     func() time.Time
 	userName  func(ctx context.Context, userID string) string
+	onEvent   func(event string)
 	cop       *http.CrossOriginProtection
 	routes    http.Handler
 
@@ -137,6 +142,7 @@ func New(cfg Config) (*Handler, error) {
 		log:       cfg.Logger,
 		clock:     cfg.Clock,
 		userName:  cfg.UserName,
+		onEvent:   cfg.OnEvent,
 		cop:       http.NewCrossOriginProtection(),
 
 		approvePath: prefix + "/agent/approve",
@@ -194,11 +200,11 @@ func (h *Handler) router() *mux.Router {
 	r := mux.NewRouter()
 	guard := func(f http.HandlerFunc) http.Handler { return h.cop.Handler(f) }
 	r.Handle(h.approvePath, http.HandlerFunc(h.approvePage)).Methods(http.MethodGet, http.MethodHead)
-	r.Handle(h.approvePath, guard(h.approve)).Methods(http.MethodPost)
+	r.Handle(h.approvePath, guard(traced("deputy.consent.approve", h.approve))).Methods(http.MethodPost)
 	r.Handle(h.donePath, http.HandlerFunc(h.donePage)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle(h.grantsPath, http.HandlerFunc(h.listGrants)).Methods(http.MethodGet, http.MethodHead)
-	r.Handle(h.grantsPath+"/{id}", guard(h.revoke)).Methods(http.MethodDelete)
-	r.Handle(h.grantsPath+"/{id}/revoke", guard(h.revoke)).Methods(http.MethodPost)
+	r.Handle(h.grantsPath+"/{id}", guard(traced("deputy.consent.revoke", h.revoke))).Methods(http.MethodDelete)
+	r.Handle(h.grantsPath+"/{id}/revoke", guard(traced("deputy.consent.revoke", h.revoke))).Methods(http.MethodPost)
 	r.Handle(h.cssPath, http.HandlerFunc(serveCSS)).Methods(http.MethodGet, http.MethodHead)
 	return r
 }

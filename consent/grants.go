@@ -108,6 +108,7 @@ func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, r, "revoke", err)
 		return
 	}
+	h.event(storage.AuditRevoked)
 	h.log.InfoContext(r.Context(), "consent: revoked", "user", user, "grant", id)
 	if r.Method == http.MethodPost {
 		secure(w)

@@ -38,7 +38,9 @@ func (p *Plugin) enableAgents(ctx context.Context) error {
 		Issuer:    cfg.Issuer,
 		Lifespan:  cfg.AgentTokenLifespan,
 		Logger:    cfg.Logger,
+		OnMint:    p.metrics.agentMinted.Inc,
 	}
+	p.metrics.signingKeyAge(keys.ActiveKeyCreatedAt)
 	p.consent, err = consent.New(consent.Config{
 		Store:         cfg.Store,
 		Directory:     cfg.Directory,
@@ -51,7 +53,8 @@ func (p *Plugin) enableAgents(ctx context.Context) error {
 		Logger:        cfg.Logger,
 		// The clock approvals expire by, also for those made at the
 		// authorization endpoint (Plugin.approve).
-		Clock: func() time.Time { return p.now() },
+		Clock:   func() time.Time { return p.now() },
+		OnEvent: p.metrics.consentEvent,
 	})
 	return err
 }
@@ -85,9 +88,10 @@ func IdentityFrom(ctx context.Context) (*Identity, bool) { return resource.Ident
 // a token for another organization is refused.
 func (p *Plugin) Middleware(org func(*http.Request) string) *resource.Middleware {
 	m := &resource.Middleware{
-		Opaque: p.AccessTokenVerifier(),
-		Org:    org,
-		Logger: p.cfg.Logger,
+		Opaque:   p.AccessTokenVerifier(),
+		Org:      org,
+		Logger:   p.cfg.Logger,
+		OnRefuse: p.metrics.refused,
 	}
 	if p.keys != nil {
 		m.Agent = &agenttoken.AgentVerifier{Keys: p.keys, Issuer: p.cfg.Issuer}

@@ -15,8 +15,6 @@ import (
 
 	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/clientsecret"
-	"github.com/deputyauth/deputy/internal/protocol"
-	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -253,6 +251,9 @@ func (p *Plugin) approve(ctx context.Context, ar fosite.Requester, userID, org s
 		return nil
 	}
 	_, err := p.cfg.Store.ApproveAgentGrant(ctx, org, userID, ar.GetClient().GetID(), flows.ApprovalSession(ar), writes, p.now().Add(p.cfg.GrantLifespan))
+	if err == nil {
+		p.metrics.consentEvent(storage.AuditApproved)
+	}
 	return err
 }
 
@@ -264,18 +265,10 @@ func (p *Plugin) approve(ctx context.Context, ar fosite.Requester, userID, org s
 // deputy's secrets authenticated a request, which the token of an owned app
 // carries so that it dies with its secret. deputy's client-credentials
 // handler refuses to issue a token without it.
+//
+// It also starts the endpoint's span and counts deputy's metrics: token
+// requests (those with a grant_type) by grant type and outcome, and
+// client-authentication failures.
 func (p *Plugin) TokenEndpointGuard(next http.Handler) http.Handler {
-	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		err := parseForm(r)
-		if err == nil {
-			err = errRepeated(protocol.RepeatedParameter(r.Form))
-		}
-		if err != nil {
-			writeOAuthError(w, err)
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(clientsecret.WithMatch(r.Context())))
-	})
-	return secheaders.NoStore(p.limiter.Middleware(inner))
+	return p.guard(endpointUnknown, next)
 }

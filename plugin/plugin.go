@@ -86,6 +86,8 @@ type Plugin struct {
 
 	// now is the clock approvals are made and expire by; tests move it.
 	now func() time.Time
+
+	metrics *metrics // Collectors (metrics.go)
 }
 
 // binding is a composed provider's token strategy and storage.
@@ -112,7 +114,9 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("deputy: derive token key: %w", err)
 	}
+	p.metrics = newMetrics(cfg.Store)
 	p.limiter = ratelimit.NewClientAuthLimiter(cfg.ClientAuthLimit)
+	p.limiter.OnRefuse = p.metrics.clientAuthLimited.Inc
 	p.usage = clientsecret.NewSecretUsage(cfg.Store, clientsecret.DefaultSecretUsageInterval, cfg.Logger)
 	p.hasher = &clientsecret.SHA256Hasher{OnMatch: p.usage.Used}
 	p.fosite = &fosite.Config{
@@ -370,3 +374,10 @@ func (p *Plugin) Close() error {
 	p.usage.Close()
 	return nil
 }
+
+// Ready reports whether deputy can serve requests now: nil when its
+// database answers, an error wrapping storage.ErrUnavailable when it does
+// not. A host's readiness endpoint calls it (deputy-idp's /readyz does);
+// a liveness check must not, or an outage of the database would restart
+// every replica. Give ctx a deadline.
+func (p *Plugin) Ready(ctx context.Context) error { return p.cfg.Store.Ping(ctx) }

@@ -15,6 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
+
 	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
@@ -41,6 +44,10 @@ var (
 )
 
 var b64 = base64.RawURLEncoding.Strict()
+
+// tracer comes from the global provider, so that a host's OpenTelemetry
+// setup records the mint spans.
+var tracer = otel.Tracer("github.com/deputyauth/deputy/handlers/agenttoken")
 
 // AgentScopes is the scope formula of agent tokens:
 //
@@ -79,6 +86,9 @@ type Minter struct {
 	// at most protocol.MaxAgentTokenLifespan (1 hour).
 	Lifespan time.Duration
 	Logger   *slog.Logger
+	// OnMint, when set, is called after each token minted: deputy's
+	// metrics count them.
+	OnMint func()
 }
 
 // MintRequest asks for an agent token.
@@ -138,7 +148,16 @@ type actor struct {
 // one Directory call) and signs the token. Errors: ErrInvalidAgentSession,
 // ErrInvalidOrganization, ErrNoScopes, the Directory's scope.ErrUserNotFound
 // or scope.ErrUserDisabled, or an internal error.
-func (m *Minter) Mint(ctx context.Context, req MintRequest) (*AgentToken, error) {
+func (m *Minter) Mint(ctx context.Context, req MintRequest) (_ *AgentToken, err error) {
+	ctx, span := tracer.Start(ctx, "deputy.agent_token.mint")
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, mintErrorClass(err))
+		} else if m.OnMint != nil {
+			m.OnMint()
+		}
+		span.End()
+	}()
 	if !protocol.ValidAgentSessionID(req.AgentSessionID) {
 		return nil, ErrInvalidAgentSession
 	}
@@ -217,6 +236,22 @@ func (m *Minter) Mint(ctx context.Context, req MintRequest) (*AgentToken, error)
 		return nil, fmt.Errorf("deputy: mint: serialize: %w", err)
 	}
 	return &AgentToken{Token: protocol.AgentTokenPrefix + compact, Scopes: scopes, IssuedAt: issued, ExpiresAt: expires}, nil
+}
+
+// mintErrorClass names why a mint failed, for its span: never the
+// request's values.
+func mintErrorClass(err error) string {
+	switch {
+	case errors.Is(err, ErrInvalidAgentSession), errors.Is(err, ErrInvalidOrganization):
+		return "invalid_request"
+	case errors.Is(err, ErrNoScopes):
+		return "no_scopes"
+	case errors.Is(err, scope.ErrUserNotFound), errors.Is(err, scope.ErrUserDisabled):
+		return "user_cannot_act"
+	case errors.Is(err, storage.ErrUnavailable):
+		return "unavailable"
+	}
+	return "error"
 }
 
 func (m *Minter) audience() string {

@@ -108,9 +108,10 @@ type publicKey struct {
 }
 
 type privateKey struct {
-	kid    string
-	alg    string
-	signer jose.Signer
+	kid     string
+	alg     string
+	signer  jose.Signer
+	created time.Time
 }
 
 // NewKeyring loads the keys, creating the first active key if the store has
@@ -378,7 +379,7 @@ func (k *Keyring) openPrivate(row *storage.SigningKey) (*privateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &privateKey{kid: row.ID, alg: row.Algorithm, signer: signer}, nil
+	return &privateKey{kid: row.ID, alg: row.Algorithm, signer: signer, created: row.CreatedAt}, nil
 }
 
 // current returns the key set, starting a background reload when it is stale.
@@ -452,6 +453,16 @@ func (k *Keyring) signer() (*privateKey, error) {
 		return a, nil
 	}
 	return nil, errors.New("deputy: no usable active signing key")
+}
+
+// ActiveKeyCreatedAt is when the key that signs new tokens was created
+// (zero if there is none): its age says when it was last rotated. Like
+// signing, it reads the in-memory key set, reloaded when stale.
+func (k *Keyring) ActiveKeyCreatedAt() time.Time {
+	if a := k.current().active; a != nil {
+		return a.created
+	}
+	return time.Time{}
 }
 
 // JWKS returns the published key set document (public keys only).

@@ -39,7 +39,32 @@ type Middleware struct {
 	ApprovalURL func(org, client, session string, missing []string) string
 	// Logger receives internal verification errors. Default slog.Default().
 	Logger *slog.Logger
+	// OnRefuse, when set, is called for each request the middleware
+	// refuses, with the kind of token it carried (KindAgent, KindAccess,
+	// or KindNone when it carried none) and one of the Refused* reasons:
+	// deputy's metrics count them. It must be cheap and must not block.
+	OnRefuse func(kind, reason string)
 }
+
+// KindNone is the token kind OnRefuse reports for a request without a
+// bearer token.
+const KindNone = "none"
+
+// Why the middleware refused a request, as OnRefuse reports it.
+const (
+	// RefusedNoToken: no Authorization header, or another scheme (401).
+	RefusedNoToken = "no_token"
+	// RefusedBadRequest: more than one Authorization header (400).
+	RefusedBadRequest = "bad_request"
+	// RefusedInvalidToken: the token is not valid here: malformed,
+	// expired, wrongly signed, revoked, another organization's (401).
+	RefusedInvalidToken = "invalid_token"
+	// RefusedVerifierError: the verifier failed (the database, a bug); the
+	// caller is answered 401 invalid_token and the error is logged.
+	RefusedVerifierError = "verifier_error"
+	// RefusedInsufficientScope: a valid token without a required scope (403).
+	RefusedInsufficientScope = "insufficient_scope"
+)
 
 // insufficientScope is the 403 body.
 type insufficientScope struct {
@@ -60,6 +85,7 @@ func (m *Middleware) RequireScopes(scopes ...string) func(http.Handler) http.Han
 				return
 			}
 			if missing := scope.Missing(required, id.Scopes); len(missing) > 0 {
+				m.refused(id.Kind, RefusedInsufficientScope)
 				m.forbid(w, id, missing)
 				return
 			}
@@ -73,26 +99,31 @@ func (m *Middleware) RequireScopes(scopes ...string) func(http.Handler) http.Han
 func (m *Middleware) authenticate(w http.ResponseWriter, r *http.Request) (*Identity, bool) {
 	values := r.Header.Values("Authorization")
 	if len(values) == 0 {
+		m.refused(KindNone, RefusedNoToken)
 		challenge(w, http.StatusUnauthorized, `Bearer`)
 		return nil, false
 	}
 	if len(values) > 1 {
+		m.refused(KindNone, RefusedBadRequest)
 		challenge(w, http.StatusBadRequest, `Bearer error="invalid_request"`)
 		return nil, false
 	}
 	h := values[0]
 	if len(h) > maxAuthorizationLen {
+		m.refused(KindNone, RefusedInvalidToken)
 		challenge(w, http.StatusUnauthorized, `Bearer error="invalid_token"`)
 		return nil, false
 	}
 	scheme, token, found := strings.Cut(h, " ")
 	if !strings.EqualFold(scheme, "Bearer") {
 		// Another scheme is no attempt at a bearer token: say what we accept.
+		m.refused(KindNone, RefusedNoToken)
 		challenge(w, http.StatusUnauthorized, `Bearer`)
 		return nil, false
 	}
 	token = strings.TrimSpace(token)
 	if !found || token == "" {
+		m.refused(KindNone, RefusedInvalidToken)
 		challenge(w, http.StatusUnauthorized, `Bearer error="invalid_token"`)
 		return nil, false
 	}
@@ -102,10 +133,17 @@ func (m *Middleware) authenticate(w http.ResponseWriter, r *http.Request) (*Iden
 	}
 	id, err := m.verify(r, token, org)
 	if err != nil {
+		kind := KindAccess
+		if strings.HasPrefix(token, protocol.AgentTokenPrefix) {
+			kind = KindAgent
+		}
 		if !errors.Is(err, ErrInvalidToken) {
 			// An internal failure: log it, but the caller still only learns
 			// that the token did not pass, never a 500 for token text.
 			m.logger().ErrorContext(r.Context(), "deputy: verifying a bearer token", "err", err)
+			m.refused(kind, RefusedVerifierError)
+		} else {
+			m.refused(kind, RefusedInvalidToken)
 		}
 		challenge(w, http.StatusUnauthorized, `Bearer error="invalid_token"`)
 		return nil, false
@@ -157,6 +195,12 @@ func challenge(w http.ResponseWriter, status int, value string) {
 	w.Header().Set("WWW-Authenticate", value)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
+}
+
+func (m *Middleware) refused(kind, reason string) {
+	if m.OnRefuse != nil {
+		m.OnRefuse(kind, reason)
+	}
 }
 
 func (m *Middleware) logger() *slog.Logger {

@@ -88,6 +88,10 @@ type ClientAuthLimiter struct {
 	cfg ClientAuthLimit
 	now func() time.Time
 
+	// OnRefuse, when set (before the limiter is used), is called for each
+	// request answered 429: deputy's metrics count them.
+	OnRefuse func()
+
 	mu        sync.Mutex
 	buckets   map[string]*authBucket
 	lastSweep time.Time
@@ -224,6 +228,9 @@ func (l *ClientAuthLimiter) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		if ok, wait := l.Allow(clientID); !ok {
+			if l.OnRefuse != nil {
+				l.OnRefuse()
+			}
 			secs := int64(math.Ceil(wait.Seconds()))
 			if secs < 1 {
 				secs = 1
