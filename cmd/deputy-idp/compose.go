@@ -62,4 +62,6 @@ func (s *server) apiRoutes(r *mux.Router) {
 		Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/api/orgs/{org}/projects", m.RequireScopes("projects:write")(http.HandlerFunc(s.handleCreateProject))).
 		Methods(http.MethodPost)
+	// The MCP server: the same projects, as tools (mcp.go).
+	r.Handle(MCPPath, s.mcpHandler())
 }

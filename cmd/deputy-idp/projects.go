@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -58,18 +59,10 @@ func (s *server) handleListProjects(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusUnauthorized, "invalid_token", "a bearer token is required")
 		return
 	}
-	var ps []*project
-	err := s.st.Select(r.Context(), &ps, `SELECT id, organization, name, created_by, created_at
-		FROM idp_projects WHERE organization = ? ORDER BY created_at, id`, org)
+	ps, err := s.listProjects(r.Context(), org)
 	if err != nil {
 		s.internalError(w, r, "list projects", err)
 		return
-	}
-	if ps == nil {
-		ps = []*project{}
-	}
-	for _, p := range ps {
-		p.CreatedAt = p.CreatedAt.UTC()
 	}
 	writeJSON(w, http.StatusOK, projectsResponse{Organization: org, Projects: ps, Caller: callerOf(id)})
 }
@@ -105,23 +98,51 @@ func (s *server) handleCreateProject(w http.ResponseWriter, r *http.Request) {
 		in.Name = r.PostForm.Get("name")
 	}
 	in.Name = strings.TrimSpace(in.Name)
-	if in.Name == "" || utf8.RuneCountInString(in.Name) > 100 || !utf8.ValidString(in.Name) {
+	if !validProjectName(in.Name) {
 		apiError(w, http.StatusBadRequest, "invalid_request", "name: 1–100 characters required")
 		return
 	}
-	p := &project{
-		ID:           "prj_" + storage.NewID(8),
-		Organization: org,
-		Name:         in.Name,
-		CreatedBy:    id.Subject,
-		CreatedAt:    time.Now().UTC().Truncate(time.Microsecond),
-	}
-	_, err := s.st.Exec(r.Context(), `INSERT INTO idp_projects (id, organization, name, created_by, created_at)
-		VALUES (?, ?, ?, ?, ?)`, p.ID, p.Organization, p.Name, p.CreatedBy, p.CreatedAt)
+	p, err := s.createProject(r.Context(), org, in.Name, id.Subject)
 	if err != nil {
 		s.internalError(w, r, "create project", err)
 		return
 	}
 	s.log.InfoContext(r.Context(), "project created", "org", org, "sub", id.Subject, "client_id", id.ClientID, "agent_session", id.AgentSession)
 	writeJSON(w, http.StatusCreated, p)
+}
+
+// validProjectName: 1–100 characters of valid UTF-8 (after trimming).
+func validProjectName(name string) bool {
+	return name != "" && utf8.ValidString(name) && utf8.RuneCountInString(name) <= 100
+}
+
+// listProjects returns org's projects, oldest first; never nil.
+func (s *server) listProjects(ctx context.Context, org string) ([]*project, error) {
+	ps := []*project{}
+	err := s.st.Select(ctx, &ps, `SELECT id, organization, name, created_by, created_at
+		FROM idp_projects WHERE organization = ? ORDER BY created_at, id`, org)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		p.CreatedAt = p.CreatedAt.UTC()
+	}
+	return ps, nil
+}
+
+// createProject stores a project named name in org, created by user.
+func (s *server) createProject(ctx context.Context, org, name, user string) (*project, error) {
+	p := &project{
+		ID:           "prj_" + storage.NewID(8),
+		Organization: org,
+		Name:         name,
+		CreatedBy:    user,
+		CreatedAt:    time.Now().UTC().Truncate(time.Microsecond),
+	}
+	_, err := s.st.Exec(ctx, `INSERT INTO idp_projects (id, organization, name, created_by, created_at)
+		VALUES (?, ?, ?, ?, ?)`, p.ID, p.Organization, p.Name, p.CreatedBy, p.CreatedAt)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }

@@ -86,7 +86,7 @@ func (m *Middleware) RequireScopes(scopes ...string) func(http.Handler) http.Han
 			}
 			if missing := scope.Missing(required, id.Scopes); len(missing) > 0 {
 				m.refused(id.Kind, RefusedInsufficientScope)
-				m.forbid(w, id, missing)
+				m.forbid(w, id, required, missing)
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), id)))
@@ -179,12 +179,18 @@ func (m *Middleware) verify(r *http.Request, token, org string) (id *Identity, e
 	return id, err
 }
 
-func (m *Middleware) forbid(w http.ResponseWriter, id *Identity, missing []string) {
+// forbid answers 403 insufficient_scope. The challenge's scope is every
+// scope the route requires, not only the missing ones (RFC 6750 §3.1: "the
+// scope necessary to access the requested resource"): an MCP client
+// re-authorizes with exactly that scope, and a token for the missing
+// scopes alone would lose the ones the route also needs. The body names
+// the missing ones.
+func (m *Middleware) forbid(w http.ResponseWriter, id *Identity, required, missing []string) {
 	body := insufficientScope{Error: "insufficient_scope", MissingScopes: missing}
 	if id.Kind == KindAgent && m.ApprovalURL != nil {
 		body.ApprovalURL = m.ApprovalURL(id.Organization, id.ClientID, id.AgentSession, missing)
 	}
-	w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(missing, " ")+`"`)
+	w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(required, " ")+`"`)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusForbidden)

@@ -104,6 +104,15 @@ func TestMiddlewareChallengesAndRouting(t *testing.T) {
 			t.Errorf("%d %q %v", rec.Code, rec.Header().Get("WWW-Authenticate"), body)
 		}
 	})
+	t.Run("the challenge names every scope the route needs", func(t *testing.T) {
+		rec := run(&Middleware{Org: org, Opaque: &opaqueStub{}}, []string{readScope, writeScope}, "Bearer dpy_at_good")
+		var body insufficientScope
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != 403 || rec.Header().Get("WWW-Authenticate") != `Bearer error="insufficient_scope", scope="projects:read projects:write"` ||
+			strings.Join(body.MissingScopes, " ") != writeScope {
+			t.Errorf("%d %q %+v", rec.Code, rec.Header().Get("WWW-Authenticate"), body)
+		}
+	})
 	t.Run("agent prefix never reaches the opaque verifier", func(t *testing.T) {
 		stub := &opaqueStub{}
 		rec := run(&Middleware{Org: org, Opaque: stub}, []string{readScope}, "Bearer dpy_agt_x.y.z")
