@@ -25,7 +25,7 @@ const (
 	defaultDatabaseURL = "sqlite:deputy.db"
 )
 
-// config is everything newServer needs. The serve command fills it from
+// config is everything buildServer needs. The serve command fills it from
 // flags and the environment; tests fill it directly.
 type config struct {
 	// Listen is the address the server binds, host:port.
@@ -44,6 +44,12 @@ type config struct {
 	GrantLifespan time.Duration
 	// Logger receives structured logs.
 	Logger *slog.Logger
+	// MetricsListen, when set, is the address of a second listener that
+	// serves /metrics (Prometheus) and nothing else.
+	MetricsListen string
+	// Tracing runs each request in a server span (the global tracer
+	// provider's; serve installs an OTLP exporter when configured).
+	Tracing bool
 	// Out receives the human-readable start banner; nil discards it.
 	Out io.Writer
 }

@@ -6,19 +6,25 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
-// cmdHealthcheck asks a running server's /healthz, for container health
-// checks on an image that has no shell or curl.
+// cmdHealthcheck asks a running server's /healthz (liveness) or, with
+// --ready, its /readyz (readiness: the database answers), for container
+// health checks on an image that has no shell or curl.
 func cmdHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("healthcheck", stderr)
-	target := fs.String("url", "", "health endpoint (default: /healthz on DEPUTY_LISTEN, via loopback)")
+	target := fs.String("url", "", "endpoint to ask (default: /healthz, or /readyz with --ready, on DEPUTY_LISTEN via loopback)")
+	ready := fs.Bool("ready", false, "check readiness (/readyz: the database answers) instead of liveness")
 	if !parseFlags(fs, args) {
 		return 2
 	}
 	if *target == "" {
 		*target = localHealthURL(envOr("DEPUTY_LISTEN", defaultListen))
+		if *ready {
+			*target = strings.TrimSuffix(*target, "/healthz") + "/readyz"
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()

@@ -9,7 +9,7 @@
 //	deputy-idp apps create --owner U --name N --grant client_credentials --scope "a b"
 //	deputy-idp clients create --name N --grant G [--grant G2] [--redirect-uri URI] --scope "a b" [--first-party]
 //	deputy-idp keys rotate
-//	deputy-idp healthcheck [--url URL]
+//	deputy-idp healthcheck [--ready] [--url URL]
 //
 // Every subcommand takes --database-url (DATABASE_URL) and --json.
 package main
@@ -37,7 +37,7 @@ const usage = `usage:
   deputy-idp apps create [flags]           add an owned client-credentials app
   deputy-idp clients create [flags]        add an unowned OAuth2 client
   deputy-idp keys rotate [flags]           rotate the agent-token signing key
-  deputy-idp healthcheck [--url URL]       exit 0 when a running server is healthy
+  deputy-idp healthcheck [--ready]         exit 0 when a running server is live (ready)
 
 Run "deputy-idp <command> -h" for the flags of a command.
 `

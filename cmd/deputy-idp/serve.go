@@ -26,6 +26,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		noDemo  = fs.Bool("no-demo", envBool("DEPUTY_NO_DEMO"), "do not seed the demo organization and users (env DEPUTY_NO_DEMO)")
 		logJSON = fs.Bool("log-json", envBool("DEPUTY_LOG_JSON"), "write logs as JSON (env DEPUTY_LOG_JSON)")
 		grantLS = fs.String("grant-lifespan", os.Getenv("DEPUTY_GRANT_LIFESPAN"), "how long a user's approval of an agent's writes lasts, e.g. 1h or 15m (env DEPUTY_GRANT_LIFESPAN; default 1h)")
+		level   = fs.String("log-level", envOr("DEPUTY_LOG_LEVEL", "info"), "least severe log level written: debug (adds a line per successful request), info, warn or error (env DEPUTY_LOG_LEVEL)")
+		metrics = fs.String("metrics-listen", os.Getenv("DEPUTY_METRICS_LISTEN"), "address of a separate listener serving Prometheus /metrics, e.g. 127.0.0.1:9464; off when empty (env DEPUTY_METRICS_LISTEN)")
 	)
 	common.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -44,11 +46,28 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		grantLifespan = d
 	}
-	var h slog.Handler = slog.NewTextHandler(stderr, nil)
-	if *logJSON || common.json {
-		h = slog.NewJSONHandler(stderr, nil)
+	lvl, err := parseLogLevel(*level)
+	if err != nil {
+		fmt.Fprintf(stderr, "serve: --log-level: %v\n", err)
+		return 2
 	}
-	log := slog.New(h)
+	log := newLogger(stderr, lvl, *logJSON || common.json)
+	tracing := tracingConfigured()
+	if tracing {
+		shutdown, err := startTracing(ctx)
+		if err != nil {
+			log.Error("deputy-idp cannot start", "err", err)
+			return 1
+		}
+		log.Info("exporting traces over OTLP/HTTP", "endpoint", otlpEndpoint())
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := shutdown(sctx); err != nil {
+				log.Warn("flushing traces", "err", err)
+			}
+		}()
+	}
 	cfg := config{
 		Listen:        *listen,
 		DatabaseURL:   common.databaseURL,
@@ -58,6 +77,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		GrantLifespan: grantLifespan,
 		Logger:        log,
 		Out:           stdout,
+		MetricsListen: *metrics,
+		Tracing:       tracing,
 	}
 	if err := serve(ctx, cfg); err != nil {
 		log.Error("deputy-idp stopped", "err", err)
@@ -82,12 +103,23 @@ func serve(ctx context.Context, cfg config) error {
 	if cfg.Issuer == "" {
 		cfg.Issuer = defaultIssuer(ln.Addr().String())
 	}
-	handler, cleanup, err := newServer(ctx, cfg)
+	var mln net.Listener
+	if cfg.MetricsListen != "" {
+		if mln, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+	}
+	s, cleanup, err := buildServer(ctx, cfg)
 	if err != nil {
 		ln.Close()
+		if mln != nil {
+			mln.Close()
+		}
 		return err
 	}
 	defer cleanup()
+	handler := s.routes()
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -97,8 +129,19 @@ func serve(ctx context.Context, cfg config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	var msrv *http.Server
+	if mln != nil {
+		msrv = &http.Server{
+			Handler:           s.metricsRoutes(),
+			ReadHeaderTimeout: 10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			ErrorLog:          srv.ErrorLog,
+		}
+		go func() { errc <- msrv.Serve(mln) }()
+		cfg.Logger.Info("metrics listening", "addr", mln.Addr().String(), "path", "/metrics")
+	}
 	cfg.Logger.Info("deputy-idp listening", "addr", ln.Addr().String(), "issuer", issuerOr(cfg), "demo", cfg.Demo)
 	printBanner(cfg.Out, issuerOr(cfg), cfg.Demo)
 
@@ -110,6 +153,14 @@ func serve(ctx context.Context, cfg config) error {
 	cfg.Logger.Info("shutting down", "grace", shutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
+	if msrv != nil {
+		if err := msrv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown metrics: %w", err)
+		}
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

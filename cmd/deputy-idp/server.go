@@ -8,9 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -30,6 +30,7 @@ type server struct {
 	throttle *loginThrottle
 	catalog  *scope.Catalog
 	deputy   *deputy
+	metrics  *prometheus.Registry // served on the metrics listener (observe.go)
 }
 
 // scopeCatalog is the demo's scope catalog, shown on consent pages.
@@ -39,20 +40,11 @@ var scopeCatalog = []scope.Entry{
 	{Name: "members:read", Description: "See who belongs to the organization"},
 }
 
-// newServer opens the database, migrates it, seeds the demo data when
-// asked, and returns the IdP's handler and a cleanup that releases what it
-// holds. It is the whole server minus the listener, so tests in this
-// package can drive it with httptest.
-func newServer(ctx context.Context, cfg config) (http.Handler, func(), error) {
-	s, cleanup, err := buildServer(ctx, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return s.routes(), cleanup, nil
-}
-
-// buildServer is newServer returning the server itself, for tests that
-// reach behind the HTTP surface.
+// buildServer opens the database, migrates it, seeds the demo data when
+// asked, and returns the IdP (routes is its handler, metricsRoutes its
+// metrics listener's) and a cleanup that releases what it holds. It is the
+// whole server minus the listeners, so tests in this package drive it with
+// httptest.
 func buildServer(ctx context.Context, cfg config) (_ *server, cleanup func(), err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -122,6 +114,9 @@ func buildServer(ctx context.Context, cfg config) (_ *server, cleanup func(), er
 	if err := s.compose(ctx, &closers); err != nil {
 		return nil, nil, err
 	}
+	if s.metrics, err = s.metricsRegistry(); err != nil {
+		return nil, nil, err
+	}
 	closers = append(closers, startJanitor(st, cfg.Logger, sweepInterval))
 	return s, cleanup, nil
 }
@@ -138,6 +133,7 @@ func (s *server) routes() http.Handler {
 	guard := func(h http.HandlerFunc) http.Handler { return cop.Handler(h) }
 
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet, http.MethodHead)
 	static, _ := fs.Sub(staticFiles, "web/static")
 	r.PathPrefix("/static/").Handler(http.StripPrefix("/static/", staticHandler(static)))
 
@@ -160,7 +156,7 @@ func (s *server) routes() http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 	})
-	return recoverPanics(s.log, accessLog(s.log, securityHeaders(r)))
+	return recoverPanics(s.log, observeRequests(s.log, s.cfg.Tracing, securityHeaders(r)))
 }
 
 func staticHandler(files fs.FS) http.Handler {
@@ -169,17 +165,6 @@ func staticHandler(files fs.FS) http.Handler {
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		fsrv.ServeHTTP(w, r)
 	})
-}
-
-func (s *server) handleHealthz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := s.st.Ping(ctx); err != nil {
-		s.log.ErrorContext(r.Context(), "healthz: database", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "database": "unreachable"})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "database": string(s.st.Dialect())})
 }
 
 type homeData struct {

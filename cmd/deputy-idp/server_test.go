@@ -246,24 +246,29 @@ func TestSecurityHeaders(t *testing.T) {
 	}
 }
 
-func TestHealthz(t *testing.T) {
+// TestHealthAndReadiness: /healthz is liveness and stays 200 while the
+// database is away (an orchestrator must not restart every replica during
+// an outage); /readyz is readiness and turns 503, as JSON, not a 500.
+func TestHealthAndReadiness(t *testing.T) {
 	t.Parallel()
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		idp := startIdP(t, b)
-		resp, body := get(t, idp.browser(t), idp.URL+"/healthz")
-		var got map[string]string
-		if err := json.Unmarshal([]byte(body), &got); err != nil || resp.StatusCode != http.StatusOK || got["status"] != "ok" {
-			t.Fatalf("healthy: %d %q", resp.StatusCode, body)
+		check := func(path string, status int, field, want string) {
+			t.Helper()
+			resp, body := get(t, idp.browser(t), idp.URL+path)
+			var got map[string]string
+			if err := json.Unmarshal([]byte(body), &got); err != nil || resp.StatusCode != status || got[field] != want {
+				t.Errorf("%s: %d %q, want %d with %s %q", path, resp.StatusCode, body, status, field, want)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("%s: Content-Type %q", path, ct)
+			}
 		}
-		// The database going away turns the check red, as JSON, not a 500.
+		check("/healthz", http.StatusOK, "status", "ok")
+		check("/readyz", http.StatusOK, "database", string(idp.srv.st.Dialect()))
 		idp.srv.st.Close()
-		resp, body = get(t, idp.browser(t), idp.URL+"/healthz")
-		if err := json.Unmarshal([]byte(body), &got); err != nil || resp.StatusCode != http.StatusServiceUnavailable || got["status"] != "unavailable" {
-			t.Errorf("database closed: %d %q", resp.StatusCode, body)
-		}
-		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-			t.Errorf("Content-Type %q", ct)
-		}
+		check("/healthz", http.StatusOK, "status", "ok")
+		check("/readyz", http.StatusServiceUnavailable, "status", "unavailable")
 	})
 }
 
@@ -478,12 +483,17 @@ func TestSampleAPIRefusals(t *testing.T) {
 func TestHealthcheckCommand(t *testing.T) {
 	t.Parallel()
 	idp := startIdP(t, storagetest.SQLite)
-	if code, out, errs := cli(t, "healthcheck", "--url", idp.URL+"/healthz"); code != 0 || !strings.Contains(out, `"ok"`) {
-		t.Errorf("healthy server: exit %d %q %q", code, out, errs)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, out, errs := cli(t, "healthcheck", "--url", idp.URL+path); code != 0 || !strings.Contains(out, `"ok"`) {
+			t.Errorf("healthy server, %s: exit %d %q %q", path, code, out, errs)
+		}
 	}
 	idp.srv.st.Close()
-	if code, _, _ := cli(t, "healthcheck", "--url", idp.URL+"/healthz"); code != 1 {
-		t.Errorf("database down: exit %d, want 1", code)
+	if code, _, errs := cli(t, "healthcheck", "--url", idp.URL+"/healthz"); code != 0 {
+		t.Errorf("database down, liveness: exit %d %q, want 0", code, errs)
+	}
+	if code, _, _ := cli(t, "healthcheck", "--url", idp.URL+"/readyz"); code != 1 {
+		t.Errorf("database down, readiness: exit %d, want 1", code)
 	}
 	for in, want := range map[string]string{
 		"0.0.0.0:8080":   "http://127.0.0.1:8080/healthz",

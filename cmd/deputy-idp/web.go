@@ -172,24 +172,6 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// accessLog logs one line per request. It never logs query strings or
-// headers: they carry codes, tokens and secrets.
-func accessLog(log *slog.Logger, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		if rec.status == 0 {
-			rec.status = http.StatusOK
-		}
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
-			slog.Int("status", rec.status),
-			slog.Duration("duration", time.Since(start)))
-	})
-}
-
 // recoverPanics turns a panic into a logged 500, so that one bad request
 // cannot take the server down and nothing internal reaches the client.
 func recoverPanics(log *slog.Logger, next http.Handler) http.Handler {

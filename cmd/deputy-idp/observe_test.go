@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/deputyauth/deputy/storage/storagetest"
+)
+
+// jsonCall calls the IdP's JSON API with c's cookies, from the IdP's own
+// origin, and decodes a 2xx answer into out.
+func jsonCall(t *testing.T, idp *testIdP, c *http.Client, method, path string, in, out any) int {
+	t.Helper()
+	raw, _ := json.Marshal(in)
+	req, _ := http.NewRequest(method, idp.URL+path, bytes.NewReader(raw))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", idp.URL)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, body)
+		}
+	}
+	return resp.StatusCode
+}
+
+// ownedApp creates an owned client-credentials app of c's user through the
+// apps API and returns its id and a secret.
+func ownedApp(t *testing.T, idp *testIdP, c *http.Client, scopes ...string) (id, secret string) {
+	t.Helper()
+	var app struct {
+		ID string `json:"id"`
+	}
+	if st := jsonCall(t, idp, c, http.MethodPost, "/api/apps", map[string]any{"name": "robot", "scopes": scopes}, &app); st != http.StatusCreated || app.ID == "" {
+		t.Fatalf("POST /api/apps: %d", st)
+	}
+	var sec struct {
+		Secret string `json:"secret"`
+	}
+	if st := jsonCall(t, idp, c, http.MethodPost, "/api/apps/"+app.ID+"/secrets", struct{}{}, &sec); st != http.StatusCreated || !strings.HasPrefix(sec.Secret, "dpy_cs_") {
+		t.Fatalf("POST /api/apps/%s/secrets: %d", app.ID, st)
+	}
+	return app.ID, sec.Secret
+}
+
+// oauthForm posts form to an OAuth2 endpoint with HTTP Basic credentials.
+func oauthForm(t *testing.T, idp *testIdP, path, id, secret string, form url.Values) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, idp.URL+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
+// TestLogsHoldNoSecrets runs the flows that carry secrets (login, the apps
+// API's secret creation, client_credentials, introspection, revocation, the
+// authorization code with PKCE and refresh, the agent-token grant, the
+// resource middleware, an approval) and their failures (a wrong password,
+// a wrong secret, a garbage token) with every log line written, DEBUG
+// included, and requires that no password, cookie, secret, code, verifier
+// or token appears in them, whole or in part.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	t.Parallel()
+	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
+		logs := &lockedBuffer{}
+		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		idp := startIdP(t, b, func(c *config) { c.Logger = log })
+		ctx := context.Background()
+		var secrets []string
+		keep := func(s ...string) { secrets = append(secrets, s...) }
+		keep(string(testSecret), demoAlicePassword, "wrong-password-0123")
+
+		if resp := postForm(t, idp.browser(t), idp.URL+"/login", url.Values{"username": {"alice"}, "password": {"wrong-password-0123"}}); resp.StatusCode < 400 {
+			t.Fatalf("a wrong password: %d", resp.StatusCode)
+		}
+		alice := idp.loggedIn(t, "alice", demoAlicePassword)
+		base, _ := url.Parse(idp.URL)
+		for _, c := range alice.Jar.Cookies(base) {
+			keep(c.Value)
+		}
+
+		appID, secret := ownedApp(t, idp, alice, "projects:read")
+		keep(secret, "dpy_cs_wrong0123456789", basic(appID, secret))
+		cc := clientcredentials.Config{ClientID: appID, ClientSecret: secret, TokenURL: idp.URL + "/oauth2/token", Scopes: []string{"projects:read"}, AuthStyle: oauth2.AuthStyleInHeader}
+		tok, err := cc.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep(tok.AccessToken)
+		bad := cc
+		bad.ClientSecret = "dpy_cs_wrong0123456789"
+		if _, err := bad.Token(ctx); err == nil {
+			t.Fatal("a wrong secret got a token")
+		}
+		for _, token := range []string{tok.AccessToken, "dpy_at_garbage0123456789.garbage0123456789"} {
+			if st, body := oauthForm(t, idp, "/oauth2/introspect", appID, secret, url.Values{"token": {token}}); st != http.StatusOK {
+				t.Fatalf("introspection: %d %s", st, body)
+			}
+		}
+		keep("dpy_at_garbage0123456789.garbage0123456789")
+		if resp, body := callAPI(t, idp, http.MethodGet, tok.AccessToken); resp.StatusCode != http.StatusOK {
+			t.Fatalf("API with the app's token: %d %s", resp.StatusCode, body)
+		}
+		if resp, _ := callAPI(t, idp, http.MethodPost, tok.AccessToken); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("API write with a read token: %d", resp.StatusCode)
+		}
+		if resp, _ := callAPI(t, idp, http.MethodGet, "dpy_at_garbage0123456789.garbage0123456789"); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("API with a garbage token: %d", resp.StatusCode)
+		}
+
+		// The authorization code with PKCE, refresh, the agent grant.
+		oc := testClient(t, idp, true)
+		keep(oc.ClientSecret, basic(oc.ClientID, oc.ClientSecret))
+		verifier := oauth2.GenerateVerifier()
+		keep(verifier)
+		resp, _ := get(t, alice, oc.AuthCodeURL("state-0123456789", oauth2.S256ChallengeOption(verifier)))
+		code := callback(t, resp).Get("code")
+		keep(code)
+		user, err := oc.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep(user.AccessToken, user.RefreshToken)
+		refreshed, err := oc.TokenSource(ctx, &oauth2.Token{RefreshToken: user.RefreshToken}).Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep(refreshed.AccessToken, refreshed.RefreshToken)
+		agent, _ := mintAgentToken(t, idp, oc, refreshed.AccessToken, "sess-logs")
+		keep(agent)
+		if resp, _ := callAPI(t, idp, http.MethodPost, agent); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("agent write before approval: %d", resp.StatusCode)
+		}
+		if resp := postForm(t, alice, idp.URL+"/agent/approve", url.Values{
+			"organization": {demoOrg}, "clientId": {oc.ClientID}, "sessionId": {"sess-logs"}, "scopes": {"projects:write"}, "decision": {"approve"},
+		}); resp.StatusCode >= 400 {
+			t.Fatalf("approve: %d", resp.StatusCode)
+		}
+		agent, _ = mintAgentToken(t, idp, oc, refreshed.AccessToken, "sess-logs")
+		keep(agent)
+		if resp, _ := callAPI(t, idp, http.MethodGet, agent+"x"); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a tampered agent token: %d", resp.StatusCode)
+		}
+		if st, body := oauthForm(t, idp, "/oauth2/revoke", oc.ClientID, oc.ClientSecret, url.Values{"token": {refreshed.RefreshToken}}); st != http.StatusOK {
+			t.Fatalf("revoke: %d %s", st, body)
+		}
+		// A code used twice (fosite then revokes what it issued).
+		if _, err := oc.Exchange(ctx, code, oauth2.VerifierOption(verifier)); err == nil {
+			t.Fatal("a code was exchanged twice")
+		}
+
+		out := logs.String()
+		// The test saw the traffic: every request has its DEBUG line.
+		for _, want := range []string{"path=/oauth2/token status=200", "path=/oauth2/introspect", "path=/api/apps", "path=/agent/approve", "path=/login", "path=/oauth2/revoke"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("no log line with %q: the test did not see the flows it checks", want)
+			}
+		}
+		for _, s := range secrets {
+			for _, part := range secretParts(s) {
+				if strings.Contains(out, part) {
+					t.Errorf("the logs hold a secret (%.12s…) or part of one (%q)", s, part)
+				}
+			}
+		}
+		if t.Failed() {
+			t.Logf("logs:\n%s", out)
+		}
+	})
+}
+
+// basic is the credentials of an HTTP Basic header as clients send them.
+func basic(id, secret string) string {
+	return base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(secret)))
+}
+
+// secretParts is s and each of its dot-separated parts long enough to be
+// secret on their own (a JWS's signature, an HMAC token's key or
+// signature).
+func secretParts(s string) []string {
+	parts := []string{s}
+	for p := range strings.SplitSeq(s, ".") {
+		if len(p) >= 16 && p != s {
+			parts = append(parts, p)
+		}
+	}
+	return parts
+}
+
+// TestRequestLogLevels: a success is a DEBUG line, a refusal INFO, our
+// failure WARN; at the default level (INFO) a successful request writes
+// nothing.
+func TestRequestLogLevels(t *testing.T) {
+	t.Parallel()
+	for status, want := range map[int]slog.Level{200: slog.LevelDebug, 204: slog.LevelDebug, 303: slog.LevelDebug, 400: slog.LevelInfo, 404: slog.LevelInfo, 429: slog.LevelInfo, 500: slog.LevelWarn, 503: slog.LevelWarn} {
+		if got := requestLevel(status); got != want {
+			t.Errorf("requestLevel(%d) = %v, want %v", status, got, want)
+		}
+	}
+	var buf bytes.Buffer
+	h := observeRequests(newLogger(&buf, slog.LevelInfo, false), false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+		}
+	}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/ok?code=secret-code", nil))
+	if buf.Len() != 0 {
+		t.Errorf("a success at INFO wrote %q", buf.String())
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/missing?code=secret-code", nil))
+	if line := buf.String(); !strings.Contains(line, "level=INFO msg=request method=GET path=/missing status=404") || strings.Contains(line, "secret-code") {
+		t.Errorf("a 404 at INFO: %q", line)
+	}
+}
+
+func TestLogLevelFlag(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "INFO": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError, "info+2": slog.LevelInfo + 2} {
+		if got, err := parseLogLevel(in); err != nil || got != want {
+			t.Errorf("parseLogLevel(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseLogLevel("verbose"); err == nil {
+		t.Error("parseLogLevel accepted verbose")
+	}
+	if code, _, errs := cli(t, "serve", "--log-level", "verbose", "--database-url", "sqlite::memory:"); code != 2 || !strings.Contains(errs, "--log-level") {
+		t.Errorf("serve --log-level verbose: exit %d, %q", code, errs)
+	}
+}
+
+// scrapeMetrics reads /metrics in the text format into series → value.
+func scrapeMetrics(t *testing.T, h http.Handler) map[string]float64 {
+	t.Helper()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if w.Code != http.StatusOK {
+		t.Fatalf("/metrics: %d %s", w.Code, w.Body.String())
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(w.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// TestMetricsEndpoint: the metrics listener's /metrics, and what a token
+// request, a failed client authentication, an approval and a middleware
+// refusal add to it, exactly. The IdP's own listener serves no /metrics.
+func TestMetricsEndpoint(t *testing.T) {
+	t.Parallel()
+	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
+		idp := startIdP(t, b)
+		m := idp.srv.metricsRoutes()
+		ctx := context.Background()
+		last := scrapeMetrics(t, m)
+		for _, name := range []string{"go_goroutines", `go_sql_open_connections{db_name="deputy"}`, "deputy_signing_key_age_seconds", "deputy_database_available"} {
+			if _, ok := last[name]; !ok {
+				t.Errorf("no %s on /metrics", name)
+			}
+		}
+		if resp, _ := get(t, http.DefaultClient, idp.URL+"/metrics"); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("the public listener serves /metrics: %d", resp.StatusCode)
+		}
+		step := func(what string, want map[string]float64) {
+			t.Helper()
+			now := scrapeMetrics(t, m)
+			for k, v := range want {
+				if d := now[k] - last[k]; d != v {
+					t.Errorf("%s: %s moved by %v, want %v", what, k, d, v)
+				}
+			}
+			for k, v := range now {
+				name, _, _ := strings.Cut(k, "{")
+				if _, ok := want[k]; ok || !strings.HasPrefix(name, "deputy_") || !strings.HasSuffix(name, "_total") || v == last[k] {
+					continue
+				}
+				t.Errorf("%s: %s moved by %v unexpectedly", what, k, v-last[k])
+			}
+			last = now
+		}
+
+		alice := idp.loggedIn(t, "alice", demoAlicePassword)
+		appID, secret := ownedApp(t, idp, alice, "projects:read")
+		step("creating an app", nil)
+
+		cc := clientcredentials.Config{ClientID: appID, ClientSecret: secret, TokenURL: idp.URL + "/oauth2/token", Scopes: []string{"projects:read"}, AuthStyle: oauth2.AuthStyleInHeader}
+		tok, err := cc.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		step("a token", map[string]float64{`deputy_token_requests_total{grant_type="client_credentials",outcome="success"}`: 1})
+
+		cc.ClientSecret = "dpy_cs_wrong"
+		if _, err := cc.Token(ctx); err == nil {
+			t.Fatal("a wrong secret got a token")
+		}
+		step("a wrong secret", map[string]float64{
+			`deputy_token_requests_total{grant_type="client_credentials",outcome="invalid_client"}`: 1,
+			`deputy_client_auth_failures_total`:                                                     1,
+		})
+
+		if resp, _ := callAPI(t, idp, http.MethodPost, tok.AccessToken); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("write with a read token: %d", resp.StatusCode)
+		}
+		step("a refusal", map[string]float64{`deputy_resource_refusals_total{reason="insufficient_scope",token_kind="access"}`: 1})
+
+		oc := testClient(t, idp, true)
+		if resp := postForm(t, alice, idp.URL+"/agent/approve", url.Values{
+			"organization": {demoOrg}, "clientId": {oc.ClientID}, "sessionId": {"sess-m"}, "scopes": {"projects:write"}, "decision": {"approve"},
+		}); resp.StatusCode >= 400 {
+			t.Fatalf("approve: %d", resp.StatusCode)
+		}
+		step("an approval", map[string]float64{`deputy_consent_events_total{event="approved"}`: 1})
+	})
+}

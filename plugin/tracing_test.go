@@ -1,0 +1,126 @@
+package plugin_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/plugin"
+	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/storagetest"
+)
+
+// The package's tests share one global tracer provider, recording into
+// memory: deputy takes its tracers from the global provider, as a host's
+// OpenTelemetry setup would have it. Each test finds its own spans by the
+// trace of a root span it starts.
+var (
+	traceOnce sync.Once
+	spans     *tracetest.InMemoryExporter
+)
+
+func recordSpans() *tracetest.InMemoryExporter {
+	traceOnce.Do(func() {
+		spans = tracetest.NewInMemoryExporter()
+		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans)))
+	})
+	return spans
+}
+
+// spanTree renders the spans of one trace as an indented tree of names,
+// children in start order: "root\n  child\n    grandchild\n".
+func spanTree(all tracetest.SpanStubs, id trace.TraceID) string {
+	var mine tracetest.SpanStubs
+	for _, s := range all {
+		if s.SpanContext.TraceID() == id {
+			mine = append(mine, s)
+		}
+	}
+	slices.SortFunc(mine, func(a, b tracetest.SpanStub) int { return a.StartTime.Compare(b.StartTime) })
+	var b strings.Builder
+	var walk func(parent trace.SpanID, depth int)
+	walk = func(parent trace.SpanID, depth int) {
+		for _, s := range mine {
+			if s.Parent.SpanID() == parent {
+				b.WriteString(strings.Repeat("  ", depth) + s.Name + "\n")
+				walk(s.SpanContext.SpanID(), depth+1)
+			}
+		}
+	}
+	walk(trace.SpanID{}, 0)
+	return b.String()
+}
+
+// TestSpanTrees: one client_credentials request and one mint, each under a
+// root span of the test's, record the tree of spans deputy (and fosite,
+// from the provider of deputy's span) start: the endpoint, fosite's
+// request and response, every storage call, the mint. Storage spans carry
+// the dialect and the statement text, never a value.
+func TestSpanTrees(t *testing.T) {
+	exp := recordSpans()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		e := newEnv(t, s)
+		app := e.ccApp("alice", "docs:read")
+		sec := e.createSecret("alice", app.ID)
+		tracer := otel.Tracer("test")
+
+		ctx, root := tracer.Start(context.Background(), "test.cc")
+		form := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs:read"}}
+		req := httptest.NewRequestWithContext(ctx, http.MethodPost, plugin.TokenPath, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(app.ID, sec.Secret)
+		w := httptest.NewRecorder()
+		e.srv.Config.Handler.ServeHTTP(w, req)
+		root.End()
+		if w.Code != http.StatusOK {
+			t.Fatalf("token: %d %s", w.Code, w.Body.String())
+		}
+		got := spanTree(exp.GetSpans(), root.SpanContext().TraceID())
+		want := "test.cc\n" +
+			"  deputy.oauth2.token\n" +
+			"    Fosite.NewAccessRequest\n" +
+			"      SELECT clients\n" +
+			"    Fosite.NewAccessResponse\n" +
+			"      INSERT oauth2_access_tokens\n"
+		if got != want {
+			t.Errorf("client_credentials span tree:\n%s\nwant:\n%s", got, want)
+		}
+		for _, sp := range exp.GetSpans() {
+			if sp.SpanContext.TraceID() != root.SpanContext().TraceID() || sp.Name != "INSERT oauth2_access_tokens" {
+				continue
+			}
+			attrs := map[string]string{}
+			for _, kv := range sp.Attributes {
+				attrs[string(kv.Key)] = kv.Value.Emit()
+			}
+			system := map[storage.Dialect]string{storage.Postgres: "postgresql", storage.SQLite: "sqlite"}[s.Dialect()]
+			if attrs["db.system.name"] != system || !strings.HasPrefix(attrs["db.query.text"], "INSERT INTO oauth2_access_tokens (") || strings.Contains(attrs["db.query.text"], sec.Secret) {
+				t.Errorf("storage span attributes: %v", attrs)
+			}
+		}
+
+		ctx, root = tracer.Start(context.Background(), "test.mint")
+		if _, err := e.p.Minter().Mint(ctx, agenttoken.MintRequest{UserID: "alice", Organization: "acme", AgentSessionID: "s1", ClientID: "platform"}); err != nil {
+			t.Fatal(err)
+		}
+		root.End()
+		got = spanTree(exp.GetSpans(), root.SpanContext().TraceID())
+		want = "test.mint\n" +
+			"  deputy.agent_token.mint\n" +
+			"    SELECT agent_grants\n"
+		if got != want {
+			t.Errorf("mint span tree:\n%s\nwant:\n%s", got, want)
+		}
+	})
+}
