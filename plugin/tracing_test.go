@@ -102,7 +102,7 @@ func TestSpanTrees(t *testing.T) {
 			}
 			attrs := map[string]string{}
 			for _, kv := range sp.Attributes {
-				attrs[string(kv.Key)] = kv.Value.Emit()
+				attrs[string(kv.Key)] = kv.Value.String()
 			}
 			system := map[storage.Dialect]string{storage.Postgres: "postgresql", storage.SQLite: "sqlite"}[s.Dialect()]
 			if attrs["db.system.name"] != system || !strings.HasPrefix(attrs["db.query.text"], "INSERT INTO oauth2_access_tokens (") || strings.Contains(attrs["db.query.text"], sec.Secret) {
