@@ -98,16 +98,24 @@ type Config struct {
 	// GrantLifespan is how long an approval lasts. Default 1 hour.
 	GrantLifespan time.Duration
 
-	// ClientAuthLimit rate-limits failed client authentications per
-	// client_id on the token, introspection and revocation endpoints: each
-	// client may fail Burst times in a row (default 10), then earns back
-	// Rate failures per second (default 1); a client over its limit is
-	// answered 429 with Retry-After before its secret is compared, and a
-	// successful authentication costs nothing. MaxClients (default 10,000)
-	// bounds the memory it takes; MaxBody (default 64 KiB) is the largest
-	// body read to find the client_id, larger ones are answered 413. The
-	// zero value means all the defaults. The limit is per process: with N
-	// replicas a client may fail N times as often.
+	// ClientAuthLimit rate-limits failed client authentications on the
+	// token, introspection and revocation endpoints (docs/security.md):
+	// every request naming a client reserves a failure before its secret is
+	// compared, from the client's shared allowance (Burst, default 10,
+	// earned back at Rate, default 1 a second) or, once that is spent, from
+	// the allowance of that client at the request's Source (SourceBurst,
+	// default 5, earned back at SourceRate, default one every 5 seconds),
+	// which failures from other sources cannot spend. A request that can
+	// reserve nothing is answered 429 with a Retry-After of at most
+	// LongestRefusal (1 s by default); a successful authentication costs
+	// nothing. Source defaults to the TCP peer (an IPv6 peer by its /64):
+	// behind a reverse proxy, set it to the client address the proxy
+	// vouches for. MaxClients (default 10,000) bounds the memory each kind
+	// of bucket takes; MaxBody (default 64 KiB) is the largest body read to
+	// find the client_id, larger ones are answered 413; MaxWait (default
+	// 1 s) is how long a request waits for allowance held by requests in
+	// flight. The zero value means all the defaults. The limit is per
+	// process: with N replicas a client may fail N times as often.
 	ClientAuthLimit ClientAuthLimit
 
 	// Logger receives internal errors with detail. Default slog.Default().

@@ -9,6 +9,7 @@ import (
 
 	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/httperr"
+	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/internal/secheaders"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -45,6 +46,17 @@ func (p *Plugin) OAuth2Handler() http.Handler {
 	mux.Handle("GET "+MetadataPath, metadata)
 	mux.Handle("OPTIONS "+MetadataPath, metadata)
 	return mux
+}
+
+// reportClientAuth tells the client-authentication limiter how the
+// request's client authentication ended, from the error of the fosite call
+// that authenticated the client (its own error, never the bytes of the
+// answer): invalid_client is a failed authentication (a wrong secret, an
+// unknown client, a method the client may not use); success and every other
+// error are not, a database that could not be reached included (the client
+// was never judged).
+func reportClientAuth(r *http.Request, err error) {
+	ratelimit.Report(r.Context(), errors.Is(err, fosite.ErrInvalidClient) && !errors.Is(err, storage.ErrUnavailable))
 }
 
 // unavailable answers an OAuth endpoint's request when err shows the
@@ -105,6 +117,7 @@ func (p *Plugin) token(w http.ResponseWriter, r *http.Request) {
 	provider := p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	ar, err := provider.NewAccessRequest(ctx, r, flows.NewSession("", ""))
+	reportClientAuth(r, err)
 	if p.unavailable(w, r, "token endpoint", err) {
 		return
 	}
@@ -134,8 +147,12 @@ func (p *Plugin) introspect(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	ir, err := provider.NewIntrospectionRequest(ctx, r, flows.NewSession("", ""))
 	if p.unavailable(w, r, "introspection endpoint", err) {
+		ratelimit.Report(ctx, false)
 		return
 	}
+	// fosite refuses introspection's HTTP Basic credentials with
+	// request_unauthorized, not invalid_client (answered as such below).
+	ratelimit.Report(ctx, err != nil && basicAuthFailed(r, err))
 	if err != nil {
 		p.logOAuthError(r, "introspection endpoint", unwrapInactive(err))
 		if basicAuthFailed(r, err) {
@@ -183,6 +200,7 @@ func (p *Plugin) revoke(w http.ResponseWriter, r *http.Request) {
 	provider := p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	err := provider.NewRevocationRequest(ctx, r)
+	reportClientAuth(r, err)
 	if p.unavailable(w, r, "revocation endpoint", err) {
 		return
 	}

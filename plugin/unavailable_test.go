@@ -186,3 +186,51 @@ func TestOAuthEndpointsWired(t *testing.T) {
 		t.Errorf("another client's token: %v", err)
 	}
 }
+
+// TestClientAuthOutcomeReported: each guarded endpoint tells the limiter
+// how its client authentication ended from fosite's own error. A wrong
+// secret is charged on the token, introspection and revocation endpoints
+// alike; requests whose client authenticated but that fail for another
+// reason (a scope the app may not have, an unsupported grant, a token that
+// is not there) are never charged, however many. Without the Report calls in
+// plugin/oauth2.go every request is charged (the limiter counts an
+// unreported attempt as a failure) and the second half fails: checked by
+// removing reportClientAuth's call in token.
+func TestClientAuthOutcomeReported(t *testing.T) {
+	const form = "application/x-www-form-urlencoded"
+	e := newEnv(t, storagetest.SQLite.Open(t))
+	rs := e.resourceServer()
+	for _, path := range []string{plugin.TokenPath, plugin.IntrospectionPath, plugin.RevocationPath} {
+		app := e.ccApp("alice", "docs:read")
+		e.createSecret("alice", app.ID)
+		body := url.Values{"grant_type": {"client_credentials"}, "token": {"dpy_at_x"}}.Encode()
+		var last *http.Response
+		for i := 0; i < 30; i++ {
+			last, _ = e.raw(http.MethodPost, path, form, body, basic(app.ID, "dpy_cs_wrong"))
+			if last.StatusCode != http.StatusUnauthorized {
+				break
+			}
+		}
+		if last.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("%s: wrong secrets answered %d at the end, want 429", path, last.StatusCode)
+		}
+	}
+	app := e.ccApp("alice", "docs:read")
+	sec := e.createSecret("alice", app.ID)
+	for i := 0; i < 40; i++ {
+		for _, c := range []struct{ path, body string }{
+			{plugin.TokenPath, url.Values{"grant_type": {"client_credentials"}, "scope": {"docs:write"}}.Encode()},
+			{plugin.TokenPath, url.Values{"grant_type": {"password"}}.Encode()},
+			{plugin.RevocationPath, url.Values{"token": {"dpy_at_nothing"}}.Encode()},
+		} {
+			resp, body := e.raw(http.MethodPost, c.path, form, c.body, basic(app.ID, sec.Secret))
+			if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusUnauthorized {
+				t.Fatalf("request %d to %s with the right secret: %d %s", i, c.path, resp.StatusCode, body)
+			}
+		}
+		resp, body := e.raw(http.MethodPost, plugin.IntrospectionPath, form, url.Values{"token": {"dpy_at_nothing"}}.Encode(), basic(rs.id, rs.secret))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("introspection %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+}
