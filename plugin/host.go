@@ -62,6 +62,12 @@ func (s *Storage) GetClient(ctx context.Context, id string) (fosite.Client, erro
 		return c, err
 	}
 	app, err := s.apps.Client(ctx, id)
+	if errors.Is(err, fosite.ErrNotFound) {
+		// For the client-authentication limiter at the host's endpoints:
+		// an unknown client is refused like a wrong secret, so that its
+		// 429s do not tell which client ids exist.
+		clientsecret.NoteUnknownClient(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}

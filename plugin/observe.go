@@ -10,6 +10,7 @@ import (
 
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/internal/secheaders"
 )
 
@@ -49,9 +50,18 @@ func (p *Plugin) guard(endpoint string, next http.Handler) http.Handler {
 			err = errRepeated(protocol.RepeatedParameter(r.Form))
 		}
 		if err != nil {
+			// Refused before any client was judged: nothing for the
+			// client-authentication limiter to charge.
+			ratelimit.Report(ctx, false)
 			writeOAuthError(ow, err)
 		} else {
-			next.ServeHTTP(ow, r.WithContext(clientsecret.WithMatch(ctx)))
+			ctx := clientsecret.WithMatch(ctx)
+			next.ServeHTTP(ow, r.WithContext(ctx))
+			// deputy's own endpoints have reported fosite's error to the
+			// limiter by now (the first report counts); a host's endpoint
+			// does not, so what deputy's hasher and client lookup saw
+			// decides.
+			ratelimit.Report(ctx, clientsecret.Refused(ctx))
 		}
 
 		status := ow.status

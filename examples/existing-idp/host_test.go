@@ -579,3 +579,74 @@ func TestAgentClientApprovalInHost(t *testing.T) {
 		}
 	})
 }
+
+// TestClientAuthLimitAtHostEndpoints: the IdP's own token, introspection
+// and revocation endpoints sit behind deputy's TokenEndpointGuard but never
+// tell deputy how a client authentication ended; the guard learns it from
+// what deputy's secrets hasher and client lookup saw. Many successes, for
+// the IdP's clients and deputy's apps, are never refused; wrong secrets and
+// unknown client ids alike end in 429 (so a 429 says nothing about which
+// ids exist). Without the guard's report every admitted request counts as
+// a failure and the successes meet 429 after the allowance: checked by
+// removing the Report call in TokenEndpointGuard.
+func TestClientAuthLimitAtHostEndpoints(t *testing.T) {
+	t.Parallel()
+	e := startIdP(t, storagetest.SQLite.Open(t))
+	bob := e.signIn("bob", "bob-password")
+	var app plugin.App
+	if c := bob.json(http.MethodPost, "/deputy/api/apps", map[string]any{
+		"name": "bob's exporter", "grantTypes": []string{"client_credentials"}, "scopes": []string{"projects:read"},
+	}, &app); c != http.StatusCreated {
+		t.Fatalf("create app: %d", c)
+	}
+	var sec plugin.Secret
+	if c := bob.json(http.MethodPost, "/deputy/api/apps/"+app.ID+"/secrets", nil, &sec); c != http.StatusCreated {
+		t.Fatalf("create secret: %d", c)
+	}
+	for i := range 40 {
+		if _, err := e.ccToken("host-cc", "host-cc-secret", "projects:read"); err != nil {
+			t.Fatalf("the IdP's client, success %d: %v", i, err)
+		}
+		if _, err := e.ccToken(app.ID, sec.Secret, "projects:read"); err != nil {
+			t.Fatalf("deputy's app, success %d: %v", i, err)
+		}
+		if got := e.introspect("ory_at_nothing"); got.Active {
+			t.Fatalf("introspection %d: %+v", i, got)
+		}
+		// Refused by the guard before any client is judged: not charged.
+		req, _ := http.NewRequest(http.MethodPost, e.url+"/oauth2/token", strings.NewReader("grant_type=client_credentials&scope=a&scope=b"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("host-cc", "wrong")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("repeated parameter %d: %d, want 400", i, resp.StatusCode)
+		}
+	}
+	for _, c := range []struct{ name, id, secret string }{
+		{"the IdP's client, wrong secret", "host-web", "wrong"},
+		{"deputy's app, wrong secret", app.ID, "dpy_cs_wrong"},
+		{"an unknown client", "no-such-client", "whatever"},
+	} {
+		var last int
+		for range 30 {
+			req, _ := http.NewRequest(http.MethodPost, e.url+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(c.id, c.secret)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if last = resp.StatusCode; last != http.StatusUnauthorized {
+				break
+			}
+		}
+		if last != http.StatusTooManyRequests {
+			t.Errorf("%s: answered %d after repeated failures, want 429", c.name, last)
+		}
+	}
+}

@@ -58,8 +58,10 @@ func (h *SHA256Hasher) Hash(_ context.Context, data []byte) ([]byte, error) {
 func (h *SHA256Hasher) Compare(ctx context.Context, hash, data []byte) error {
 	sum := sha256.Sum256(data)
 	if len(hash) != sha256.Size || subtle.ConstantTimeCompare(hash, sum[:]) != 1 {
+		noteCompare(ctx, false)
 		return errSecretMismatch
 	}
+	noteCompare(ctx, true)
 	noteMatch(ctx, hash)
 	if h.OnMatch != nil {
 		h.OnMatch(hash)
@@ -185,10 +187,16 @@ func (u *SecretUsage) Close() {
 
 // Match is where the hasher notes which stored hash authenticated the
 // client of one request, so that the token issued to it can name the secret
-// (and die with it). WithMatch puts one in a request's context.
+// (and die with it), and what the request's secret comparisons found, so
+// that the client-authentication limiter can tell a refused client from an
+// accepted one at endpoints that do not say (a host's, in plugin mode).
+// WithMatch puts one in a request's context.
 type Match struct {
-	mu   sync.Mutex
-	hash []byte
+	mu       sync.Mutex
+	hash     []byte
+	compared bool // a secret was compared
+	matched  bool // a secret, deputy's or the host's, matched
+	unknown  bool // the request named a client nobody has
 }
 
 type matchKey struct{}
@@ -216,6 +224,41 @@ func MatchedHash(ctx context.Context) (hash []byte, ok bool) {
 func HasMatch(ctx context.Context) bool {
 	m, _ := ctx.Value(matchKey{}).(*Match)
 	return m != nil
+}
+
+// noteCompare records one secret comparison and whether it matched.
+func noteCompare(ctx context.Context, matched bool) {
+	if m, _ := ctx.Value(matchKey{}).(*Match); m != nil {
+		m.mu.Lock()
+		m.compared = true
+		m.matched = m.matched || matched
+		m.mu.Unlock()
+	}
+}
+
+// NoteUnknownClient records that the request named a client neither the
+// host nor deputy has: its authentication is refused without a comparison.
+func NoteUnknownClient(ctx context.Context) {
+	if m, _ := ctx.Value(matchKey{}).(*Match); m != nil {
+		m.mu.Lock()
+		m.unknown = true
+		m.mu.Unlock()
+	}
+}
+
+// Refused reports whether the client authentication of the request ctx
+// belongs to was refused, as far as deputy's hasher and client lookup saw:
+// secrets were compared and none matched (fosite tries a client's rotated
+// secrets after its first), or the client does not exist. A request that
+// compared nothing (a public client, a malformed request) was not refused.
+func Refused(ctx context.Context) bool {
+	m, _ := ctx.Value(matchKey{}).(*Match)
+	if m == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.matched && (m.compared || m.unknown)
 }
 
 func noteMatch(ctx context.Context, hash []byte) {
@@ -259,5 +302,7 @@ func (h HostHasher) Compare(ctx context.Context, hash, data []byte) error {
 	if rest, ok := bytes.CutPrefix(hash, hashMark); ok {
 		return h.Deputy.Compare(ctx, rest, data)
 	}
-	return h.Host.Compare(ctx, hash, data)
+	err := h.Host.Compare(ctx, hash, data)
+	noteCompare(ctx, err == nil)
+	return err
 }

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ory/fosite"
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -142,4 +145,48 @@ func TestSecretUsageThrottle(t *testing.T) {
 			t.Errorf("last_used_at = %+v, want %s", ss[0].LastUsedAt, t0.Add(61*time.Second))
 		}
 	})
+}
+
+// TestRefused: what a request's comparisons tell the client-authentication
+// limiter at endpoints that do not report for themselves (a host's).
+func TestRefused(t *testing.T) {
+	t.Parallel()
+	right := sha256.Sum256([]byte("right"))
+	host := &fosite.BCrypt{Config: &fosite.Config{HashCost: bcrypt.MinCost}}
+	hostHash, err := host.Hash(context.Background(), []byte("host-right"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := HostHasher{Deputy: &SHA256Hasher{}, Host: host}
+	tests := []struct {
+		name    string
+		do      func(ctx context.Context)
+		refused bool
+	}{
+		{"nothing compared", func(context.Context) {}, false},
+		{"deputy's secret matches", func(ctx context.Context) { h.Compare(ctx, Mark(right[:]), []byte("right")) }, false},
+		{"deputy's secret wrong", func(ctx context.Context) { h.Compare(ctx, Mark(right[:]), []byte("wrong")) }, true},
+		{"the first secret wrong, a rotated one right", func(ctx context.Context) {
+			h.Compare(ctx, Mark(make([]byte, 32)), []byte("right"))
+			h.Compare(ctx, Mark(right[:]), []byte("right"))
+		}, false},
+		{"the host's secret matches", func(ctx context.Context) { h.Compare(ctx, hostHash, []byte("host-right")) }, false},
+		{"the host's secret wrong", func(ctx context.Context) { h.Compare(ctx, hostHash, []byte("wrong")) }, true},
+		{"an unknown client", func(ctx context.Context) { NoteUnknownClient(ctx) }, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := WithMatch(context.Background())
+			tc.do(ctx)
+			if got := Refused(ctx); got != tc.refused {
+				t.Fatalf("Refused = %v, want %v", got, tc.refused)
+			}
+		})
+	}
+	// Outside a guarded request nothing is recorded, and nothing refused.
+	NoteUnknownClient(context.Background())
+	if Refused(context.Background()) {
+		t.Fatal("Refused without a Match")
+	}
 }
