@@ -569,6 +569,9 @@ func (s *faultStats) report(t *testing.T, name string) {
 // ALLOW_CONNECTIONS false) and every backend is terminated, again and again
 // for two seconds; then connections are allowed again.
 //
+// /readyz must answer 503 during the outage and 200 again after it, and
+// /healthz 200 throughout (liveness does not depend on the database).
+//
 // The test checks itself: it fails if the outage produced no 503 on either
 // stream (the fault did not bite), so a refactoring that stopped it from
 // reaching the database would not pass silently. With the 503 mapping
@@ -764,11 +767,29 @@ func TestDatabaseFaults(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	tokenBefore, apprBefore := tokenStats.unavailCount(), apprStats.unavailCount()
+	if status := readiness(t, plain, tg.URL); status != http.StatusOK {
+		t.Errorf("/readyz before the outage: %d, want 200", status)
+	}
 	allowConnections(false)
 	killed := 0
+	readyDown, liveDown := 0, 0
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
 		killed += terminate()
+		// Readiness says the database is away; liveness that the process
+		// is fine (a restart would not bring the database back).
+		if readiness(t, plain, tg.URL) == http.StatusServiceUnavailable {
+			readyDown++
+		}
+		if status, _, _, _ := send(plain, mustRequest(t, http.MethodGet, tg.URL+"/healthz")); status != http.StatusOK {
+			liveDown++
+		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if readyDown == 0 {
+		t.Error("/readyz never answered 503 while the database refused connections")
+	}
+	if liveDown != 0 {
+		t.Errorf("/healthz failed %d times during the outage: liveness must not depend on the database", liveDown)
 	}
 	tokenDown, apprDown := tokenStats.unavailCount()-tokenBefore, apprStats.unavailCount()-apprBefore
 	allowConnections(true)
@@ -784,6 +805,13 @@ func TestDatabaseFaults(t *testing.T) {
 	for tokenStats.okAfter() < 5 || apprStats.okAfter() < 5 {
 		if time.Now().After(deadline) {
 			t.Errorf("30 s after the database came back, %d token and %d approval requests had succeeded: the server did not recover", tokenStats.okAfter(), apprStats.okAfter())
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for readiness(t, plain, tg.URL) != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Error("/readyz did not answer 200 again after the database came back")
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -812,6 +840,22 @@ func TestDatabaseFaults(t *testing.T) {
 	}
 
 	checkGrantIntegrity(t, db, attempts, false)
+}
+
+// readiness is the status of base's /readyz (0 when it did not answer).
+func readiness(t *testing.T, c *http.Client, base string) int {
+	t.Helper()
+	status, _, _, _ := send(c, mustRequest(t, http.MethodGet, base+"/readyz"))
+	return status
+}
+
+func mustRequest(t *testing.T, method, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
 }
 
 func (s *faultStats) unavailCount() int {

@@ -49,8 +49,13 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 	h.onAuthorize = func(ctx context.Context, ar fosite.AuthorizeRequester, user string, ticked []string) error {
 		return p.GrantScopes(ctx, ar, user, "", ticked)
 	}
-	// Client-authentication limits and RFC 6749's one-value-per-parameter.
+	// Client-authentication limits and RFC 6749's one-value-per-parameter;
+	// spans and metrics of the token endpoint.
 	h.wrapToken = p.TokenEndpointGuard
+	// deputy's metrics, in the IdP's own registry.
+	if err := p.RegisterMetrics(h.metrics); err != nil {
+		return nil, err
+	}
 	// The authorization endpoint's answers carry iss (RFC 9207), and state
 	// is optional under PKCE S256 (RFC 9700), as MCP clients expect.
 	h.wrapProvider = p.WrapProvider

@@ -19,6 +19,8 @@ import (
 	"github.com/ory/fosite/handler/openid"
 	"github.com/ory/fosite/storage"
 	"github.com/ory/fosite/token/jwt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -27,7 +29,8 @@ import (
 // bcrypt-hashed clients, compose.Compose, net/http.ServeMux, and a login and
 // consent screen of its own. Nothing in it knows about deputy except the
 // extension points an IdP would have anyway (checkAuthorize, onAuthorize,
-// wrapToken, wrapProvider): deputy.go adds deputy to it.
+// wrapToken, wrapProvider, its metrics registry): deputy.go adds deputy to
+// it.
 
 // user is one account of the host.
 type user struct {
@@ -49,6 +52,9 @@ type host struct {
 	provider  fosite.OAuth2Provider
 	mux       *http.ServeMux
 	log       *slog.Logger
+	// metrics is the IdP's Prometheus registry, served at /metrics (a
+	// real deployment keeps that off its public listener).
+	metrics *prometheus.Registry
 
 	// checkAuthorize, when set, vets an authorization request fosite
 	// accepted, before the consent screen.
@@ -86,6 +92,7 @@ func newHost(issuer string, log *slog.Logger) *host {
 		store:    storage.NewMemoryStore(),
 		mux:      http.NewServeMux(),
 		log:      log,
+		metrics:  prometheus.NewRegistry(),
 		users:    map[string]*user{},
 		sessions: map[string]string{},
 	}
@@ -144,6 +151,7 @@ func (h *host) compose() {
 	h.mux.Handle("POST /oauth2/token", wrap(h.token))
 	h.mux.Handle("POST /oauth2/introspect", wrap(h.introspect))
 	h.mux.Handle("POST /oauth2/revoke", wrap(h.revoke))
+	h.mux.Handle("GET /metrics", promhttp.HandlerFor(h.metrics, promhttp.HandlerOpts{}))
 }
 
 // newSession is the session the host's tokens carry, as in fosite-example.
