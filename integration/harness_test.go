@@ -185,8 +185,8 @@ func startServer(t testing.TB, dsn, secret string) *target {
 
 // startReplica is startServer with the issuer given: replicas behind one
 // load balancer share one, and tokens name it. Empty means the server's
-// own URL.
-func startReplica(t testing.TB, dsn, secret, issuer string) *target {
+// own URL. extra are more `serve` flags.
+func startReplica(t testing.TB, dsn, secret, issuer string, extra ...string) *target {
 	t.Helper()
 	bin := deputyBinary(t)
 	var lastErr error
@@ -197,11 +197,12 @@ func startReplica(t testing.TB, dsn, secret, issuer string) *target {
 		if iss == "" {
 			iss = tg.URL
 		}
-		cmd := exec.Command(bin, "serve",
+		args := append([]string{"serve",
 			"--listen", addr,
 			"--database-url", dsn,
 			"--issuer", iss,
-			"--system-secret", secret)
+			"--system-secret", secret}, extra...)
+		cmd := exec.Command(bin, args...)
 		// The server must not pick anything up from the developer's shell.
 		cmd.Env = cleanEnv()
 		out := &syncBuffer{}
@@ -234,7 +235,7 @@ func cleanEnv() []string {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "DATABASE_URL", "DEPUTY_LISTEN", "DEPUTY_ISSUER", "DEPUTY_SYSTEM_SECRET", "DEPUTY_NO_DEMO":
+		case "DATABASE_URL", "DEPUTY_LISTEN", "DEPUTY_ISSUER", "DEPUTY_SYSTEM_SECRET", "DEPUTY_NO_DEMO", "DEPUTY_GRANT_LIFESPAN":
 			continue
 		}
 		env = append(env, kv)
