@@ -118,7 +118,11 @@ type Config struct {
 	// process: with N replicas a client may fail N times as often.
 	ClientAuthLimit ClientAuthLimit
 
-	// Logger receives internal errors with detail. Default slog.Default().
+	// Logger receives internal errors with detail (ERROR), what does not
+	// fail a request (WARN) and agent-grant decisions (INFO); never a
+	// secret, token or request value. Give it a handler with its own level
+	// to tune deputy apart from the host (README, "Operating deputy").
+	// Default slog.Default().
 	Logger *slog.Logger
 }
 
