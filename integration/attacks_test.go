@@ -348,6 +348,64 @@ var attacks = []attack{
 		},
 	},
 	{
+		name:       "an agent client writing after its user revoked the approval",
+		protection: "flows.Approvals: an agent client's write scopes count only while the approval (an agent grant bound to the authorization) lasts: at the middleware, at introspection and at every refresh",
+		// Without it: alice revokes, on her grants page, the write she
+		// approved for an MCP client, and the client keeps writing with its
+		// live access token and with every token it refreshes, for as long
+		// as the refresh token lives (30 days). Checked by making
+		// Approvals.Cap return its input unchanged: the row fails at the
+		// live token's write after the revocation, on both dialects.
+		run: func(t *testing.T, e *attackEnv) {
+			c := e.tg.cli(t, "clients", "create", "--name", randomName("mcp-client-"), "--grant", "authorization_code",
+				"--grant", "refresh_token", "--redirect-uri", platformRedirect,
+				"--scope", "projects:read projects:write offline_access", "--public", "--agent")
+			conf := &oauth2.Config{
+				ClientID: str(t, c, "client_id"), RedirectURL: platformRedirect,
+				Scopes:   []string{"projects:read", "projects:write", "offline_access"},
+				Endpoint: oauth2.Endpoint{AuthURL: e.tg.URL + "/oauth2/auth", TokenURL: e.tg.URL + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams},
+			}
+			verifier := oauth2.GenerateVerifier()
+			authURL := conf.AuthCodeURL(randomName("state-"), oauth2.S256ChallengeOption(verifier))
+			if resp, page := e.alice.getPage(authURL); resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "approval that lasts") {
+				t.Fatalf("consent page for an agent client: %d\n%s", resp.StatusCode, truncate(page))
+			}
+			resp, body := e.alice.postForm(authURL, url.Values{"decision": {"allow"}})
+			back, err := url.Parse(resp.Header.Get("Location"))
+			if resp.StatusCode/100 != 3 || err != nil || back.Query().Get("code") == "" {
+				t.Fatalf("allow: %d %q\n%s", resp.StatusCode, resp.Header.Get("Location"), truncate(body))
+			}
+			tok, err := conf.Exchange(context.Background(), back.Query().Get("code"), oauth2.VerifierOption(verifier))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Control: with the approval, it writes.
+			callAPI(t, e.tg.URL, http.MethodPost, demoOrg, tok.AccessToken).wantStatus(t, "writing with the approval", http.StatusCreated)
+			var grantID string
+			for _, g := range grants(t, e.alice) {
+				if g["clientId"] == conf.ClientID {
+					grantID, _ = g["id"].(string)
+				}
+			}
+			if grantID == "" {
+				t.Fatalf("the approval is not among alice's grants: %v", grants(t, e.alice))
+			}
+			if status, body := e.alice.jsonCall(http.MethodDelete, "/agent/grants/"+url.PathEscape(grantID), nil, nil); status != http.StatusNoContent {
+				t.Fatalf("revoking the approval: %d %s", status, body)
+			}
+			callAPI(t, e.tg.URL, http.MethodPost, demoOrg, tok.AccessToken).wantStatus(t, "the live token writing after the revocation", http.StatusForbidden)
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, tok.AccessToken).wantStatus(t, "the live token reading after the revocation", http.StatusOK)
+			fresh, err := conf.TokenSource(context.Background(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+			if err != nil {
+				t.Fatalf("refresh: %v", err)
+			}
+			if s, _ := fresh.Extra("scope").(string); slices.Contains(scope.Parse(s), "projects:write") {
+				t.Fatalf("refreshed after the revocation with %q", s)
+			}
+			callAPI(t, e.tg.URL, http.MethodPost, demoOrg, fresh.AccessToken).wantStatus(t, "a refreshed token writing after the revocation", http.StatusForbidden)
+		},
+	},
+	{
 		name:       "another agent platform reusing an approved session id",
 		protection: "grants bound to (organization, user, client, session): storage.AgentGrantScopes matches the minting client",
 		// Without it: alice approves projects:write for her platform's
