@@ -235,7 +235,8 @@ func cleanEnv() []string {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "DATABASE_URL", "DEPUTY_LISTEN", "DEPUTY_ISSUER", "DEPUTY_SYSTEM_SECRET", "DEPUTY_NO_DEMO", "DEPUTY_GRANT_LIFESPAN":
+		case "DATABASE_URL", "DEPUTY_LISTEN", "DEPUTY_ISSUER", "DEPUTY_SYSTEM_SECRET", "DEPUTY_NO_DEMO", "DEPUTY_GRANT_LIFESPAN",
+			"DEPUTY_LOG_LEVEL", "DEPUTY_METRICS_LISTEN", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
 			continue
 		}
 		env = append(env, kv)

@@ -3,17 +3,22 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -348,4 +353,135 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 		step("an approval", map[string]float64{`deputy_consent_events_total{event="approved"}`: 1})
 	})
+}
+
+// waitFor polls until re matches what w holds, or serve ends.
+func waitFor(t *testing.T, w *lockedBuffer, re *regexp.Regexp, done <-chan error) string {
+	t.Helper()
+	for {
+		select {
+		case err := <-done:
+			t.Fatalf("serve returned early: %v\n%s", err, w.String())
+		default:
+		}
+		if m := re.FindStringSubmatch(w.String()); m != nil {
+			return m[1]
+		}
+		time.Sleep(5 * time.Millisecond) // polling, not a timing assertion
+	}
+}
+
+var metricsAddrPattern = regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+
+// TestServeMetricsListener: --metrics-listen binds a second listener that
+// serves /metrics and nothing else; the public listener has no /metrics.
+func TestServeMetricsListener(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, logs lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, config{
+			Listen:        "127.0.0.1:0",
+			MetricsListen: "127.0.0.1:0",
+			DatabaseURL:   storagetest.SQLite.NewDSN(t),
+			Logger:        newLogger(&logs, slog.LevelInfo, false),
+			Out:           &out,
+		})
+	}()
+	base := waitFor(t, &out, bannerPattern, done)
+	metrics := "http://" + waitFor(t, &logs, metricsAddrPattern, done)
+	if resp, body := get(t, http.DefaultClient, metrics+"/metrics"); resp.StatusCode != http.StatusOK || !strings.Contains(body, "deputy_database_available 1") {
+		t.Errorf("metrics listener /metrics: %d", resp.StatusCode)
+	}
+	if resp, _ := get(t, http.DefaultClient, metrics+"/healthz"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("metrics listener serves the IdP: /healthz %d", resp.StatusCode)
+	}
+	if resp, _ := get(t, http.DefaultClient, base+"/metrics"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("public listener /metrics: %d", resp.StatusCode)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve after shutdown: %v", err)
+	}
+}
+
+// TestServeExportsTraces: with OTEL_EXPORTER_OTLP_ENDPOINT set, serve
+// exports its spans over OTLP/HTTP, continuing the caller's trace context,
+// and flushes them when it stops. (Not parallel: it sets the environment
+// and the process's global tracer provider.)
+func TestServeExportsTraces(t *testing.T) {
+	var mu sync.Mutex
+	var received []byte
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(r.Body)
+			if err != nil {
+				t.Errorf("collector: %v", err)
+				return
+			}
+			body = zr
+		}
+		b, _ := io.ReadAll(body)
+		if r.URL.Path != "/v1/traces" {
+			t.Errorf("collector got %s %s", r.Method, r.URL.Path)
+		}
+		mu.Lock()
+		received = append(received, b...)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer collector.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errs lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--no-demo", "--database-url", storagetest.SQLite.NewDSN(t)}, &out, &errs)
+	}()
+	var base string
+	for base == "" {
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d: %s", code, errs.String())
+		default:
+		}
+		if m := bannerPattern.FindStringSubmatch(out.String()); m != nil {
+			base = m[1]
+		}
+		time.Sleep(5 * time.Millisecond) // polling, not a timing assertion
+	}
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req, _ := http.NewRequest(http.MethodPost, base+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	req.SetBasicAuth("nobody", "wrong")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("token with unknown credentials: %d", resp.StatusCode)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("serve exited %d: %s", code, errs.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	id, _ := hex.DecodeString(traceID)
+	for _, want := range [][]byte{[]byte("deputy.oauth2.token"), []byte("Fosite.NewAccessRequest"), []byte("HTTP POST"), []byte("deputy-idp"), id} {
+		if !bytes.Contains(received, want) {
+			t.Errorf("the exported spans lack %q (%d bytes received)", want, len(received))
+		}
+	}
+	if !strings.Contains(errs.String(), "exporting traces over OTLP/HTTP") {
+		t.Errorf("serve did not say where traces go: %s", errs.String())
+	}
 }
