@@ -1,17 +1,16 @@
 package consent_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/deputyauth/deputy/consent"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -29,24 +28,6 @@ func (c *cutShort) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// logBuffer collects a handler's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestCutShortBodyIsTheClients: a body that ends early is the client's
 // fault (400), never ours (500) nor the database's (503 and "database
 // unavailable" at ERROR, as it was), and writes nothing.
@@ -61,7 +42,7 @@ func TestCutShortBodyIsTheClients(t *testing.T) {
 		{"form", "application/x-www-form-urlencoded", form[:len(form)-4]},
 	}
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
-		logs := &logBuffer{}
+		logs := &testkit.Buffer{}
 		e := newEnv(t, s, func(c *consent.Config) {
 			c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -35,31 +36,7 @@ const (
 // sloppySessions reads the session cookie, whose value is the user id. It
 // also (wrongly) accepts "Authorization: Bearer <user>", as a careless host
 // might: the handler must not let that bearer token through.
-type sloppySessions struct{}
-
-func (sloppySessions) Authenticate(r *http.Request) (string, error) {
-	if c, err := r.Cookie(cookieName); err == nil && c.Value != "" {
-		return c.Value, nil
-	}
-	if u, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && u != "" {
-		return u, nil
-	}
-	return "", consent.ErrNoSession
-}
-
-// directory: user → org → scopes; "mallory" is disabled.
-type directory map[string]map[string][]string
-
-func (d directory) UserScopes(_ context.Context, user, org string) ([]string, error) {
-	if user == "mallory" {
-		return nil, scope.ErrUserDisabled
-	}
-	orgs, ok := d[user]
-	if !ok {
-		return nil, scope.ErrUserNotFound
-	}
-	return orgs[org], nil
-}
+var sloppySessions = testkit.Sessions{Cookie: cookieName, AlsoBearer: true}
 
 var catalog = scope.NewCatalog(
 	scope.Entry{Name: "docs:read", Description: "Read your documents"},
@@ -69,38 +46,26 @@ var catalog = scope.NewCatalog(
 	scope.Entry{Name: "admin:write", Description: "Administer the organization", Write: true},
 )
 
-var users = directory{
-	"alice":   {org: {"docs:read", "docs:write", "issues:read", "issues:write"}, "other": {"docs:read"}},
-	"bob":     {org: {"docs:read", "issues:read"}},
-	"mallory": {},
-}
-
-// clock is a settable time source shared with the handler.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
+// users is who holds what; "mallory" is disabled.
+var users = testkit.NewDirectory().
+	Set("alice", org, "docs:read", "docs:write", "issues:read", "issues:write").
+	Set("alice", "other", "docs:read").
+	Set("bob", org, "docs:read", "issues:read").
+	Set("mallory", org).Disable("mallory")
 
 type env struct {
 	s     *storage.Store
 	h     http.Handler
-	clock *clock
+	clock *testkit.Clock
 }
 
 func newEnv(t testing.TB, s *storage.Store, mod func(*consent.Config)) *env {
 	t.Helper()
-	c := &clock{t: time.Now().UTC().Truncate(time.Second)}
+	c := testkit.NewClock(time.Now().UTC().Truncate(time.Second))
 	cfg := consent.Config{
 		Store:     s,
 		Directory: users,
-		Sessions:  sloppySessions{},
+		Sessions:  sloppySessions,
 		Catalog:   catalog,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Clock:     c.Now,
@@ -293,7 +258,7 @@ func TestConcurrentApprovalsMerge(t *testing.T) {
 	for i := range n {
 		all = append(all, fmt.Sprintf("s%02d", i))
 	}
-	dir := directory{"alice": {org: all}}
+	dir := testkit.NewDirectory().Set("alice", org, all...)
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		// An empty catalog: any well-formed scope may be requested.
 		e := newEnv(t, s, func(c *consent.Config) { c.Directory = dir; c.Catalog = nil })
@@ -610,7 +575,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 
 func TestEmptyCatalogAllowsWellFormedScopes(t *testing.T) {
 	t.Parallel()
-	dir := directory{"alice": {org: {"anything:goes", "x"}}}
+	dir := testkit.NewDirectory().Set("alice", org, "anything:goes", "x")
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		e := newEnv(t, s, func(c *consent.Config) { c.Catalog = scope.NewCatalog(); c.Directory = dir })
 		w := e.do(t, req{user: "alice", body: approveJSON("s", "approve", "anything:goes", "never:held")})
@@ -843,7 +808,7 @@ func TestGrantsAreTheCallersOwn(t *testing.T) {
 func TestPathPrefix(t *testing.T) {
 	t.Parallel()
 	s := storagetest.SQLite.Open(t)
-	h, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions{}, Catalog: catalog, PathPrefix: "/idp"})
+	h, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions, Catalog: catalog, PathPrefix: "/idp"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -872,20 +837,20 @@ func TestNewValidates(t *testing.T) {
 	if _, err := consent.New(consent.Config{Store: s, Directory: users}); err == nil {
 		t.Error("no Sessions accepted")
 	}
-	if _, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions{}, TrustedOrigins: []string{"not a url"}}); err == nil {
+	if _, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions, TrustedOrigins: []string{"not a url"}}); err == nil {
 		t.Error("bad trusted origin accepted")
 	}
 	for _, prefix := range []string{"idp", "/idp/", "/"} {
-		if _, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions{}, PathPrefix: prefix}); err == nil {
+		if _, err := consent.New(consent.Config{Store: s, Directory: users, Sessions: sloppySessions, PathPrefix: prefix}); err == nil {
 			t.Errorf("PathPrefix %q accepted", prefix)
 		}
 	}
 	// A store that cannot look clients up needs Clients.
 	grantsOnly := struct{ consent.Storage }{s}
-	if _, err := consent.New(consent.Config{Store: grantsOnly, Directory: users, Sessions: sloppySessions{}}); err == nil {
+	if _, err := consent.New(consent.Config{Store: grantsOnly, Directory: users, Sessions: sloppySessions}); err == nil {
 		t.Error("no way to find agent platforms accepted")
 	}
-	if _, err := consent.New(consent.Config{Store: grantsOnly, Clients: s, Directory: users, Sessions: sloppySessions{}}); err != nil {
+	if _, err := consent.New(consent.Config{Store: grantsOnly, Clients: s, Directory: users, Sessions: sloppySessions}); err != nil {
 		t.Errorf("Clients beside a grants-only store: %v", err)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -135,7 +136,7 @@ func newExpiringAgentToken(t *testing.T, tg *target, e *attackEnv) *agentToken {
 	sub, _ := e.agent.Claims["sub"].(string)
 	m := &agenttoken.Minter{
 		Keys: keys, Store: st, Catalog: scope.NewCatalog(), Issuer: tg.URL, Lifespan: time.Second,
-		Directory: fixedDirectory{"projects:read"},
+		Directory: testkit.NewDirectory().Set(sub, testkit.AnyOrg, "projects:read"),
 	}
 	tok, err := m.Mint(ctx, agenttoken.MintRequest{
 		UserID: sub, Organization: demoOrg, AgentSessionID: e.session, ClientID: e.plat.ID,
@@ -149,12 +150,6 @@ func newExpiringAgentToken(t *testing.T, tg *target, e *attackEnv) *agentToken {
 	// is the expiry and nothing else.
 	callAPI(t, tg.URL, http.MethodGet, demoOrg, at.Raw).wantStatus(t, "control: the short-lived token before expiry", http.StatusOK)
 	return at
-}
-
-type fixedDirectory []string
-
-func (d fixedDirectory) UserScopes(context.Context, string, string) ([]string, error) {
-	return []string(d), nil
 }
 
 // send makes a request with the browser's cookies and exactly the headers

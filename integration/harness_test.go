@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -158,24 +159,6 @@ func freeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// syncBuffer collects a process's output while tests read it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startServer runs `deputy-idp serve` on dsn, waits until /healthz answers,
 // and stops it when t ends, failing t unless it shuts down gracefully.
 func startServer(t testing.TB, dsn, secret string) *target {
@@ -205,7 +188,7 @@ func startReplica(t testing.TB, dsn, secret, issuer string, extra ...string) *ta
 		cmd := exec.Command(bin, args...)
 		// The server must not pick anything up from the developer's shell.
 		cmd.Env = cleanEnv()
-		out := &syncBuffer{}
+		out := &testkit.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start deputy-idp: %v", err)
@@ -278,7 +261,7 @@ func waitHealthy(t testing.TB, base string, exited <-chan error) error {
 
 // stopServer sends SIGTERM and requires a clean exit: graceful shutdown is
 // part of what the server promises.
-func stopServer(t testing.TB, cmd *exec.Cmd, exited <-chan error, out *syncBuffer) {
+func stopServer(t testing.TB, cmd *exec.Cmd, exited <-chan error, out *testkit.Buffer) {
 	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Errorf("SIGTERM: %v", err)

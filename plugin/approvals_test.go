@@ -4,35 +4,17 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
-
-// fakeClock is a clock the test moves.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // publicCodeClient stores a public authorization-code client (as a
 // dynamically registered MCP client is) and returns its oauth2 config.
@@ -63,8 +45,8 @@ func (e *env) publicCodeClient(agent bool, scopes ...string) oauth2.Config {
 func TestAgentClientWritesAreApprovals(t *testing.T) {
 	t.Parallel()
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
-		clock := &fakeClock{t: time.Now()}
-		e := newEnvWith(t, s, func(p *plugin.Plugin) { plugin.SetClock(p, clock.now) })
+		clock := testkit.NewClock(time.Now())
+		e := newEnvWith(t, s, func(p *plugin.Plugin) { plugin.SetClock(p, clock.Now) })
 		rs := e.resourceServer()
 		ctx := context.Background()
 		scopes := []string{"docs:read", "docs:write", "offline_access"}
@@ -140,7 +122,7 @@ func TestAgentClientWritesAreApprovals(t *testing.T) {
 
 		// The approval lapses: the live access token loses docs:write at
 		// once, and so does every refresh from then on.
-		clock.advance(plugin.DefaultGrantLifespan + time.Second)
+		clock.Advance(plugin.DefaultGrantLifespan + time.Second)
 		check("approval lapsed", tok, "docs:read offline_access")
 		if in := e.introspect(rs, tok.RefreshToken); !in.Active || in.Scope != "docs:read offline_access" {
 			t.Errorf("refresh token after the approval: %+v", in)

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gorilla/mux"
@@ -20,6 +19,7 @@ import (
 	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -352,7 +352,7 @@ func TestNewValidatesConfig(t *testing.T) {
 	t.Parallel()
 	s := storagetest.SQLite.Open(t)
 	good := func() plugin.Config {
-		return plugin.Config{Store: s, Directory: newDirectory(), Sessions: cookieSessions{}, SystemSecret: bytes.Repeat([]byte("k"), 32)}
+		return plugin.Config{Store: s, Directory: testkit.NewDirectory(), Sessions: cookieSessions, SystemSecret: bytes.Repeat([]byte("k"), 32)}
 	}
 	for _, tc := range []struct {
 		name string
@@ -408,9 +408,9 @@ func TestInternalErrorsAreGeneric(t *testing.T) {
 	t.Parallel()
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		s := b.Open(t)
-		var logs syncBuffer
+		var logs testkit.Buffer
 		p, err := plugin.New(context.Background(), plugin.Config{
-			Store: s, Directory: newDirectory(), Sessions: cookieSessions{},
+			Store: s, Directory: testkit.NewDirectory(), Sessions: cookieSessions,
 			SystemSecret: bytes.Repeat([]byte("k"), 32),
 			Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
 		})
@@ -434,21 +434,4 @@ func TestInternalErrorsAreGeneric(t *testing.T) {
 			t.Errorf("log lacks the detail: %s", logs.String())
 		}
 	})
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

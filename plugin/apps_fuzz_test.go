@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/deputyauth/deputy/apps"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -45,7 +46,7 @@ func fuzzStores(f *testing.F) []*storage.Store {
 // handler reaches the fuzzer instead of being swallowed by net/http.
 type fuzzIdP struct {
 	store *storage.Store
-	dir   *directory
+	dir   *testkit.Directory
 	p     *plugin.Plugin
 	h     http.Handler
 }

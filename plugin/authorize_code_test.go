@@ -74,7 +74,7 @@ func TestAuthorizationCodeWithPKCE(t *testing.T) {
 			t.Errorf("introspection = %+v", in)
 		}
 		// alice loses docs:write: the consented token loses it too.
-		e.dir.set("alice", "acme", "docs:read")
+		e.dir.Set("alice", "acme", "docs:read")
 		if in := e.introspect(rs, tok.AccessToken); in.Scope != "docs:read offline_access" {
 			t.Errorf("after losing docs:write: %+v", in)
 		}

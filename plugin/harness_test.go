@@ -17,77 +17,14 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
-	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
 
-// directory is a small in-test Directory: per user, per organization,
-// scopes; org "" answers the union across organizations, as the demo does.
-type directory struct {
-	mu       sync.Mutex
-	scopes   map[string]map[string][]string
-	disabled map[string]bool
-	calls    []string // "user@org" of every call
-}
-
-func newDirectory() *directory {
-	return &directory{scopes: map[string]map[string][]string{}, disabled: map[string]bool{}}
-}
-
-func (d *directory) set(user, org string, scopes ...string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.scopes[user] == nil {
-		d.scopes[user] = map[string][]string{}
-	}
-	d.scopes[user][org] = scopes
-}
-
-func (d *directory) disable(user string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.disabled[user] = true
-}
-
-func (d *directory) remove(user string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.scopes, user)
-}
-
-func (d *directory) UserScopes(_ context.Context, user, org string) ([]string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls = append(d.calls, user+"@"+org)
-	orgs, ok := d.scopes[user]
-	if !ok {
-		return nil, scope.ErrUserNotFound
-	}
-	if d.disabled[user] {
-		return nil, scope.ErrUserDisabled
-	}
-	if org == "" {
-		var all []string
-		for _, s := range orgs {
-			all = append(all, s...)
-		}
-		return scope.Normalize(all), nil
-	}
-	return append([]string(nil), orgs[org]...), nil
-}
-
 // cookieSessions is the test's first-party session: a "session" cookie
 // whose value is the user id.
-type cookieSessions struct{}
-
-func (cookieSessions) Authenticate(r *http.Request) (string, error) {
-	c, err := r.Cookie("session")
-	if err != nil || c.Value == "" {
-		return "", plugin.ErrNoSession
-	}
-	return c.Value, nil
-}
+var cookieSessions = testkit.Sessions{Cookie: "session"}
 
 var catalog = []plugin.ScopeEntry{
 	{Name: "docs:read", Description: "Read documents"},
@@ -100,7 +37,7 @@ const admin = "carol"
 type env struct {
 	t     *testing.T
 	store *storage.Store
-	dir   *directory
+	dir   *testkit.Directory
 	p     *plugin.Plugin
 	srv   *httptest.Server
 	// bodies is every apps API response body, for the show-once test.
@@ -111,17 +48,17 @@ type env struct {
 // newPlugin builds the plugin the tests share on s: alice, bob and the
 // admin carol with their scopes, cookie sessions, the catalog. mod, when
 // not nil, changes the config before plugin.New.
-func newPlugin(tb testing.TB, s *storage.Store, mod func(*plugin.Config)) (*plugin.Plugin, *directory) {
+func newPlugin(tb testing.TB, s *storage.Store, mod func(*plugin.Config)) (*plugin.Plugin, *testkit.Directory) {
 	tb.Helper()
-	dir := newDirectory()
-	dir.set("alice", "acme", "docs:read", "docs:write")
-	dir.set("alice", "globex", "admin:read")
-	dir.set("bob", "acme", "docs:read")
-	dir.set(admin, "", "docs:read")
+	dir := testkit.NewDirectory()
+	dir.Set("alice", "acme", "docs:read", "docs:write")
+	dir.Set("alice", "globex", "admin:read")
+	dir.Set("bob", "acme", "docs:read")
+	dir.Set(admin, "", "docs:read")
 	cfg := plugin.Config{
 		Store:        s,
 		Directory:    dir,
-		Sessions:     cookieSessions{},
+		Sessions:     cookieSessions,
 		IsAdmin:      func(_ context.Context, u string) bool { return u == admin },
 		SystemSecret: bytes.Repeat([]byte("k"), 32),
 		Scopes:       catalog,
@@ -155,7 +92,7 @@ func newEnvWith(t *testing.T, s *storage.Store, beforeCompose func(*plugin.Plugi
 	// The host's authorize endpoint: its login is the session cookie, its
 	// consent a yes.
 	r.HandleFunc(plugin.AuthorizePath, func(w http.ResponseWriter, r *http.Request) {
-		user, err := cookieSessions{}.Authenticate(r)
+		user, err := cookieSessions.Authenticate(r)
 		if err != nil {
 			http.Error(w, "log in", http.StatusUnauthorized)
 			return
@@ -327,7 +264,7 @@ type introspector struct{ id, secret string }
 
 func (e *env) resourceServer() introspector {
 	e.t.Helper()
-	e.dir.set("rs-owner", "", "docs:read")
+	e.dir.Set("rs-owner", "", "docs:read")
 	app := e.ccApp("rs-owner", "docs:read")
 	s := e.createSecret("rs-owner", app.ID)
 	return introspector{app.ID, s.Secret}

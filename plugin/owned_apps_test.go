@@ -13,6 +13,7 @@ import (
 	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -92,7 +93,7 @@ func TestOwnerLosingAScope(t *testing.T) {
 		sec := e.createSecret("alice", app.ID)
 		old := e.mustToken(app.ID, sec.Secret, "acme", "docs:read", "docs:write")
 
-		e.dir.set("alice", "acme", "docs:read")
+		e.dir.Set("alice", "acme", "docs:read")
 
 		fresh := e.mustToken(app.ID, sec.Secret, "acme", "docs:read", "docs:write")
 		if in := e.introspect(rs, fresh.AccessToken); in.Scope != "docs:read" {
@@ -107,7 +108,7 @@ func TestOwnerLosingAScope(t *testing.T) {
 		}
 
 		// Narrowing the app itself drops the scope from its live tokens too.
-		e.dir.set("alice", "acme", "docs:read", "docs:write")
+		e.dir.Set("alice", "acme", "docs:read", "docs:write")
 		st, body := e.call("alice", http.MethodPut, "/api/apps/"+app.ID, map[string]any{"name": app.Name, "scopes": []string{"docs:write"}})
 		e.must(http.StatusOK, st, body, nil)
 		if in := e.introspect(rs, old.AccessToken); in.Scope != "docs:write" {
@@ -121,10 +122,10 @@ func TestDisabledOrGoneOwner(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		for _, tc := range []struct {
 			name string
-			gone func(d *directory)
+			gone func(d *testkit.Directory)
 		}{
-			{"disabled", func(d *directory) { d.disable("alice") }},
-			{"deleted", func(d *directory) { d.remove("alice") }},
+			{"disabled", func(d *testkit.Directory) { d.Disable("alice") }},
+			{"deleted", func(d *testkit.Directory) { d.Remove("alice") }},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				e := newEnv(t, s)

@@ -22,7 +22,7 @@ func TestRefreshRechecksUser(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		e := newEnv(t, s)
 		rs := e.resourceServer()
-		e.dir.set("dave", "acme", "docs:read", "docs:write")
+		e.dir.Set("dave", "acme", "docs:read", "docs:write")
 		cfg := e.codeClient("http://127.0.0.1:9/cb", "docs:read", "docs:write", "offline_access")
 		verifier := oauth2.GenerateVerifier()
 		tok, err := cfg.Exchange(t.Context(), e.code("dave", "acme", cfg, oauth2.S256ChallengeOption(verifier)), oauth2.VerifierOption(verifier))
@@ -45,12 +45,12 @@ func TestRefreshRechecksUser(t *testing.T) {
 
 		// dave loses docs:write: the next pair is issued without it, and
 		// keeps it lost when he regains it.
-		e.dir.set("dave", "acme", "docs:read")
+		e.dir.Set("dave", "acme", "docs:read")
 		st, out = refresh(out["refresh_token"].(string))
 		if st != http.StatusOK || out["scope"] != "docs:read offline_access" {
 			t.Fatalf("refresh after losing docs:write: %d %v", st, out)
 		}
-		e.dir.set("dave", "acme", "docs:read", "docs:write")
+		e.dir.Set("dave", "acme", "docs:read", "docs:write")
 		if in := e.introspect(rs, out["access_token"].(string)); in.Scope != "docs:read offline_access" {
 			t.Errorf("the narrowed token after dave regains docs:write: %+v", in)
 		}
@@ -60,13 +60,13 @@ func TestRefreshRechecksUser(t *testing.T) {
 		}
 
 		// dave is disabled: no new pair.
-		e.dir.disable("dave")
+		e.dir.Disable("dave")
 		rt := out["refresh_token"].(string)
 		if st, out := refresh(rt); st != http.StatusBadRequest || out["error"] != "invalid_grant" {
 			t.Errorf("refresh for a disabled user: %d %v, want 400 invalid_grant", st, out)
 		}
 		// dave is gone: no new pair either.
-		e.dir.remove("dave")
+		e.dir.Remove("dave")
 		if st, out := refresh(rt); st != http.StatusBadRequest || out["error"] != "invalid_grant" {
 			t.Errorf("refresh for a deleted user: %d %v, want 400 invalid_grant", st, out)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -25,7 +26,7 @@ import (
 func TestHostileTextIsNotAnError(t *testing.T) {
 	t.Parallel()
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
-		logs := &lockedBuffer{}
+		logs := &testkit.Buffer{}
 		idp := startIdP(t, b, func(c *config) {
 			c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		})
@@ -104,7 +105,7 @@ func TestInternalErrorClassifiesBeforeLogging(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &lockedBuffer{}
+			logs := &testkit.Buffer{}
 			s := &server{log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 			w := httptest.NewRecorder()
 			s.internalError(w, httptest.NewRequest(http.MethodGet, "/settings/apps/x", nil), "load app", tc.err)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -92,7 +93,7 @@ func oauthForm(t *testing.T, idp *testIdP, path, id, secret string, form url.Val
 func TestLogsHoldNoSecrets(t *testing.T) {
 	t.Parallel()
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
-		logs := &lockedBuffer{}
+		logs := &testkit.Buffer{}
 		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		idp := startIdP(t, b, func(c *config) { c.Logger = log })
 		ctx := context.Background()
@@ -356,7 +357,7 @@ func TestMetricsEndpoint(t *testing.T) {
 }
 
 // waitFor polls until re matches what w holds, or serve ends.
-func waitFor(t *testing.T, w *lockedBuffer, re *regexp.Regexp, done <-chan error) string {
+func waitFor(t *testing.T, w *testkit.Buffer, re *regexp.Regexp, done <-chan error) string {
 	t.Helper()
 	for {
 		select {
@@ -379,7 +380,7 @@ func TestServeMetricsListener(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, logs lockedBuffer
+	var out, logs testkit.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, config{
@@ -439,7 +440,7 @@ func TestServeExportsTraces(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs lockedBuffer
+	var out, errs testkit.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--no-demo", "--database-url", storagetest.SQLite.NewDSN(t)}, &out, &errs)

@@ -10,12 +10,12 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -507,24 +507,6 @@ func TestHealthcheckCommand(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe to read while serve writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 var bannerPattern = regexp.MustCompile(`deputy-idp is running at (http://127\.0\.0\.1:\d+)`)
 
 // TestServeLifecycle runs the serve command's core on a free port: it
@@ -534,7 +516,7 @@ func TestServeLifecycle(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out lockedBuffer
+	var out testkit.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, config{

@@ -11,21 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
-
-// fakeClock is a settable time source for the throttle.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // loginFrom posts the login form to h as a client at address src.
 func loginFrom(t *testing.T, h http.Handler, src, username, password string) *httptest.ResponseRecorder {
@@ -88,8 +76,8 @@ func TestLoginThrottle(t *testing.T) {
 	longest := max(l.SourceEvery, min(l.AccountEvery, l.PairEvery))
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		idp := startIdP(t, b)
-		clock := &fakeClock{t: time.Now()}
-		idp.srv.throttle.now = clock.now
+		clock := testkit.NewClock(time.Now())
+		idp.srv.throttle.now = clock.Now
 		h := idp.srv.routes()
 		const attacker, alice, other = "198.51.100.1", "203.0.113.7", "2001:db8:1:2::5"
 
@@ -120,13 +108,13 @@ func TestLoginThrottle(t *testing.T) {
 				loginFrom(t, h, attacker, "alice", "more guessing") // refused, charging nothing
 			}
 			herWait := retryAfter(t, loginFrom(t, h, alice, "alice", demoAlicePassword), l.PairEvery)
-			clock.advance(herWait)
+			clock.Advance(herWait)
 			wantLogin(t, "alice after her Retry-After", loginFrom(t, h, alice, "alice", demoAlicePassword), http.StatusSeeOther)
 
 			// The attacker's refusals did not pile up: after its own
 			// Retry-After it is admitted again, for what refilled (the
 			// account's token and its address's allowance), and no more.
-			clock.advance(max(0, wait-herWait))
+			clock.Advance(max(0, wait-herWait))
 			admitted := 0
 			for ; admitted < 10; admitted++ {
 				if w = loginFrom(t, h, attacker, "alice", "guess-again"); w.Code != http.StatusUnauthorized {
@@ -165,7 +153,7 @@ func TestLoginThrottle(t *testing.T) {
 			wait := retryAfter(t, w, l.SourceEvery)
 			wantLogin(t, "bob at the guessing address", loginFrom(t, h, src, "bob", demoBobPassword), http.StatusTooManyRequests)
 			wantLogin(t, "bob elsewhere", loginFrom(t, h, other, "bob", demoBobPassword), http.StatusSeeOther)
-			clock.advance(wait)
+			clock.Advance(wait)
 			wantLogin(t, "bob at that address after Retry-After", loginFrom(t, h, src, "bob", demoBobPassword), http.StatusSeeOther)
 			// A success gave its reservation back: the next wrong password
 			// is still admitted.
@@ -233,8 +221,8 @@ func TestLoginThrottleForgetsNoDrainedBucket(t *testing.T) {
 	l.MaxEntries = 64
 	l.SourceBurst = 1e6
 	th := newLoginThrottle(l)
-	clock := &fakeClock{t: time.Now()}
-	th.now = clock.now
+	clock := testkit.NewClock(time.Now())
+	th.now = clock.Now
 	for range int(l.AccountBurst) {
 		if h, _ := th.reserve("198.51.100.9", "victim"); h == nil {
 			t.Fatal("refused within the burst")

@@ -1,10 +1,6 @@
 package agenttoken
 
-import (
-	"context"
-
-	"github.com/deputyauth/deputy/scope"
-)
+import "github.com/deputyauth/deputy/internal/testkit"
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef-system-secret")
 
@@ -18,18 +14,8 @@ const (
 	writeScope    = "projects:write"
 )
 
-// directory is the host's Directory for these tests: testUser holds read and
-// write in testOrg, and nothing anywhere else.
-type directory struct{}
-
-func newDirectory() directory { return directory{} }
-
-func (directory) UserScopes(_ context.Context, user, org string) ([]string, error) {
-	if user != testUser {
-		return nil, scope.ErrUserNotFound
-	}
-	if org != testOrg {
-		return []string{}, nil
-	}
-	return []string{readScope, writeScope}, nil
+// newDirectory is the host's Directory for these tests: testUser holds read
+// and write in testOrg, and nothing anywhere else.
+func newDirectory() *testkit.Directory {
+	return testkit.NewDirectory().Set(testUser, testOrg, readScope, writeScope)
 }

@@ -164,7 +164,7 @@ func TestAgentLoop(t *testing.T) {
 
 		// The grant never escalates past the user: once the user loses the
 		// write scope, a re-mint drops it despite the grant.
-		e.dir.set(testUser, testOrg, readScope, issuesReadScope)
+		e.dir.Set(testUser, testOrg, readScope, issuesReadScope)
 		if tr = e.mint(subject, testSession, testOrg); tr.Scope != "issues:read projects:read" {
 			t.Errorf("user without write, scopes = %q", tr.Scope)
 		}
@@ -198,8 +198,8 @@ func TestAgentTokenEndpointErrors(t *testing.T) {
 		noScopes := e.userToken(testUser, []string{}, time.Now().Add(time.Hour))
 		globex := e.userTokenIn("globex", testUser, []string{readScope}, time.Now().Add(time.Hour))
 		disabled := e.userToken("carol", []string{readScope}, time.Now().Add(time.Hour))
-		e.dir.set("carol", testOrg, readScope)
-		e.dir.disabled["carol"] = true
+		e.dir.Set("carol", testOrg, readScope)
+		e.dir.Disable("carol")
 		agent := e.mint(good, testSession, testOrg).AccessToken
 		// A token with a valid shape whose HMAC was never issued.
 		forged := good[:len(good)-4] + "AAAA"

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -43,44 +43,13 @@ const (
 	issuesReadScope = "issues:read"
 )
 
-// directory is the host's Directory for tests: who holds what, per org.
-type directory struct {
-	mu       sync.Mutex
-	scopes   map[string][]string // user + "/" + org → scopes
-	disabled map[string]bool
-}
-
-func newDirectory() *directory {
-	return &directory{
-		scopes: map[string][]string{
-			testUser + "/" + testOrg:  {readScope, writeScope, issuesReadScope, "admin:write"},
-			otherUser + "/" + testOrg: {readScope, writeScope},
-			testUser + "/globex":      {readScope, writeScope},
-		},
-		disabled: map[string]bool{},
-	}
-}
-
-func (d *directory) UserScopes(_ context.Context, user, org string) ([]string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.disabled[user] {
-		return nil, scope.ErrUserDisabled
-	}
-	s, ok := d.scopes[user+"/"+org]
-	if !ok {
-		if _, known := d.scopes[user+"/"+testOrg]; known {
-			return []string{}, nil
-		}
-		return nil, scope.ErrUserNotFound
-	}
-	return append([]string{}, s...), nil
-}
-
-func (d *directory) set(user, org string, scopes ...string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.scopes[user+"/"+org] = scopes
+// newDirectory is the host's Directory for these tests: who holds what,
+// per org.
+func newDirectory() *testkit.Directory {
+	return testkit.NewDirectory().
+		Set(testUser, testOrg, readScope, writeScope, issuesReadScope, "admin:write").
+		Set(otherUser, testOrg, readScope, writeScope).
+		Set(testUser, "globex", readScope, writeScope)
 }
 
 // prefixedStrategy is fosite's HMAC strategy with deputy's dpy_ prefixes,
@@ -116,7 +85,7 @@ func (s *orgSession) Clone() fosite.Session {
 type env struct {
 	t         *testing.T
 	store     *storage.Store
-	dir       *directory
+	dir       *testkit.Directory
 	keys      *agenttoken.Keyring
 	minter    *agenttoken.Minter
 	verifier  *agenttoken.AgentVerifier

@@ -11,6 +11,7 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/scope"
 )
 
@@ -107,25 +108,12 @@ func TestSessionCloneAndJSON(t *testing.T) {
 	}
 }
 
-type ownedTestDirectory map[string][]string // user → scopes; "off:" + user disables
-
-func (d ownedTestDirectory) UserScopes(_ context.Context, user, _ string) ([]string, error) {
-	if _, off := d["off:"+user]; off {
-		return nil, scope.ErrUserDisabled
-	}
-	if user == "broken" {
-		return nil, errors.New("directory down")
-	}
-	s, ok := d[user]
-	if !ok {
-		return nil, scope.ErrUserNotFound
-	}
-	return s, nil
-}
-
 func TestEffectiveScopes(t *testing.T) {
 	t.Parallel()
-	dir := ownedTestDirectory{"alice": {"docs:read", "docs:write"}, "bob": {"docs:read"}, "off:bob": nil}
+	dir := testkit.NewDirectory().
+		Set("alice", testkit.AnyOrg, "docs:read", "docs:write").
+		Set("bob", testkit.AnyOrg, "docs:read").Disable("bob").
+		Fail("broken", errors.New("directory down"))
 	client := &fosite.DefaultClient{ID: "c", Scopes: []string{"docs:read", "docs:write", "openid", "admin:read"}}
 	for _, tc := range []struct {
 		name, user string

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -114,20 +115,17 @@ func TestSecretUsageThrottle(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		var mu sync.Mutex
 		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-		now := t0
-		clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-		advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+		clock := testkit.NewClock(t0)
 
 		store := &countingToucher{Store: s}
-		u := newSecretUsage(store, time.Minute, nil, clock)
+		u := newSecretUsage(store, time.Minute, nil, clock.Now)
 		for range 100 {
 			u.Used(hash) // a burst: one write
 		}
-		advance(59 * time.Second)
+		clock.Advance(59 * time.Second)
 		u.Used(hash) // still within the minute: none
-		advance(2 * time.Second)
+		clock.Advance(2 * time.Second)
 		u.Used(hash) // a minute after the first write: one more
 		u.Used(hash)
 		u.Used([]byte("not a hash"))

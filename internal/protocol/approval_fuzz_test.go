@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -20,34 +19,11 @@ import (
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/handlers/flows"
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
-
-// heldDirectory says the user holds exactly the scopes of the current
-// input, in every organization, so that only the input rules decide.
-type heldDirectory struct {
-	mu   sync.Mutex
-	held []string
-}
-
-func (d *heldDirectory) set(s []string) { d.mu.Lock(); d.held = s; d.mu.Unlock() }
-
-func (d *heldDirectory) UserScopes(context.Context, string, string) ([]string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.held), nil
-}
-
-type cookieSessions struct{}
-
-func (cookieSessions) Authenticate(r *http.Request) (string, error) {
-	if c, err := r.Cookie("sid"); err == nil && c.Value != "" {
-		return c.Value, nil
-	}
-	return "", consent.ErrNoSession
-}
 
 // FuzzApprovalIsMintable states the invariant between the consent handler
 // and the agent-token grant, which share internal/protocol's rules: for an
@@ -94,9 +70,11 @@ func FuzzApprovalIsMintable(f *testing.F) {
 
 	s := storagetest.SQLite.Open(f)
 	ctx := context.Background()
-	dir := &heldDirectory{}
+	// alice holds exactly the scopes of the current input, in every
+	// organization, so that only the input rules decide.
+	dir := testkit.NewDirectory()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ch, err := consent.New(consent.Config{Store: s, Directory: dir, Sessions: cookieSessions{}, Logger: quiet})
+	ch, err := consent.New(consent.Config{Store: s, Directory: dir, Sessions: testkit.Sessions{Cookie: "sid"}, Logger: quiet})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -122,7 +100,7 @@ func FuzzApprovalIsMintable(f *testing.F) {
 		if len(scopes) == 0 || len(scopes) > consent.MaxScopes {
 			return // consent's own bounds on how many, not a shared rule
 		}
-		dir.set(scopes)
+		dir.Set("alice", testkit.AnyOrg, scopes...)
 
 		body, _ := json.Marshal(map[string]any{"organization": org, "clientId": platform.ID, "sessionId": session, "scopes": scopes, "decision": "approve"})
 		r := httptest.NewRequest(http.MethodPost, "https://idp.example/agent/approve", strings.NewReader(string(body)))

@@ -17,26 +17,13 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/deputyauth/deputy/internal/testkit"
 )
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newFakeClock is a clock the test moves by hand.
+func newFakeClock() *testkit.Clock {
+	return testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 // fakeTokenEndpoint authenticates clients the way fosite does (Basic wins,
@@ -123,7 +110,7 @@ func serve(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
 	return w
 }
 
-func newLimited(t *testing.T, cfg ClientAuthLimit) (*ClientAuthLimiter, *fakeClock, *fakeTokenEndpoint, http.Handler) {
+func newLimited(t *testing.T, cfg ClientAuthLimit) (*ClientAuthLimiter, *testkit.Clock, *fakeTokenEndpoint, http.Handler) {
 	t.Helper()
 	clock := newFakeClock()
 	l := newClientAuthLimiter(cfg, clock.Now)
