@@ -323,13 +323,19 @@ func (p *Plugin) listApps(w http.ResponseWriter, r *http.Request, caller string)
 		p.writeError(w, http.StatusForbidden, APIError{Error: apiErrForbidden, Field: "user_id", Message: "user_id: only an administrator may list another user's apps"})
 		return
 	}
+	writeList(p, w, r, "list apps", cs, err, appJSON)
+}
+
+// writeList answers a listing of the apps service: each item as view
+// shows it, in a JSON array (never null), or the service's error.
+func writeList[T, V any](p *Plugin, w http.ResponseWriter, r *http.Request, what string, items []T, err error, view func(T) V) {
 	if err != nil {
-		p.appsError(w, r, "list apps", err)
+		p.appsError(w, r, what, err)
 		return
 	}
-	out := make([]App, 0, len(cs))
-	for _, c := range cs {
-		out = append(out, appJSON(c))
+	out := make([]V, 0, len(items))
+	for _, it := range items {
+		out = append(out, view(it))
 	}
 	p.writeJSON(w, http.StatusOK, out)
 }
@@ -396,15 +402,7 @@ func (p *Plugin) createSecret(w http.ResponseWriter, r *http.Request, caller str
 
 func (p *Plugin) listSecrets(w http.ResponseWriter, r *http.Request, caller string) {
 	ss, err := p.apps.ListSecrets(r.Context(), caller, mux.Vars(r)["id"])
-	if err != nil {
-		p.appsError(w, r, "list secrets", err)
-		return
-	}
-	out := make([]Secret, 0, len(ss))
-	for _, s := range ss {
-		out = append(out, secretJSON(s))
-	}
-	p.writeJSON(w, http.StatusOK, out)
+	writeList(p, w, r, "list secrets", ss, err, secretJSON)
 }
 
 func (p *Plugin) deleteSecret(w http.ResponseWriter, r *http.Request, caller string) {
@@ -418,22 +416,18 @@ func (p *Plugin) deleteSecret(w http.ResponseWriter, r *http.Request, caller str
 
 func (p *Plugin) listAuthorizedApps(w http.ResponseWriter, r *http.Request, caller string) {
 	as, err := p.apps.ListAuthorized(r.Context(), caller)
-	if err != nil {
-		p.appsError(w, r, "list authorized apps", err)
-		return
+	writeList(p, w, r, "list authorized apps", as, err, authorizedAppJSON)
+}
+
+func authorizedAppJSON(a *storage.AuthorizedApp) AuthorizedApp {
+	return AuthorizedApp{
+		ID:               a.Client.ID,
+		Name:             a.Client.Name,
+		IconURL:          a.Client.IconURL,
+		OwnerUserID:      a.Client.Owner(),
+		Scopes:           nonNil(a.Scopes),
+		LastAuthorizedAt: a.LastAuthorizedAt,
 	}
-	out := make([]AuthorizedApp, 0, len(as))
-	for _, a := range as {
-		out = append(out, AuthorizedApp{
-			ID:               a.Client.ID,
-			Name:             a.Client.Name,
-			IconURL:          a.Client.IconURL,
-			OwnerUserID:      a.Client.Owner(),
-			Scopes:           nonNil(a.Scopes),
-			LastAuthorizedAt: a.LastAuthorizedAt,
-		})
-	}
-	p.writeJSON(w, http.StatusOK, out)
 }
 
 func (p *Plugin) revokeAuthorizedApp(w http.ResponseWriter, r *http.Request, caller string) {

@@ -123,33 +123,19 @@ func mountKit(r *mux.Router, p *plugin.Plugin) {
 	}
 }
 
-// call makes an apps API request as user ("" for none) and returns the
-// status and body.
-func (e *env) call(user, method, path string, body any) (int, []byte) {
+// raw sends a request to the test server and returns the response and its
+// body, whatever the status.
+func (e *env) raw(method, path, ctype, body string, setup func(*http.Request)) (*http.Response, []byte) {
 	e.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		js, err := json.Marshal(b)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rd = bytes.NewReader(js)
-	}
-	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
 	}
-	if user != "" {
-		req.AddCookie(&http.Cookie{Name: "session", Value: user})
+	if setup != nil {
+		setup(req)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -160,6 +146,43 @@ func (e *env) call(user, method, path string, body any) (int, []byte) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return resp, out
+}
+
+func basic(id, secret string) func(*http.Request) {
+	return func(r *http.Request) { r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret)) }
+}
+
+func session(user string) func(*http.Request) {
+	return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "session", Value: user}) }
+}
+
+// call makes an apps API request as user ("" for none) and returns the
+// status and body.
+func (e *env) call(user, method, path string, body any) (int, []byte) {
+	e.t.Helper()
+	var text, ctype string
+	switch b := body.(type) {
+	case nil:
+	case string:
+		text = b
+	case []byte:
+		text = string(b)
+	default:
+		js, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		text = string(js)
+	}
+	if body != nil {
+		ctype = "application/json"
+	}
+	var who func(*http.Request)
+	if user != "" {
+		who = session(user)
+	}
+	resp, out := e.raw(method, path, ctype, text, who)
 	if resp.StatusCode == http.StatusInternalServerError {
 		e.t.Errorf("%s %s: 500: %s", method, path, out)
 	}
@@ -239,20 +262,11 @@ func oauthErrorCode(err error) string {
 // form posts an authenticated form to an OAuth2 endpoint.
 func (e *env) form(path, clientID, secret string, v url.Values) (int, []byte) {
 	e.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(v.Encode()))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	var auth func(*http.Request)
 	if clientID != "" {
-		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+		auth = basic(clientID, secret)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	resp, body := e.raw(http.MethodPost, path, "application/x-www-form-urlencoded", v.Encode(), auth)
 	if resp.StatusCode >= 500 {
 		e.t.Errorf("POST %s: %d: %s", path, resp.StatusCode, body)
 	}

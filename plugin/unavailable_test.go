@@ -2,7 +2,6 @@ package plugin_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,40 +10,6 @@ import (
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
-
-// raw sends a request to the test server and returns the response and its
-// body, whatever the status.
-func (e *env) raw(method, path, ctype, body string, setup func(*http.Request)) (*http.Response, []byte) {
-	e.t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	if setup != nil {
-		setup(req)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return resp, out
-}
-
-func basic(id, secret string) func(*http.Request) {
-	return func(r *http.Request) { r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret)) }
-}
-
-func session(user string) func(*http.Request) {
-	return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "session", Value: user}) }
-}
 
 // TestDatabaseDownAnswers503 closes the store's database under a running
 // plugin: every endpoint family answers a clean 503 JSON with Retry-After,

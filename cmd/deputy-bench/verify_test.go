@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/deputyauth/deputy/storage/querycount"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -16,19 +15,7 @@ func TestVerifyCases(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		s, qc, err := querycount.Open(ctx, b.NewDSN(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
-		srv, err := startDeputy(ctx, "127.0.0.1:0", &database{Backend: b.Name, Store: s, Counter: qc})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.stop)
+		srv, qc := startCounted(t, b)
 		cases, err := verifyCases(ctx, srv, true)
 		if err != nil {
 			t.Fatal(err)
