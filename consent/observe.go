@@ -16,6 +16,10 @@ func traced(name string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, span := tracer.Start(r.Context(), name)
 		defer span.End()
+		if !span.IsRecording() {
+			h(w, r) // nothing to parent: no copy of the request
+			return
+		}
 		h(w, r.WithContext(ctx))
 	}
 }

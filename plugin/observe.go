@@ -43,6 +43,14 @@ func (p *Plugin) guard(endpoint string, next http.Handler) http.Handler {
 		start := time.Now()
 		ctx, span := tracer.Start(r.Context(), spanName)
 		defer span.End()
+		if !span.IsRecording() {
+			// Nobody records this request (no provider installed, or not
+			// sampled): keep the span out of the context, so that fosite,
+			// which starts its spans from the provider of the span it
+			// finds there, does not go through the global provider's lock
+			// twice per request for nothing.
+			ctx = r.Context()
+		}
 		ow := &oauthWriter{ResponseWriter: w}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		err := parseForm(r)

@@ -486,3 +486,15 @@ func TestServeExportsTraces(t *testing.T) {
 		t.Errorf("serve did not say where traces go: %s", errs.String())
 	}
 }
+
+// TestRequestLogAllocations: a request whose line is below the level costs
+// one allocation (the status recorder), nothing formatted. (Not parallel:
+// AllocsPerRun counts every goroutine's allocations; the bound leaves room
+// for stray ones, not for a second allocation per request.)
+func TestRequestLogAllocations(t *testing.T) {
+	h := observeRequests(newLogger(io.Discard, slog.LevelInfo, false), false, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	w, r := httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/oauth2/token", nil)
+	if n := testing.AllocsPerRun(1000, func() { h.ServeHTTP(w, r) }); n > 1.5 {
+		t.Errorf("a successful request at INFO allocates %.1f times, want 1", n)
+	}
+}
