@@ -2,7 +2,9 @@ package plugin
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/ory/fosite"
 	"net/http"
 	"net/url"
 	"time"
@@ -45,6 +47,7 @@ func (p *Plugin) enableAgents(ctx context.Context) error {
 		Store:         cfg.Store,
 		Directory:     cfg.Directory,
 		Sessions:      cfg.Sessions,
+		Clients:       consentClients{p},
 		Catalog:       p.catalog,
 		GrantLifespan: cfg.GrantLifespan,
 		LoginURL:      cfg.LoginURL,
@@ -57,6 +60,17 @@ func (p *Plugin) enableAgents(ctx context.Context) error {
 		OnEvent: p.metrics.consentEvent,
 	})
 	return err
+}
+
+// consentClients finds the clients the consent pages name: deputy's, and
+// with Config.ClientRegistration.MetadataDocuments the documents'.
+type consentClients struct{ p *Plugin }
+
+func (f consentClients) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	if d := f.p.documents; d != nil && d.IsDocumentID(id) {
+		return d.Client(ctx, id)
+	}
+	return f.p.cfg.Store.GetClient(ctx, id)
 }
 
 // Keys returns the agent-token signing keys; nil without Config.Agents.

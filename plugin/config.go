@@ -5,6 +5,7 @@ package plugin
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/ory/fosite"
@@ -118,6 +119,11 @@ type Config struct {
 	// process: with N replicas a client may fail N times as often.
 	ClientAuthLimit ClientAuthLimit
 
+	// ClientRegistration lets clients register without a person, the way
+	// MCP clients do: RFC 7591/7592 dynamic registration and Client ID
+	// Metadata Documents. Both are off by default; see ClientRegistration.
+	ClientRegistration ClientRegistration
+
 	// Logger receives internal errors with detail (ERROR), what does not
 	// fail a request (WARN) and agent-grant decisions (INFO); never a
 	// secret, token or request value. Give it a handler with its own level
@@ -125,6 +131,78 @@ type Config struct {
 	// Default slog.Default().
 	Logger *slog.Logger
 }
+
+// ClientRegistration configures the clients that register themselves
+// (Config.ClientRegistration). Whichever way they come, they are
+// unowned, agents (their write scopes are approvals that last the grant
+// lifespan), unverified on consent screens, limited to the
+// authorization_code grant with refresh_token optional (never
+// client_credentials, never the agent-token grant), response type code,
+// and redirect URIs that are https, http to a loopback address (any port,
+// RFC 8252) or a private-use scheme.
+type ClientRegistration struct {
+	// Dynamic serves RFC 7591 registration at RegistrationPath (below
+	// MountPath, in Handler) and RFC 7592 management of each registration
+	// at RegistrationPath/<client_id>, authenticated by the registration
+	// access token the registration answered; the metadata advertises
+	// registration_endpoint.
+	Dynamic bool
+	// MetadataDocuments accepts a client_id that is an https URL as the
+	// address of the client's metadata document
+	// (draft-ietf-oauth-client-id-metadata-document), fetched when the
+	// client is looked up; the metadata advertises
+	// client_id_metadata_document_supported.
+	MetadataDocuments bool
+
+	// Scopes a client that registers itself may ask for. A dynamic client
+	// asking for another is refused (invalid_client_metadata); one asking
+	// for none gets them all; a document's scope is narrowed to them.
+	// Default: every scope of Config.Scopes, plus offline and
+	// offline_access (refresh tokens). Required when Config.Scopes is empty.
+	Scopes []string
+	// AuthMethods a dynamic client may choose: "none" (a public client:
+	// PKCE, no secret) and "client_secret_basic" (a dpy_cs_ secret, given
+	// once in the registration's answer). Default both. A metadata
+	// document's client is always public.
+	AuthMethods []string
+	// UnusedLifetime is how long a registration that never obtained a
+	// token lives: Store.DeleteExpired removes it after. Its first token
+	// makes it permanent (until deleted through RFC 7592, or by an
+	// administrator). Default 24 hours.
+	UnusedLifetime time.Duration
+	// MaxRedirectURIs a client may register. Default 10.
+	MaxRedirectURIs int
+	// Limit bounds registrations per source (Source): Burst in a row
+	// (default 10), then Rate a second (default 10 an hour). MaxSources
+	// (default 10,000) bounds the memory it takes. Per process: with N
+	// replicas a source may register N times as often.
+	Limit RegistrationLimit
+	// Source names the source of a registration request for Limit.
+	// Default: the peer's address (an IPv6 /64). Behind a reverse proxy
+	// every request comes from the proxy: return the address it forwards.
+	Source func(*http.Request) string
+
+	// AllowLoopbackDocuments lets metadata documents be fetched from
+	// loopback addresses, and accepts http://127.0.0.1…, http://[::1]… and
+	// http://localhost… client ids: for development and tests only, never
+	// in production (it would let anyone who can reach the authorization
+	// endpoint make it fetch from the IdP's own machine). Documents are
+	// never fetched from any other non-public address.
+	AllowLoopbackDocuments bool
+	// DocumentTimeout bounds one document fetch, connection to last byte.
+	// Default 5s.
+	DocumentTimeout time.Duration
+	// DocumentMaxBytes bounds a document. Default 16 KiB.
+	DocumentMaxBytes int64
+	// DocumentMinCache and DocumentMaxCache bound how long a document is
+	// kept: its Cache-Control max-age (5 minutes without one), clamped.
+	// Defaults 1 minute and 24 hours.
+	DocumentMinCache, DocumentMaxCache time.Duration
+}
+
+// RegistrationLimit is ClientRegistration.Limit: a token bucket per
+// source. The zero value means the defaults.
+type RegistrationLimit = ratelimit.SourceLimit
 
 // Defaults of Config.
 const (

@@ -87,6 +87,23 @@ func newEnvWith(t *testing.T, s *storage.Store, beforeCompose func(*plugin.Plugi
 	if beforeCompose != nil {
 		beforeCompose(p)
 	}
+	return serveKit(t, s, p, dir)
+}
+
+// newEnvConfig is newEnv with changes to the plugin's config.
+func newEnvConfig(t *testing.T, s *storage.Store, mod func(*plugin.Config)) *env {
+	t.Helper()
+	p, dir := newPlugin(t, s, func(c *plugin.Config) {
+		c.Agents = true
+		mod(c)
+	})
+	return serveKit(t, s, p, dir)
+}
+
+// serveKit serves p in kit mode on a loopback server, with the host's
+// authorize endpoint.
+func serveKit(t *testing.T, s *storage.Store, p *plugin.Plugin, dir *directory) *env {
+	t.Helper()
 	r := mux.NewRouter()
 	mountKit(r, p)
 	// The host's authorize endpoint: its login is the session cookie, its
@@ -118,7 +135,7 @@ func mountKit(r *mux.Router, p *plugin.Plugin) {
 		r.Handle(path, oauth2)
 	}
 	own := p.Handler()
-	for _, prefix := range []string{"/api/", "/agent/", plugin.JWKSPath} {
+	for _, prefix := range []string{"/api/", "/agent/", plugin.JWKSPath, plugin.RegistrationPath} {
 		r.PathPrefix(prefix).Handler(own)
 	}
 }

@@ -37,7 +37,7 @@ type HostStorage interface {
 // transactions go to the host's storage when it has them.
 type Storage struct {
 	HostStorage
-	apps *storage.Store
+	p *Plugin
 }
 
 var (
@@ -50,26 +50,31 @@ var (
 // WrapStorage returns the host's storage with deputy's apps added, for the
 // host to hand compose.Compose instead of its own.
 func (p *Plugin) WrapStorage(host HostStorage) *Storage {
-	return &Storage{HostStorage: host, apps: p.cfg.Store}
+	return &Storage{HostStorage: host, p: p}
 }
 
 // GetClient asks the host's storage first, so that the host's clients cost
-// deputy nothing; a client the host does not know is looked up among
-// deputy's apps, whose secret hashes are marked for SecretsHasher.
+// deputy nothing; a client the host does not know is one of deputy's
+// apps, whose secret hashes are marked for SecretsHasher, or, with
+// Config.ClientRegistration.MetadataDocuments, the client a metadata
+// document describes when the id is its https URL.
 func (s *Storage) GetClient(ctx context.Context, id string) (fosite.Client, error) {
 	c, err := s.HostStorage.GetClient(ctx, id)
 	if !errors.Is(err, fosite.ErrNotFound) {
 		return c, err
 	}
-	app, err := s.apps.Client(ctx, id)
-	if errors.Is(err, fosite.ErrNotFound) {
+	doc, app, err := s.p.lookupClient(ctx, id)
+	switch {
+	case errors.Is(err, fosite.ErrNotFound):
 		// For the client-authentication limiter at the host's endpoints:
 		// an unknown client is refused like a wrong secret, so that its
 		// 429s do not tell which client ids exist.
 		clientsecret.NoteUnknownClient(ctx)
-	}
-	if err != nil {
 		return nil, err
+	case err != nil:
+		return nil, err
+	case doc != nil:
+		return doc, nil
 	}
 	return hostAppView{app}, nil
 }

@@ -224,6 +224,9 @@ type Metadata struct {
 	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
 	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+	// Config.ClientRegistration's: registration_endpoint and
+	// client_id_metadata_document_supported.
+	RegistrationMetadata
 }
 
 // Metadata returns the document served at MetadataPath.
@@ -261,6 +264,7 @@ func (p *Plugin) Metadata() Metadata {
 		CodeChallengeMethodsSupported:             []string{"S256"},
 		// RFC 9207: WrapProvider puts iss in every authorization response.
 		AuthorizationResponseIssParameterSupported: true,
+		RegistrationMetadata:                       p.RegistrationMetadata(),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/handlers/flows"
+	"github.com/deputyauth/deputy/handlers/registration"
 	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/internal/clientsecret"
 	"github.com/deputyauth/deputy/internal/protocol"
@@ -70,6 +71,12 @@ type Plugin struct {
 	limiter  *ratelimit.ClientAuthLimiter
 	sessions flows.SessionCodec
 	apps     *apps.Service
+
+	// Clients that register themselves, when Config.ClientRegistration
+	// turns them on: the RFC 7591/7592 endpoint and metadata documents.
+	registrationPolicy registration.Policy
+	registration       *registration.Handler
+	documents          *registration.Documents
 
 	// Agent tokens and consent, when Config.Agents is set.
 	keys    *agenttoken.Keyring
@@ -140,6 +147,10 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	}
 	p.hmac = flows.NewHMACStrategy(p.fosite)
 
+	if err := p.enableRegistration(); err != nil {
+		p.usage.Close()
+		return nil, err
+	}
 	if cfg.Agents {
 		if err := p.enableAgents(ctx); err != nil {
 			p.usage.Close()
@@ -287,6 +298,11 @@ func (p *Plugin) Factories() []compose.Factory {
 	if p.minter != nil {
 		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(false)))
 	}
+	if p.registration != nil {
+		// A dynamic registration's first token makes it permanent. (A
+		// metadata document's client has no row to mark in plugin mode.)
+		fs = append(fs, flows.RegistrationUsageFactory(p.cfg.Store))
+	}
 	return append(fs, p.bind(false))
 }
 
@@ -296,7 +312,13 @@ func (p *Plugin) Factories() []compose.Factory {
 // client credentials, user-checking introspection, revocation,
 // and the agent-token grant with Config.Agents.
 func (p *Plugin) kitFactories() []compose.Factory {
-	fs := []compose.Factory{
+	var fs []compose.Factory
+	if p.registration != nil || p.documents != nil {
+		// Before the code grant, so that a registration that cannot be
+		// marked used gets no token (it would be swept).
+		fs = append(fs, flows.RegistrationUsageFactory(p.cfg.Store))
+	}
+	fs = append(fs,
 		flows.AuthorizeCodeGrantFactory,
 		flows.RefreshTokenGrantFactory(p.cfg.Directory),
 		flows.RefreshApprovalFactory(p.approvals(), p.sessions),
@@ -304,7 +326,7 @@ func (p *Plugin) kitFactories() []compose.Factory {
 		flows.OwnedClientCredentialsFactory(p.cfg.Directory, false),
 		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(true), p.approvals(), false),
 		compose.OAuth2TokenRevocationFactory,
-	}
+	)
 	if p.minter != nil {
 		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(true)))
 	}
@@ -325,7 +347,7 @@ func (p *Plugin) grantTypes() []string {
 // authorization-endpoint rules (WrapProvider).
 func (p *Plugin) Provider() fosite.OAuth2Provider {
 	p.kitOnce.Do(func() {
-		p.provider = p.WrapProvider(compose.Compose(p.fosite, p.cfg.Store, &compose.CommonStrategy{CoreStrategy: p.hmac}, p.kitFactories()...))
+		p.provider = p.WrapProvider(compose.Compose(p.fosite, kitStorage{Store: p.cfg.Store, p: p}, &compose.CommonStrategy{CoreStrategy: p.hmac}, p.kitFactories()...))
 	})
 	return p.provider
 }
@@ -372,6 +394,9 @@ func (v boundVerifier) VerifyAccessToken(ctx context.Context, token, org string)
 // what it holds. The Store stays open: the host owns it.
 func (p *Plugin) Close() error {
 	p.usage.Close()
+	if p.documents != nil {
+		p.documents.Close()
+	}
 	return nil
 }
 

@@ -36,6 +36,26 @@ func NewClientSecret() (secret string, hash []byte, displayPrefix string, err er
 	return secret, sum[:], secret[:SecretDisplayPrefixLen], nil
 }
 
+// NewRegistrationToken returns a fresh RFC 7592 registration access token
+// (protocol.RegistrationTokenPrefix and 32 random bytes, base64url) and its
+// SHA-256 hash, which is all that is stored.
+func NewRegistrationToken() (token string, hash []byte, err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, err
+	}
+	token = protocol.RegistrationTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(token))
+	return token, sum[:], nil
+}
+
+// MatchesHash reports, in constant time, whether token hashes (SHA-256) to
+// hash.
+func MatchesHash(token string, hash []byte) bool {
+	sum := sha256.Sum256([]byte(token))
+	return len(hash) == sha256.Size && subtle.ConstantTimeCompare(hash, sum[:]) == 1
+}
+
 var errSecretMismatch = errors.New("deputy: client secret does not match")
 
 var _ fosite.Hasher = (*SHA256Hasher)(nil)

@@ -25,6 +25,15 @@ const (
 	AgentTokenPrefix = "dpy_agt_"
 	// ClientSecretPrefix marks a client secret.
 	ClientSecretPrefix = "dpy_cs_"
+	// RegistrationTokenPrefix marks an RFC 7592 registration access token.
+	RegistrationTokenPrefix = "dpy_rat_"
+)
+
+// Token endpoint authentication methods (RFC 7591 §2).
+const (
+	TokenAuthNone  = "none"
+	TokenAuthBasic = "client_secret_basic"
+	TokenAuthPost  = "client_secret_post"
 )
 
 // Grant types deputy speaks.

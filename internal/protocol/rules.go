@@ -97,9 +97,15 @@ func ValidScopeToken(s string) bool {
 }
 
 // CheckRedirectURI follows the OAuth 2.0 Security BCP and RFC 8252: https
-// with a host; http only to a loopback address; or a private-use scheme in
-// reverse-domain form (com.example.app:/callback) for native apps. Never a
-// fragment, never credentials. The error says what is wrong.
+// with a host; http only to a loopback address (any port: RFC 8252 §7.3);
+// or a private-use scheme for native apps. Never a fragment, never
+// credentials. The error says what is wrong.
+//
+// A private-use scheme should be a reverse domain name
+// (com.example.app:/callback, RFC 8252 §7.1), but clients in use register
+// single-label ones (cursor://…), so any scheme is accepted except those a
+// browser or an operating system gives a meaning of its own
+// (reservedSchemes): a redirect to javascript: or file: is no app's.
 func CheckRedirectURI(raw string) error {
 	if len(raw) > MaxURILength {
 		return fmt.Errorf("longer than %d characters", MaxURILength)
@@ -114,6 +120,9 @@ func CheckRedirectURI(raw string) error {
 	if u.User != nil {
 		return errors.New("must not carry credentials")
 	}
+	if strings.ContainsFunc(raw, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return errors.New("must not contain spaces or control characters")
+	}
 	switch scheme := strings.ToLower(u.Scheme); {
 	case scheme == "https":
 		if u.Hostname() == "" {
@@ -123,10 +132,59 @@ func CheckRedirectURI(raw string) error {
 		if !IsLoopback(u.Hostname()) {
 			return errors.New("http is allowed only for loopback addresses; use https")
 		}
-	case strings.Contains(scheme, "."):
-		// private-use scheme, e.g. com.example.app:/callback
-	default:
+	case reservedSchemes[scheme]:
 		return fmt.Errorf("scheme %q is not allowed", u.Scheme)
+	default:
+		// A private-use scheme, e.g. com.example.app:/callback.
+	}
+	return nil
+}
+
+// reservedSchemes are URI schemes that browsers or operating systems handle
+// themselves: never an app's private-use redirect scheme.
+var reservedSchemes = map[string]bool{
+	"javascript": true, "vbscript": true, "data": true, "file": true, "about": true,
+	"blob": true, "filesystem": true, "view-source": true, "chrome": true,
+	"ftp": true, "ws": true, "wss": true, "mailto": true, "tel": true, "sms": true,
+	"urn": true, "intent": true, "content": true, "resource": true,
+}
+
+// CheckClientIDURL checks that raw can be the client id of a client ID
+// metadata document (draft-ietf-oauth-client-id-metadata-document §3): an
+// https URL with a host and a path, without dot segments, fragment,
+// credentials, spaces or control characters. With loopbackHTTP, http to a
+// loopback host is accepted too (development and tests only). The error
+// says what is wrong.
+func CheckClientIDURL(raw string, loopbackHTTP bool) error {
+	if len(raw) > MaxClientIDLen {
+		return fmt.Errorf("longer than %d characters", MaxClientIDLen)
+	}
+	if strings.ContainsFunc(raw, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' || r == '\\' }) {
+		return errors.New("must not contain spaces, control characters, '#' or '\\'")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Opaque != "" {
+		return errors.New("must be an absolute https URL")
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && loopbackHTTP && IsLoopback(u.Hostname()):
+	default:
+		return errors.New("must be an https URL")
+	}
+	if u.Hostname() == "" {
+		return errors.New("needs a host")
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials")
+	}
+	if u.Path == "" || u.Path == "/" {
+		return errors.New("needs a path (e.g. /client.json)")
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return errors.New("must not contain . or .. path segments")
+		}
 	}
 	return nil
 }

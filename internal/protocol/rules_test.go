@@ -95,6 +95,15 @@ func TestCheckRedirectURI(t *testing.T) {
 		{"http://[::1]/cb", true},
 		{"http://localhost/cb", true},
 		{"com.example.app:/callback", true},
+		{"cursor://anysphere.cursor-retrieval/oauth/callback", true},
+		{"http://127.0.0.1:51234/callback", true},
+		{"http://[::1]:8080/cb", true},
+		{"data:text/html,hi", false},
+		{"file:///etc/passwd", false},
+		{"VBScript:msgbox", false},
+		{"https://app.example/c b", false},
+		{"https://app.example/cb\n", false},
+		{"http://127.0.0.2.example/cb", false},
 		{"http://app.example/cb", false},
 		{"https:///cb", false},
 		{"https://app.example/cb#frag", false},
@@ -108,6 +117,40 @@ func TestCheckRedirectURI(t *testing.T) {
 	} {
 		if err := CheckRedirectURI(tc.uri); (err == nil) != tc.ok {
 			t.Errorf("CheckRedirectURI(%q) = %v, want ok=%v", tc.uri, err, tc.ok)
+		}
+	}
+}
+
+func TestCheckClientIDURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		id       string
+		loopback bool
+		ok       bool
+	}{
+		{"https://app.example/client.json", false, true},
+		{"https://app.example:8443/oauth/client?v=2", false, true},
+		{"http://127.0.0.1:9000/client.json", true, true},
+		{"http://localhost/client.json", true, true},
+		{"http://[::1]:1/c", true, true},
+		{"http://127.0.0.1:9000/client.json", false, false},
+		{"http://app.example/client.json", true, false},
+		{"https://app.example", false, false},
+		{"https://app.example/", false, false},
+		{"https://app.example/a/../client.json", false, false},
+		{"https://app.example/./client.json", false, false},
+		{"https://app.example/a/%2e%2e/client.json", false, false},
+		{"https://app.example/client.json#x", false, false},
+		{"https://user:pw@app.example/client.json", false, false},
+		{"https://app.example/client json", false, false},
+		{"https:///client.json", false, false},
+		{"https:app.example/client.json", false, false},
+		{"ftp://app.example/client.json", false, false},
+		{"client-123", false, false},
+		{"https://app.example/" + strings.Repeat("a", MaxClientIDLen), false, false},
+	} {
+		if err := CheckClientIDURL(tc.id, tc.loopback); (err == nil) != tc.ok {
+			t.Errorf("CheckClientIDURL(%q, %v) = %v, want ok=%v", tc.id, tc.loopback, err, tc.ok)
 		}
 	}
 }
