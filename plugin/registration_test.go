@@ -86,8 +86,8 @@ func TestRegistrationAdvertised(t *testing.T) {
 	if _, has := off["registration_endpoint"]; has {
 		t.Fatalf("registration_endpoint advertised while off: %v", off)
 	}
-	if _, has := off["client_id_metadata_document_supported"]; has || slices.Contains(toStrings(off["token_endpoint_auth_methods_supported"]), "none") {
-		t.Fatalf("metadata documents or public clients advertised while off: %v", off)
+	if _, has := off["client_id_metadata_document_supported"]; has {
+		t.Fatalf("metadata documents advertised while off: %v", off)
 	}
 	// Only documents: no registration endpoint; public clients.
 	docs := newEnvConfig(t, s, func(c *plugin.Config) {
