@@ -102,7 +102,7 @@ func newEnvConfig(t *testing.T, s *storage.Store, mod func(*plugin.Config)) *env
 
 // serveKit serves p in kit mode on a loopback server, with the host's
 // authorize endpoint.
-func serveKit(t *testing.T, s *storage.Store, p *plugin.Plugin, dir *directory) *env {
+func serveKit(t *testing.T, s *storage.Store, p *plugin.Plugin, dir *testkit.Directory) *env {
 	t.Helper()
 	r := mux.NewRouter()
 	mountKit(r, p)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -367,7 +368,7 @@ func TestRegistrationConfigRefused(t *testing.T) {
 			c.ClientRegistration = plugin.ClientRegistration{MetadataDocuments: true, DocumentMinCache: time.Hour, DocumentMaxCache: time.Minute}
 		},
 	} {
-		cfg := plugin.Config{Store: s, Directory: newDirectory(), Sessions: cookieSessions{}, SystemSecret: []byte(strings.Repeat("k", 32)), Scopes: catalog}
+		cfg := plugin.Config{Store: s, Directory: testkit.NewDirectory(), Sessions: cookieSessions, SystemSecret: []byte(strings.Repeat("k", 32)), Scopes: catalog}
 		mod(&cfg)
 		if p, err := plugin.New(context.Background(), cfg); err == nil {
 			p.Close()

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/ory/fosite"
+
+	"github.com/deputyauth/deputy/internal/testkit"
 )
 
 // Every server in these tests listens on 127.0.0.1, and no test connects
@@ -109,45 +111,21 @@ func serveJSON(body []byte, header ...string) http.HandlerFunc {
 	}
 }
 
-// testClock is a clock the test moves.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // loopbackResolver answers every name with 127.0.0.1.
 func loopbackResolver(context.Context, string) ([]netip.Addr, error) {
 	return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 }
 
-func newDocuments(t *testing.T, srv *docServer, mod func(*DocumentsConfig)) (*Documents, *testClock) {
+func newDocuments(t *testing.T, srv *docServer, mod func(*DocumentsConfig)) (*Documents, *testkit.Clock) {
 	t.Helper()
-	clock := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	cfg := DocumentsConfig{
 		Policy:        testPolicy,
 		AllowLoopback: true,
 		Timeout:       2 * time.Second,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		lookup:        loopbackResolver,
-		clock:         clock.now,
+		clock:         clock.Now,
 	}
 	if srv != nil && srv.srv.TLS != nil {
 		cfg.rootCAs = srv.srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
@@ -482,9 +460,9 @@ func TestDocumentCache(t *testing.T) {
 			}
 			srv.set(serveJSON(document(id), header...))
 			d, clock := newDocuments(t, srv, func(c *DocumentsConfig) { c.MaxCache = time.Hour })
-			start := clock.now()
+			start := clock.Now()
 			for _, at := range []time.Duration{0, tc.fresh} {
-				clock.set(start.Add(at))
+				clock.Set(start.Add(at))
 				if _, err := d.Client(context.Background(), id); err != nil {
 					t.Fatal(err)
 				}
@@ -492,7 +470,7 @@ func TestDocumentCache(t *testing.T) {
 			if n := srv.hits.Load(); n != 1 {
 				t.Fatalf("%d fetches within %s, want 1", n, tc.fresh)
 			}
-			clock.set(start.Add(tc.stale))
+			clock.Set(start.Add(tc.stale))
 			if _, err := d.Client(context.Background(), id); err != nil {
 				t.Fatal(err)
 			}
@@ -516,7 +494,7 @@ func TestDocumentCache(t *testing.T) {
 			t.Fatalf("%d fetches of a failing document, want 1", n)
 		}
 		srv.set(serveJSON(document(id)))
-		clock.advance(DefaultDocumentFailCache + time.Second)
+		clock.Advance(DefaultDocumentFailCache + time.Second)
 		if _, err := d.Client(context.Background(), id); err != nil {
 			t.Fatalf("after the failure expired: %v", err)
 		}
@@ -556,7 +534,7 @@ func TestDocumentCache(t *testing.T) {
 		})
 		d, clock := newDocuments(t, srv, func(c *DocumentsConfig) { c.MaxEntries = 3 })
 		for i := range 10 {
-			clock.advance(time.Second)
+			clock.Advance(time.Second)
 			if _, err := d.Client(context.Background(), srv.url("example.com", "/c"+strconv.Itoa(i)+".json")); err != nil {
 				t.Fatal(err)
 			}
