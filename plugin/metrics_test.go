@@ -1,13 +1,10 @@
 package plugin_test
 
 import (
-	"bufio"
 	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/gorilla/mux"
@@ -16,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -34,51 +32,7 @@ func scrape(t *testing.T, c *http.Client, url string) map[string]float64 {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: %d", url, resp.StatusCode)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
-}
-
-// deltas is after minus before for every series that changed or appeared.
-func deltas(before, after map[string]float64) map[string]float64 {
-	d := map[string]float64{}
-	for k, v := range after {
-		if v != before[k] {
-			d[k] = v - before[k]
-		}
-	}
-	return d
-}
-
-// checkDeltas compares the counters of got (a deltas result) with want,
-// each counter in want exactly, and no other deputy counter moved (the
-// histogram's series and gauges are not counters and are left out).
-func checkDeltas(t *testing.T, what string, got, want map[string]float64) {
-	t.Helper()
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s: %s moved by %v, want %v", what, k, got[k], v)
-		}
-	}
-	for k, v := range got {
-		name, _, _ := strings.Cut(k, "{")
-		if _, ok := want[k]; ok || !strings.HasPrefix(name, "deputy_") || !strings.HasSuffix(name, "_total") {
-			continue
-		}
-		t.Errorf("%s: %s moved by %v unexpectedly", what, k, v)
-	}
+	return testkit.ParseMetrics(t, resp.Body)
 }
 
 // TestMetrics: what a token request, a failed client authentication, a
@@ -94,15 +48,7 @@ func TestMetrics(t *testing.T) {
 		}
 		metrics := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		t.Cleanup(metrics.Close)
-		last := scrape(t, metrics.Client(), metrics.URL)
-		step := func(what string, want map[string]float64) map[string]float64 {
-			t.Helper()
-			now := scrape(t, metrics.Client(), metrics.URL)
-			d := deltas(last, now)
-			checkDeltas(t, what, d, want)
-			last = now
-			return d
-		}
+		last, step := testkit.MetricSteps(t, func() map[string]float64 { return scrape(t, metrics.Client(), metrics.URL) })
 		for _, name := range []string{"deputy_signing_key_age_seconds", `deputy_database_errors_total{kind="unavailable"}`, "deputy_database_available"} {
 			if _, ok := last[name]; !ok {
 				t.Errorf("no %s in the first scrape", name)

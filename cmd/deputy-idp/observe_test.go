@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -14,7 +13,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -267,22 +265,7 @@ func scrapeMetrics(t *testing.T, h http.Handler) map[string]float64 {
 	if w.Code != http.StatusOK {
 		t.Fatalf("/metrics: %d %s", w.Code, w.Body.String())
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(w.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
+	return testkit.ParseMetrics(t, w.Body)
 }
 
 // TestMetricsEndpoint: the metrics listener's /metrics, and what a token
@@ -294,7 +277,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		idp := startIdP(t, b)
 		m := idp.srv.metricsRoutes()
 		ctx := context.Background()
-		last := scrapeMetrics(t, m)
+		last, step := testkit.MetricSteps(t, func() map[string]float64 { return scrapeMetrics(t, m) })
 		for _, name := range []string{"go_goroutines", `go_sql_open_connections{db_name="deputy"}`, "deputy_signing_key_age_seconds", "deputy_database_available"} {
 			if _, ok := last[name]; !ok {
 				t.Errorf("no %s on /metrics", name)
@@ -302,23 +285,6 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 		if resp, _ := get(t, http.DefaultClient, idp.URL+"/metrics"); resp.StatusCode != http.StatusNotFound {
 			t.Errorf("the public listener serves /metrics: %d", resp.StatusCode)
-		}
-		step := func(what string, want map[string]float64) {
-			t.Helper()
-			now := scrapeMetrics(t, m)
-			for k, v := range want {
-				if d := now[k] - last[k]; d != v {
-					t.Errorf("%s: %s moved by %v, want %v", what, k, d, v)
-				}
-			}
-			for k, v := range now {
-				name, _, _ := strings.Cut(k, "{")
-				if _, ok := want[k]; ok || !strings.HasPrefix(name, "deputy_") || !strings.HasSuffix(name, "_total") || v == last[k] {
-					continue
-				}
-				t.Errorf("%s: %s moved by %v unexpectedly", what, k, v-last[k])
-			}
-			last = now
 		}
 
 		alice := idp.loggedIn(t, "alice", demoAlicePassword)

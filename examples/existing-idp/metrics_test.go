@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -24,21 +22,7 @@ func (e *idp) scrape() map[string]float64 {
 	if resp.StatusCode != http.StatusOK {
 		e.t.Fatalf("/metrics: %d", resp.StatusCode)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			e.t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
+	return testkit.ParseMetrics(e.t, resp.Body)
 }
 
 // TestMetricsInHostRegistry: deputy's collectors, registered in the IdP's
@@ -49,26 +33,9 @@ func TestMetricsInHostRegistry(t *testing.T) {
 	t.Parallel()
 	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
 		e := startIdP(t, st)
-		last := e.scrape()
+		last, step := testkit.MetricSteps(t, e.scrape)
 		if last["deputy_database_available"] != 1 {
 			t.Errorf("deputy_database_available %v, want 1", last["deputy_database_available"])
-		}
-		step := func(what string, want map[string]float64) {
-			t.Helper()
-			now := e.scrape()
-			for k, v := range want {
-				if d := now[k] - last[k]; d != v {
-					t.Errorf("%s: %s moved by %v, want %v", what, k, d, v)
-				}
-			}
-			for k, v := range now {
-				name, _, _ := strings.Cut(k, "{")
-				if _, ok := want[k]; ok || !strings.HasPrefix(name, "deputy_") || !strings.HasSuffix(name, "_total") || v == last[k] {
-					continue
-				}
-				t.Errorf("%s: %s moved by %v unexpectedly", what, k, v-last[k])
-			}
-			last = now
 		}
 
 		if _, err := e.ccToken("host-cc", "host-cc-secret", "projects:read"); err != nil {

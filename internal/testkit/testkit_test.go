@@ -3,8 +3,10 @@ package testkit_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +104,27 @@ func TestClockAndBuffer(t *testing.T) {
 	<-done
 	if s := b.String(); s != "ab" && s != "ba" {
 		t.Errorf("buffer %q", s)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	text := "# HELP x\n# TYPE x counter\ndeputy_a_total 1\ndeputy_b_total{k=\"v w\"} 2\n\ngo_goroutines 7\n"
+	got := testkit.ParseMetrics(t, strings.NewReader(text))
+	want := map[string]float64{"deputy_a_total": 1, `deputy_b_total{k="v w"}`: 2, "go_goroutines": 7}
+	if !maps.Equal(got, want) {
+		t.Errorf("ParseMetrics = %v, want %v", got, want)
+	}
+	scrapes := []map[string]float64{
+		{"deputy_a_total": 1, "go_goroutines": 7},
+		{"deputy_a_total": 2, "go_goroutines": 9, "deputy_g": 1},
+	}
+	first, step := testkit.MetricSteps(t, func() map[string]float64 { s := scrapes[0]; scrapes = scrapes[1:]; return s })
+	if first["deputy_a_total"] != 1 {
+		t.Errorf("first scrape %v", first)
+	}
+	moved := step("one more a", map[string]float64{"deputy_a_total": 1})
+	if !maps.Equal(moved, map[string]float64{"deputy_a_total": 1, "go_goroutines": 2, "deputy_g": 1}) {
+		t.Errorf("moved %v", moved)
 	}
 }
