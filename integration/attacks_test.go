@@ -100,15 +100,7 @@ func newAttackEnv(t *testing.T, tg *target) *attackEnv {
 // offline_access, so that its users' tokens come with a refresh token.
 func newRefreshingPlatform(t testing.TB, tg *target) *platform {
 	t.Helper()
-	out := tg.cli(t, "clients", "create",
-		"--name", randomName("agent-platform-"),
-		"--grant", "authorization_code",
-		"--grant", "refresh_token",
-		"--grant", agentTokenGrant,
-		"--redirect-uri", platformRedirect,
-		"--scope", "projects:read projects:write members:read offline_access",
-		"--first-party")
-	return &platform{ID: str(t, out, "client_id"), Secret: str(t, out, "client_secret"), base: tg.URL}
+	return platformWithScopes(t, tg, "projects:read projects:write members:read offline_access")
 }
 
 // newExpiringAgentToken signs, with the server's own active key (read from
@@ -774,7 +766,7 @@ var attacks = []attack{
 					t.Fatalf("round %d: exchange: %v (refresh token %q)", round, err, tok.RefreshToken)
 				}
 				form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}
-				wins := raceTokenRequests(t, e.tg.URL, e.plat.ID, e.plat.Secret, form, raceWidth, "invalid_grant")
+				wins := testkit.RaceTokenRequests(t, httpClient, e.tg.URL+"/oauth2/token", e.plat.ID, e.plat.Secret, form, raceWidth, "invalid_grant")
 				if len(wins) != 1 {
 					t.Fatalf("round %d: %d of %d parallel refreshes of one token succeeded, want exactly 1", round, len(wins), raceWidth)
 				}
@@ -801,7 +793,7 @@ var attacks = []attack{
 				v := oauth2.GenerateVerifier()
 				code := e.codeFor(t, conf, oauth2.S256ChallengeOption(v))
 				form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {platformRedirect}, "code_verifier": {v}}
-				wins := raceTokenRequests(t, e.tg.URL, e.plat.ID, e.plat.Secret, form, raceWidth, "invalid_grant")
+				wins := testkit.RaceTokenRequests(t, httpClient, e.tg.URL+"/oauth2/token", e.plat.ID, e.plat.Secret, form, raceWidth, "invalid_grant")
 				if len(wins) != 1 {
 					t.Fatalf("round %d: %d of %d parallel redemptions of one code succeeded, want exactly 1", round, len(wins), raceWidth)
 				}
@@ -1077,23 +1069,12 @@ var attacks = []attack{
 					t.Errorf("%s: %d %s, want 400 invalid_request", what, resp.StatusCode, truncate(body))
 				}
 			}
-			with := func(v url.Values, key, second string) url.Values {
-				out := url.Values{}
-				for k, vs := range v {
-					out[k] = append([]string(nil), vs...)
-				}
-				if len(out[key]) == 0 {
-					out[key] = []string{second}
-				}
-				out[key] = append(out[key], second)
-				return out
-			}
 			conf := e.plat.oauth2Config("projects:read", "offline_access")
 			v := oauth2.GenerateVerifier()
 			code := e.codeFor(t, conf, oauth2.S256ChallengeOption(v))
 			exchange := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {platformRedirect}, "code_verifier": {v}}
 			for key, second := range map[string]string{"grant_type": "client_credentials", "code": "dpy_ac_x.y", "redirect_uri": "http://127.0.0.1:8765/cb", "code_verifier": oauth2.GenerateVerifier(), "scope": "projects:write"} {
-				resp, body := tokenForm(t, e.tg.URL, e.plat.ID, e.plat.Secret, with(exchange, key, second))
+				resp, body := tokenForm(t, e.tg.URL, e.plat.ID, e.plat.Secret, testkit.Twice(exchange, key, second))
 				invalidRequest("code exchange with "+key+" twice", resp, body)
 			}
 			tok, err := conf.Exchange(oauthCtx(), code, oauth2.VerifierOption(v))
@@ -1102,7 +1083,7 @@ var attacks = []attack{
 			}
 			refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}
 			for key, second := range map[string]string{"refresh_token": "dpy_rt_x.y", "scope": "projects:read", "grant_type": "refresh_token"} {
-				resp, body := tokenForm(t, e.tg.URL, e.plat.ID, e.plat.Secret, with(refresh, key, second))
+				resp, body := tokenForm(t, e.tg.URL, e.plat.ID, e.plat.Secret, testkit.Twice(refresh, key, second))
 				invalidRequest("refresh with "+key+" twice", resp, body)
 			}
 			if _, err := conf.TokenSource(oauthCtx(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err != nil {
@@ -1110,7 +1091,7 @@ var attacks = []attack{
 			}
 			cc := url.Values{"grant_type": {"client_credentials"}, "client_id": {e.aliceApp.ID}, "client_secret": {e.aliceApp.Secret}, "scope": {"projects:read"}}
 			for key, second := range map[string]string{"scope": "projects:write", "client_id": e.bobApp.ID, "client_secret": e.bobApp.Secret, "grant_type": "client_credentials"} {
-				resp, body := anon(t, http.MethodPost, e.tg.URL+"/oauth2/token", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, strings.NewReader(with(cc, key, second).Encode()))
+				resp, body := anon(t, http.MethodPost, e.tg.URL+"/oauth2/token", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, strings.NewReader(testkit.Twice(cc, key, second).Encode()))
 				invalidRequest("client_credentials with "+key+" twice", resp, body)
 			}
 			at, code2 := ccToken(e.tg.URL, e.aliceApp, e.aliceApp.Secret)
@@ -1639,67 +1620,6 @@ const (
 	raceWidth  = 20
 	raceRounds = 10
 )
-
-// raceResult is one answer of a raced token request.
-type raceResult struct {
-	status int
-	body   []byte
-	err    error
-}
-
-// raceTokenRequests posts form to the token endpoint n times at once (all
-// released together) and returns the tokens of the answers that succeeded.
-// Every other answer must be a 400 with the error code loser; anything
-// else (a 5xx above all) fails t.
-func raceTokenRequests(t *testing.T, base, clientID, secret string, form url.Values, n int, loser string) []*oauth2.Token {
-	t.Helper()
-	results := make([]raceResult, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, err := http.NewRequest(http.MethodPost, base+"/oauth2/token", strings.NewReader(form.Encode()))
-			if err != nil {
-				results[i].err = err
-				return
-			}
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
-			<-start
-			resp, err := httpClient.Do(req)
-			if err != nil {
-				results[i].err = err
-				return
-			}
-			defer resp.Body.Close()
-			results[i].status = resp.StatusCode
-			results[i].body, results[i].err = io.ReadAll(resp.Body)
-		}()
-	}
-	close(start)
-	wg.Wait()
-	var wins []*oauth2.Token
-	for i, r := range results {
-		if r.err != nil {
-			t.Fatalf("request %d: %v", i, r.err)
-		}
-		var out struct {
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-			Error        string `json:"error"`
-		}
-		_ = json.Unmarshal(r.body, &out)
-		switch {
-		case r.status == http.StatusOK && out.AccessToken != "":
-			wins = append(wins, &oauth2.Token{AccessToken: out.AccessToken, RefreshToken: out.RefreshToken})
-		case r.status != http.StatusBadRequest || out.Error != loser:
-			t.Errorf("request %d: status %d, want 200 or 400 %s\n%s", i, r.status, loser, truncate(r.body))
-		}
-	}
-	return wins
-}
 
 // sourceClient is an HTTP client whose connections come from ip, a
 // loopback address other than the tests' usual 127.0.0.1: the server sees

@@ -223,13 +223,19 @@ type platform struct {
 // newPlatform registers an agent platform with the admin CLI.
 func newPlatform(t testing.TB, tg *target) *platform {
 	t.Helper()
+	return platformWithScopes(t, tg, "projects:read projects:write members:read")
+}
+
+// platformWithScopes registers an agent platform that may ask for scopes.
+func platformWithScopes(t testing.TB, tg *target, scopes string) *platform {
+	t.Helper()
 	out := tg.cli(t, "clients", "create",
 		"--name", randomName("agent-platform-"),
 		"--grant", "authorization_code",
 		"--grant", "refresh_token",
 		"--grant", agentTokenGrant,
 		"--redirect-uri", platformRedirect,
-		"--scope", "projects:read projects:write members:read",
+		"--scope", scopes,
 		"--first-party")
 	return &platform{ID: str(t, out, "client_id"), Secret: str(t, out, "client_secret"), base: tg.URL}
 }

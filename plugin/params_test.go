@@ -9,24 +9,11 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
-
-// twice is v with key sent twice: second after v's own value, or twice
-// when v has none.
-func twice(v url.Values, key, second string) url.Values {
-	out := url.Values{}
-	for k, vs := range v {
-		out[k] = append([]string(nil), vs...)
-	}
-	if len(out[key]) == 0 {
-		out[key] = []string{second}
-	}
-	out[key] = append(out[key], second)
-	return out
-}
 
 // TestRepeatedParameters: a parameter included twice is invalid_request
 // at the token, introspection, revocation and authorization endpoints
@@ -54,15 +41,15 @@ func TestRepeatedParameters(t *testing.T) {
 		sec := e.createSecret("alice", app.ID)
 		cc := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs:read"}}
 		for _, f := range []url.Values{
-			twice(cc, "grant_type", "refresh_token"),
-			twice(cc, "scope", "docs:write"),
-			twice(cc, "organization", "globex"),
+			testkit.Twice(cc, "grant_type", "refresh_token"),
+			testkit.Twice(cc, "scope", "docs:write"),
+			testkit.Twice(cc, "organization", "globex"),
 		} {
 			st, body := e.form(plugin.TokenPath, app.ID, sec.Secret, f)
 			invalidRequest("client_credentials "+f.Encode(), st, body)
 		}
 		post := url.Values{"grant_type": {"client_credentials"}, "client_id": {app.ID}, "client_secret": {sec.Secret}}
-		for _, f := range []url.Values{twice(post, "client_id", "someone-else"), twice(post, "client_secret", "dpy_cs_other")} {
+		for _, f := range []url.Values{testkit.Twice(post, "client_id", "someone-else"), testkit.Twice(post, "client_secret", "dpy_cs_other")} {
 			st, body := e.form(plugin.TokenPath, "", "", f)
 			invalidRequest("client_secret_post "+f.Encode(), st, body)
 		}
@@ -76,7 +63,7 @@ func TestRepeatedParameters(t *testing.T) {
 		code := e.code("alice", "acme", cfg, oauth2.S256ChallengeOption(verifier))
 		exchange := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {cfg.RedirectURL}, "code_verifier": {verifier}}
 		for key, second := range map[string]string{"grant_type": "client_credentials", "code": "dpy_ac_x.y", "redirect_uri": "http://127.0.0.1:8765/cb", "code_verifier": oauth2.GenerateVerifier()} {
-			st, body := e.form(plugin.TokenPath, cfg.ClientID, cfg.ClientSecret, twice(exchange, key, second))
+			st, body := e.form(plugin.TokenPath, cfg.ClientID, cfg.ClientSecret, testkit.Twice(exchange, key, second))
 			invalidRequest("code exchange with "+key+" twice", st, body)
 		}
 		st, body := e.form(plugin.TokenPath, cfg.ClientID, cfg.ClientSecret, exchange)
@@ -87,7 +74,7 @@ func TestRepeatedParameters(t *testing.T) {
 		e.must(http.StatusOK, st, body, &tok)
 		refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}
 		for key, second := range map[string]string{"refresh_token": "dpy_rt_x.y", "scope": "docs:read", "grant_type": "refresh_token"} {
-			st, body := e.form(plugin.TokenPath, cfg.ClientID, cfg.ClientSecret, twice(refresh, key, second))
+			st, body := e.form(plugin.TokenPath, cfg.ClientID, cfg.ClientSecret, testkit.Twice(refresh, key, second))
 			invalidRequest("refresh with "+key+" twice", st, body)
 		}
 		if st, body := e.form(plugin.TokenPath, cfg.ClientID, cfg.ClientSecret, refresh); st != http.StatusOK {
