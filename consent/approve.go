@@ -119,11 +119,14 @@ func (h *Handler) approvePage(w http.ResponseWriter, r *http.Request) {
 		ClientID:     plat.ID,
 		ClientName:   plat.Name,
 		SessionID:    a.SessionID,
-		Grantable:    scope.Intersect(a.Scopes, held),
-		Lifespan:     h.lifespan,
-		Action:       h.approvePath,
-		GrantsURL:    h.grantsPath,
-		CSS:          h.cssPath,
+		// An agent platform registered by an administrator is verified;
+		// one that registered itself is not, and the page says so.
+		ClientUnverified: plat.Unverified,
+		Grantable:        scope.Intersect(a.Scopes, held),
+		Lifespan:         h.lifespan,
+		Action:           h.approvePath,
+		GrantsURL:        h.grantsPath,
+		CSS:              h.cssPath,
 	}
 	for _, s := range a.Scopes {
 		e, _ := h.catalog.Lookup(s)

@@ -21,6 +21,9 @@ type ClientFinder interface {
 type platform struct {
 	ID   string
 	Name string // "" when the client has no name
+	// Unverified: the client registered itself (dynamic registration, a
+	// client ID metadata document), so its name is only its own claim.
+	Unverified bool
 }
 
 // errUnknownClient is the answer to an approval for a client that does not
@@ -37,7 +40,14 @@ func (h *Handler) findPlatform(ctx context.Context, id string) (*platform, error
 	if err != nil {
 		return nil, fmt.Errorf("consent: client %q: %w", id, err)
 	}
-	return &platform{ID: id, Name: clientName(c)}, nil
+	return &platform{ID: id, Name: clientName(c), Unverified: unverified(c)}, nil
+}
+
+// unverified reports a client that says it registered itself
+// (storage.Client and metadata document clients have Unverified).
+func unverified(c fosite.Client) bool {
+	u, ok := c.(interface{ Unverified() bool })
+	return ok && u.Unverified()
 }
 
 // clientName is the client's display name when its type has one.

@@ -16,6 +16,8 @@ import (
 type grantJSON struct {
 	*storage.AgentGrant
 	ClientName string `json:"clientName,omitempty"`
+	// ClientUnverified: the client registered itself (an MCP client).
+	ClientUnverified bool `json:"clientUnverified,omitempty"`
 }
 
 // listGrants answers GET /agent/grants: the caller's unexpired grants, as
@@ -37,7 +39,7 @@ func (h *Handler) listGrants(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, r, "list grants", err)
 		return
 	}
-	names, err := h.clientNames(r.Context(), gs)
+	plats, err := h.platforms(r.Context(), gs)
 	if err != nil {
 		h.internal(w, r, "list grants: clients", err)
 		return
@@ -45,15 +47,17 @@ func (h *Handler) listGrants(w http.ResponseWriter, r *http.Request) {
 	if !html {
 		out := make([]grantJSON, 0, len(gs))
 		for _, g := range gs {
-			out = append(out, grantJSON{AgentGrant: g, ClientName: names[g.ClientID]})
+			p := plats[g.ClientID]
+			out = append(out, grantJSON{AgentGrant: g, ClientName: p.Name, ClientUnverified: p.Unverified})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"grants": out})
 		return
 	}
 	page := &GrantsPage{UserID: user, UserName: h.displayName(r.Context(), user), CSS: h.cssPath}
 	for _, g := range gs {
+		p := plats[g.ClientID]
 		page.Grants = append(page.Grants, GrantView{
-			ID: g.ID, Organization: g.Organization, ClientID: g.ClientID, ClientName: names[g.ClientID],
+			ID: g.ID, Organization: g.Organization, ClientID: g.ClientID, ClientName: p.Name, ClientUnverified: p.Unverified,
 			SessionID: g.AgentSessionID, Scopes: g.ScopeList(), ExpiresAt: g.ExpiresAt,
 			RevokeAction: h.grantsPath + "/" + url.PathEscape(g.ID) + "/revoke",
 		})
@@ -61,26 +65,26 @@ func (h *Handler) listGrants(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, http.StatusOK, TemplateGrants, page)
 }
 
-// clientNames maps the client ids of gs to their display names, one lookup
+// platforms maps the client ids of gs to their agent platforms, one lookup
 // per distinct client. A client that no longer exists (or a grant from
 // before grants named one) has no name.
-func (h *Handler) clientNames(ctx context.Context, gs []*storage.AgentGrant) (map[string]string, error) {
-	names := map[string]string{}
+func (h *Handler) platforms(ctx context.Context, gs []*storage.AgentGrant) (map[string]platform, error) {
+	plats := map[string]platform{}
 	for _, g := range gs {
-		if _, seen := names[g.ClientID]; seen || g.ClientID == "" {
+		if _, seen := plats[g.ClientID]; seen || g.ClientID == "" {
 			continue
 		}
 		p, err := h.findPlatform(ctx, g.ClientID)
 		switch {
 		case errors.Is(err, errUnknownClient):
-			names[g.ClientID] = ""
+			plats[g.ClientID] = platform{ID: g.ClientID}
 		case err != nil:
 			return nil, err
 		default:
-			names[g.ClientID] = p.Name
+			plats[g.ClientID] = *p
 		}
 	}
-	return names, nil
+	return plats, nil
 }
 
 // revoke answers DELETE /agent/grants/{id} with 204, and the grants page's

@@ -24,8 +24,11 @@ type ApprovePage struct {
 	// (ClientName "" when the client has none).
 	ClientID   string
 	ClientName string
-	SessionID  string
-	Scopes     []ScopeView
+	// ClientUnverified: the agent platform registered itself; its name
+	// is only its own claim.
+	ClientUnverified bool
+	SessionID        string
+	Scopes           []ScopeView
 	// Grantable lists the scopes an approval would grant; empty when the
 	// user holds none of them, and then the page offers only Deny.
 	Grantable []string
@@ -58,12 +61,14 @@ type GrantView struct {
 	Organization string
 	// ClientID is the agent platform; "" for a grant from before grants
 	// named one, which unlocks nothing. ClientName is "" when unknown.
-	ClientID     string
-	ClientName   string
-	SessionID    string
-	Scopes       []string
-	ExpiresAt    time.Time
-	RevokeAction string // where the row's Revoke form posts
+	ClientID   string
+	ClientName string
+	// ClientUnverified: the client registered itself (an MCP client).
+	ClientUnverified bool
+	SessionID        string
+	Scopes           []string
+	ExpiresAt        time.Time
+	RevokeAction     string // where the row's Revoke form posts
 }
 
 // GrantsPage is the data of grants.html.

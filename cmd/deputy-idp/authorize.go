@@ -12,7 +12,6 @@ import (
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
-	"github.com/deputyauth/deputy/storage"
 )
 
 // The authorization endpoint is the host's: only the host knows who is
@@ -51,6 +50,12 @@ type consentData struct {
 	// granted are an approval lasting ApprovalFor (plugin.Config.GrantLifespan).
 	Agent       bool
 	ApprovalFor string
+	// Unverified: the client registered itself (dynamic registration or a
+	// metadata document), so its name is its own claim; the page says so
+	// and names where the answer goes (RedirectHost).
+	Unverified       bool
+	MetadataDocument bool
+	RedirectHost     string
 }
 
 func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
@@ -78,10 +83,9 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, loginURL(r), http.StatusSeeOther)
 		return
 	}
-	client, _ := ar.GetClient().(*storage.Client)
-	firstParty := client != nil && client.FirstParty
+	client := plugin.DescribeClient(ar)
 	switch {
-	case firstParty:
+	case client.FirstParty:
 		s.deputy.p.Authorize(w, r, ar, u.ID, "", nil)
 		return
 	case r.Method == http.MethodPost:
@@ -111,8 +115,12 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		NoneHeld:    true,
 		Agent:       flows.IsAgentClient(ar.GetClient()),
 		ApprovalFor: humanDuration(s.deputy.p.Config().GrantLifespan),
+
+		Unverified:       client.Unverified,
+		MetadataDocument: client.MetadataDocument,
+		RedirectHost:     client.RedirectHost,
 	}
-	if client != nil && client.Name != "" {
+	if client.Name != "" {
 		d.ClientName = client.Name
 	}
 	for _, name := range scope.Normalize(ar.GetRequestedScopes()) {

@@ -33,7 +33,14 @@ func (s *server) compose(ctx context.Context, closers *[]func()) error {
 		LoginURL:      "/login",
 		Agents:        true,
 		GrantLifespan: s.cfg.GrantLifespan,
-		Logger:        s.log,
+		// MCP clients connect without setup: they register (RFC 7591) or
+		// name their metadata document as their client_id.
+		ClientRegistration: plugin.ClientRegistration{
+			Dynamic:                !s.cfg.NoClientRegistration,
+			MetadataDocuments:      !s.cfg.NoClientRegistration,
+			AllowLoopbackDocuments: s.cfg.LoopbackMetadataDocuments,
+		},
+		Logger: s.log,
 	})
 	if err != nil {
 		return err
@@ -54,7 +61,7 @@ func (s *server) apiRoutes(r *mux.Router) {
 		r.Handle(path, oauth2)
 	}
 	own := s.deputy.p.Handler()
-	for _, prefix := range []string{"/api/apps", "/api/authorized-apps", "/agent/", plugin.JWKSPath} {
+	for _, prefix := range []string{"/api/apps", "/api/authorized-apps", "/agent/", plugin.JWKSPath, plugin.RegistrationPath} {
 		r.PathPrefix(prefix).Handler(own)
 	}
 	m := s.deputy.resource

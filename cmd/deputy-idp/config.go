@@ -42,6 +42,14 @@ type config struct {
 	// GrantLifespan is how long an approval of an agent's writes lasts;
 	// 0 is plugin.DefaultGrantLifespan.
 	GrantLifespan time.Duration
+	// NoClientRegistration turns off what lets MCP clients connect without
+	// setup: dynamic client registration (RFC 7591/7592) and client ID
+	// metadata documents, both on by default.
+	NoClientRegistration bool
+	// LoopbackMetadataDocuments lets client ID metadata documents be
+	// fetched from loopback addresses (and http://127.0.0.1… client ids):
+	// for development and tests on one machine only.
+	LoopbackMetadataDocuments bool
 	// Logger receives structured logs.
 	Logger *slog.Logger
 	// MetricsListen, when set, is the address of a second listener that

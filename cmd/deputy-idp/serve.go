@@ -27,6 +27,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		logJSON = fs.Bool("log-json", envBool("DEPUTY_LOG_JSON"), "write logs as JSON (env DEPUTY_LOG_JSON)")
 		grantLS = fs.String("grant-lifespan", os.Getenv("DEPUTY_GRANT_LIFESPAN"), "how long a user's approval of an agent's writes lasts, e.g. 1h or 15m (env DEPUTY_GRANT_LIFESPAN; default 1h)")
 		level   = fs.String("log-level", envOr("DEPUTY_LOG_LEVEL", "info"), "least severe log level written: debug (adds a line per successful request), info, warn or error (env DEPUTY_LOG_LEVEL)")
+		noReg   = fs.Bool("no-client-registration", envBool("DEPUTY_NO_CLIENT_REGISTRATION"), "turn off dynamic client registration and client ID metadata documents, which let MCP clients connect without setup (env DEPUTY_NO_CLIENT_REGISTRATION)")
+		loopDoc = fs.Bool("loopback-metadata-documents", envBool("DEPUTY_LOOPBACK_METADATA_DOCUMENTS"), "fetch client ID metadata documents from loopback addresses too: development and tests only, never in production (env DEPUTY_LOOPBACK_METADATA_DOCUMENTS)")
 		metrics = fs.String("metrics-listen", os.Getenv("DEPUTY_METRICS_LISTEN"), "address of a separate listener serving Prometheus /metrics, e.g. 127.0.0.1:9464; off when empty (env DEPUTY_METRICS_LISTEN)")
 	)
 	common.register(fs)
@@ -79,6 +81,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Out:           stdout,
 		MetricsListen: *metrics,
 		Tracing:       tracing,
+
+		NoClientRegistration:      *noReg,
+		LoopbackMetadataDocuments: *loopDoc,
 	}
 	if err := serve(ctx, cfg); err != nil {
 		log.Error("deputy-idp stopped", "err", err)

@@ -17,9 +17,10 @@ import (
 )
 
 // addDeputy adds deputy to h before h composes its provider. st holds
-// deputy's own tables (storage.Open, then Migrate).
-func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []byte) (*plugin.Plugin, error) {
-	p, err := plugin.New(ctx, plugin.Config{
+// deputy's own tables (storage.Open, then Migrate). opts change deputy's
+// configuration (the tests turn on loopback metadata documents).
+func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []byte, opts ...func(*plugin.Config)) (*plugin.Plugin, error) {
+	cfg := plugin.Config{
 		Store:        st,
 		Directory:    directory{h},
 		Sessions:     sessions{h},
@@ -30,7 +31,19 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 		Agents:       true,
 		// Tokens of this IdP carry fosite-example's session.
 		NewSession: func() fosite.Session { return newSession("") },
-	})
+		// MCP clients register themselves (RFC 7591 at
+		// /deputy/oauth2/register) or name their metadata document as their
+		// client_id; either way, only for these scopes.
+		ClientRegistration: plugin.ClientRegistration{
+			Dynamic:           true,
+			MetadataDocuments: true,
+			Scopes:            []string{"projects:read", "projects:write", "reports:read", "offline", "offline_access"},
+		},
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := plugin.New(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +58,15 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 	// Redirect URIs matched exactly (any port on a loopback address only
 	// for a public client registered without one), no repeated parameters.
 	h.checkAuthorize = plugin.CheckAuthorizeRequest
+	// The consent screen says when a client registered itself, and where
+	// the answer goes.
+	h.consentNote = func(ar fosite.AuthorizeRequester) string {
+		c := plugin.DescribeClient(ar)
+		if !c.Unverified {
+			return ""
+		}
+		return "Unverified app: " + c.ID + " registered itself, so nobody here checked who runs it. Your answer goes to " + c.RedirectHost + "."
+	}
 	// What a user ticks on the consent screen, capped at what they hold.
 	h.onAuthorize = func(ctx context.Context, ar fosite.AuthorizeRequester, user string, ticked []string) error {
 		return p.GrantScopes(ctx, ar, user, "", ticked)

@@ -28,9 +28,9 @@ import (
 // writes one: fosite's MemoryStore, its HMAC token strategy (ory_at_ …),
 // bcrypt-hashed clients, compose.Compose, net/http.ServeMux, and a login and
 // consent screen of its own. Nothing in it knows about deputy except the
-// extension points an IdP would have anyway (checkAuthorize, onAuthorize,
-// wrapToken, wrapProvider, its metrics registry): deputy.go adds deputy to
-// it.
+// extension points an IdP would have anyway (checkAuthorize, consentNote,
+// onAuthorize, wrapToken, wrapProvider, its metrics registry): deputy.go
+// adds deputy to it.
 
 // user is one account of the host.
 type user struct {
@@ -59,6 +59,9 @@ type host struct {
 	// checkAuthorize, when set, vets an authorization request fosite
 	// accepted, before the consent screen.
 	checkAuthorize func(r *http.Request, ar fosite.AuthorizeRequester) error
+	// consentNote, when set, is a line to show on the consent screen about
+	// the request (a warning about its client, say).
+	consentNote func(ar fosite.AuthorizeRequester) string
 	// onAuthorize, when set, narrows what an authorization grants: it is
 	// called with the scopes the user ticked before the code is issued.
 	onAuthorize func(ctx context.Context, ar fosite.AuthorizeRequester, user string, ticked []string) error
@@ -210,7 +213,7 @@ func randomID() string {
 }
 
 var consentTmpl = template.Must(template.New("consent").Parse(`<!doctype html><title>Consent</title>
-<p>{{.Client}} asks for:</p><form method="post">{{range .Scopes}}
+{{with .Note}}<p class="note">{{.}}</p>{{end}}<p>{{.Client}} asks for:</p><form method="post">{{range .Scopes}}
 <label><input type="checkbox" name="grant_scope" value="{{.}}" checked> {{.}}</label>{{end}}
 <button>Allow</button></form>`))
 
@@ -232,7 +235,11 @@ func (h *host) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodPost {
-		_ = consentTmpl.Execute(w, map[string]any{"Client": ar.GetClient().GetID(), "Scopes": ar.GetRequestedScopes()})
+		var note string
+		if h.consentNote != nil {
+			note = h.consentNote(ar)
+		}
+		_ = consentTmpl.Execute(w, map[string]any{"Client": ar.GetClient().GetID(), "Scopes": ar.GetRequestedScopes(), "Note": note})
 		return
 	}
 	ticked := r.PostForm["grant_scope"]

@@ -39,7 +39,7 @@ type idp struct {
 	url string
 }
 
-func startIdP(t *testing.T, st *storage.Store) *idp {
+func startIdP(t *testing.T, st *storage.Store, opts ...func(*plugin.Config)) *idp {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,7 +49,7 @@ func startIdP(t *testing.T, st *storage.Store) *idp {
 	h := newHost(base, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	e := &idp{t: t, h: h, url: base}
 	if st != nil {
-		p, err := addDeputy(context.Background(), h, st, testSecret)
+		p, err := addDeputy(context.Background(), h, st, testSecret, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
