@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
@@ -15,7 +14,7 @@ import (
 
 // Limits of an app.
 const (
-	MaxNameLength     = 64 // characters
+	MaxNameLength     = protocol.MaxClientNameLength // characters
 	MaxRedirectURIs   = 10
 	MaxURILength      = protocol.MaxURILength
 	MaxScopes         = 100
@@ -27,10 +26,10 @@ const (
 // Token endpoint authentication methods an app may declare. fosite accepts
 // basic and post for every confidential client; see docs/apps.md.
 const (
-	TokenAuthBasic = "client_secret_basic"
-	TokenAuthPost  = "client_secret_post"
+	TokenAuthBasic = protocol.TokenAuthBasic
+	TokenAuthPost  = protocol.TokenAuthPost
 	// TokenAuthNone is a public client's: no secret, PKCE only.
-	TokenAuthNone = "none"
+	TokenAuthNone = protocol.TokenAuthNone
 )
 
 // The fields a FieldError names: the apps API's JSON names. A transport
@@ -205,14 +204,12 @@ func apply(c *storage.Client, in AdminInput, p path, catalog *scope.Catalog) err
 // checkName returns the name trimmed, if it is 1 to MaxNameLength
 // characters of text without control characters.
 func checkName(raw string) (string, error) {
-	name := strings.TrimSpace(raw)
+	name, err := protocol.CheckClientName(raw)
 	switch {
+	case err != nil:
+		return "", invalid(FieldName, "%s", err)
 	case name == "":
 		return "", invalid(FieldName, "required")
-	case utf8.RuneCountInString(name) > MaxNameLength:
-		return "", invalid(FieldName, "at most %d characters", MaxNameLength)
-	case !utf8.ValidString(name) || strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) >= 0:
-		return "", invalid(FieldName, "must not contain control characters")
 	}
 	return name, nil
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/deputyauth/deputy/internal/protocol"
@@ -43,8 +42,6 @@ func badRedirect(format string, args ...any) *Error {
 const (
 	DefaultUnusedLifetime  = 24 * time.Hour
 	DefaultMaxRedirectURIs = 10
-	// MaxNameLength bounds client_name, as the apps API bounds an app's name.
-	MaxNameLength = 64
 )
 
 // Policy is what a client that registers itself may be, by either way:
@@ -292,12 +289,9 @@ func (p *Policy) client(md *metadata, k kind) (*storage.Client, *Error) {
 	}
 
 	// What the consent page shows: unverified, so only checked for shape.
-	name := strings.TrimSpace(md.name)
-	switch {
-	case utf8.RuneCountInString(name) > MaxNameLength:
-		return nil, badMetadata("client_name: at most %d characters", MaxNameLength)
-	case strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }):
-		return nil, badMetadata("client_name: must not contain control characters")
+	name, err := protocol.CheckClientName(md.name)
+	if err != nil {
+		return nil, badMetadata("client_name: %s", err)
 	}
 	c.Name = name
 	if md.logoURI != "" {

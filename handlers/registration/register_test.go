@@ -16,6 +16,7 @@ import (
 
 	"github.com/ory/fosite"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -176,7 +177,7 @@ func TestRegistrationErrors(t *testing.T) {
 			{"unknown scope", md("scope", "projects:read admin:everything"), "", ErrInvalidClientMetadata},
 			{"scope with a quote", md("scope", `projects:read "x`), "", ErrInvalidClientMetadata},
 			{"scope an array", md("scope", []string{"projects:read"}), "", ErrInvalidClientMetadata},
-			{"name too long", md("client_name", strings.Repeat("n", MaxNameLength+1)), "", ErrInvalidClientMetadata},
+			{"name too long", md("client_name", strings.Repeat("n", protocol.MaxClientNameLength+1)), "", ErrInvalidClientMetadata},
 			{"name with a control character", md("client_name", "MCP\u0007client"), "", ErrInvalidClientMetadata},
 			{"name with a NUL", md("client_name", "MCP\u0000"), "", ErrInvalidClientMetadata},
 			{"name a number", md("client_name", 7), "", ErrInvalidClientMetadata},

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Limits of the input rules.
@@ -20,6 +21,9 @@ const (
 	// own (the consent page and API): a client id may be a URL (a client
 	// ID metadata document).
 	MaxClientIDLen = MaxURILength
+	// MaxClientNameLength bounds a client's display name (an app's name, a
+	// registered client's client_name), in characters.
+	MaxClientNameLength = 64
 )
 
 // What each rule accepts, in words, for error messages; every refusal of
@@ -62,6 +66,21 @@ func ValidClientID(id string) bool {
 		}
 	}
 	return true
+}
+
+// CheckClientName returns a client's display name with the white space
+// around it trimmed, if it is at most MaxClientNameLength characters of
+// valid UTF-8 without control characters. Whether a name is required is the
+// caller's rule: "" passes. The error says what is wrong.
+func CheckClientName(raw string) (string, error) {
+	name := strings.TrimSpace(raw)
+	switch {
+	case utf8.RuneCountInString(name) > MaxClientNameLength:
+		return "", fmt.Errorf("at most %d characters", MaxClientNameLength)
+	case !utf8.ValidString(name) || strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }):
+		return "", errors.New("must not contain control characters")
+	}
+	return name, nil
 }
 
 // ValidAgentSessionID reports whether id is a well-formed agent session id:

@@ -167,3 +167,27 @@ func TestValidIssuer(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckClientName(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"robot", "robot", true},
+		{"  CI deploys  ", "CI deploys", true},
+		{"", "", true}, // required or not is the caller's rule
+		{strings.Repeat("é", MaxClientNameLength), strings.Repeat("é", MaxClientNameLength), true},
+		{"<b>x</b>", "<b>x</b>", true}, // escaping is the pages' job
+		{strings.Repeat("n", MaxClientNameLength+1), "", false},
+		{"a\x00b", "", false},
+		{"a\tb", "", false},
+		{"a\u202eb", "", false}, // right-to-left override
+		{"a\xffb", "", false},
+	} {
+		got, err := CheckClientName(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("CheckClientName(%q) = %q, %v; want %q, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
