@@ -17,6 +17,7 @@ import (
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/querycount"
 )
 
 // Defaults of the serve command.
@@ -60,6 +61,11 @@ type config struct {
 	Tracing bool
 	// Out receives the human-readable start banner; nil discards it.
 	Out io.Writer
+	// DebugListen, when set, is a loopback address serving query counts
+	// and pprof (debug.go); empty, the default, adds nothing.
+	DebugListen string
+	// queries counts the store's SQL when the debug listener is on.
+	queries *querycount.Counter
 }
 
 // envOr returns the environment variable's value, or def when it is unset or empty.
@@ -187,8 +193,8 @@ func randomSecret() []byte {
 }
 
 // openStore opens and migrates deputy's store and the host's tables.
-func openStore(ctx context.Context, dsn string) (*storage.Store, *users, error) {
-	st, err := storage.Open(ctx, dsn)
+func openStore(ctx context.Context, dsn string, opts ...storage.Option) (*storage.Store, *users, error) {
+	st, err := storage.Open(ctx, dsn, opts...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/deputyauth/deputy/storage/querycount"
 )
 
 // shutdownGrace is how long in-flight requests get after SIGINT/SIGTERM.
@@ -81,6 +83,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Out:           stdout,
 		MetricsListen: *metrics,
 		Tracing:       tracing,
+		DebugListen:   os.Getenv(debugListenEnv),
 
 		NoClientRegistration:      *noReg,
 		LoopbackMetadataDocuments: *loopDoc,
@@ -115,11 +118,23 @@ func serve(ctx context.Context, cfg config) error {
 			return fmt.Errorf("metrics listen: %w", err)
 		}
 	}
+	var dln net.Listener
+	if cfg.DebugListen != "" {
+		if dln, err = listenDebug(cfg.DebugListen); err != nil {
+			ln.Close()
+			if mln != nil {
+				mln.Close()
+			}
+			return err
+		}
+		cfg.queries = new(querycount.Counter)
+	}
 	s, cleanup, err := buildServer(ctx, cfg)
 	if err != nil {
-		ln.Close()
-		if mln != nil {
-			mln.Close()
+		for _, l := range []net.Listener{ln, mln, dln} {
+			if l != nil {
+				l.Close()
+			}
 		}
 		return err
 	}
@@ -134,7 +149,7 @@ func serve(ctx context.Context, cfg config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
 	var msrv *http.Server
 	if mln != nil {
@@ -147,6 +162,12 @@ func serve(ctx context.Context, cfg config) error {
 		go func() { errc <- msrv.Serve(mln) }()
 		cfg.Logger.Info("metrics listening", "addr", mln.Addr().String(), "path", "/metrics")
 	}
+	var dsrv *http.Server
+	if dln != nil {
+		dsrv = &http.Server{Handler: s.debugRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: srv.ErrorLog}
+		go func() { errc <- dsrv.Serve(dln) }()
+		cfg.Logger.Warn("debug listening", "addr", dln.Addr().String(), "serves", "/debug/querycount /debug/pprof/", "env", debugListenEnv)
+	}
 	cfg.Logger.Info("deputy-idp listening", "addr", ln.Addr().String(), "issuer", issuerOr(cfg), "demo", cfg.Demo)
 	printBanner(cfg.Out, issuerOr(cfg), cfg.Demo)
 
@@ -158,9 +179,15 @@ func serve(ctx context.Context, cfg config) error {
 	cfg.Logger.Info("shutting down", "grace", shutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if msrv != nil {
-		if err := msrv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("shutdown metrics: %w", err)
+	for _, side := range []struct {
+		srv  *http.Server
+		name string
+	}{{msrv, "metrics"}, {dsrv, "debug"}} {
+		if side.srv == nil {
+			continue
+		}
+		if err := side.srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown %s: %w", side.name, err)
 		}
 		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -72,7 +72,11 @@ func buildServer(ctx context.Context, cfg config) (_ *server, cleanup func(), er
 	}
 	cfg.SystemSecret = secret
 
-	st, u, err := openStore(ctx, cfg.DatabaseURL)
+	var storeOpts []storage.Option
+	if cfg.queries != nil {
+		storeOpts = append(storeOpts, cfg.queries.Option())
+	}
+	st, u, err := openStore(ctx, cfg.DatabaseURL, storeOpts...)
 	if err != nil {
 		return nil, nil, err
 	}

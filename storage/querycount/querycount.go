@@ -134,13 +134,20 @@ func (q *Counter) Measure(fn func()) Counts {
 // and pool settings); it only counts.
 func Open(ctx context.Context, dsn string, opts ...storage.Option) (*storage.Store, *Counter, error) {
 	qc := new(Counter)
-	s, err := storage.Open(ctx, dsn, append(opts, storage.WithConnector(func(driverName, dsn string) (driver.Connector, error) {
-		return countingConnector(driverName, dsn, qc)
-	}))...)
+	s, err := storage.Open(ctx, dsn, append(opts, qc.Option())...)
 	if err != nil {
 		return nil, nil, err
 	}
 	return s, qc, nil
+}
+
+// Option puts q between the pool and the driver of the store storage.Open
+// opens with it, for a program that opens its store itself (deputy-idp's
+// debug listener counts its queries this way).
+func (q *Counter) Option() storage.Option {
+	return storage.WithConnector(func(driverName, dsn string) (driver.Connector, error) {
+		return countingConnector(driverName, dsn, q)
+	})
 }
 
 // countingConnector wraps the connector of the driver registered as
