@@ -24,8 +24,11 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
 
 # Go benchmarks (middleware verification, …), then the load generator: token
-# endpoints over loopback HTTP against the baseline and the floor. Needs the
-# PostgreSQL of DEPUTY_BENCH_POSTGRES (a fresh schema is made and dropped).
+# endpoints over loopback HTTP — deputy mounted in-process (plugin cells) and
+# the deputy-idp binary, built into a temporary directory and started with
+# `serve` in its own process (deputy-idp cells) — against the baseline and
+# the floor. Needs the PostgreSQL of DEPUTY_BENCH_POSTGRES (fresh schemas are
+# made and dropped). BENCHFLAGS narrows it, e.g. BENCHFLAGS='-cells idp-cc-postgres,cc-postgres -clients 8'.
 DEPUTY_BENCH_POSTGRES ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 BENCHFLAGS ?=
 bench:

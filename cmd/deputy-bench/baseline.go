@@ -72,11 +72,11 @@ func startBaseline(listen string) (string, func(), error) {
 	return base + "/oauth2/token", stop, nil
 }
 
-func baselineOp(endpoint string) op {
-	return tokenRequest(endpoint, baselineClientID, baselineSecret, url.Values{
+func baselineSpec(endpoint string) tokenSpec {
+	return tokenSpec{Endpoint: endpoint, ClientID: baselineClientID, Secret: baselineSecret, Form: url.Values{
 		"grant_type": {"client_credentials"},
 		"scope":      {baselineScope},
-	})
+	}}
 }
 
 // serve runs h on a fresh loopback listener (listen must be a loopback

@@ -14,13 +14,19 @@ import (
 // CPU time is what a loaded, shared machine does not distort much: a token
 // costs about as many CPU microseconds whether or not other processes
 // compete for the cores, while tokens/s and latencies move with the
-// competition. The bench reports both, per cell: the CPU of its own process
-// (deputy's server and the load generator, which share it) and the CPU of
-// the PostgreSQL backends serving its pool.
+// competition. The bench reports both, per cell: the CPU of the server's
+// process (the bench's own for the in-process cells, whose load generator
+// runs in a process of its own; deputy-idp's for the shipped cells), the
+// load generator's, and the CPU of the PostgreSQL backends serving the
+// server's pool.
 
-// appName marks the bench's PostgreSQL connections, so that their backends
-// can be told from everyone else's on a shared server.
-const appName = "deputy-bench"
+// appName marks the bench's PostgreSQL connections, and idpAppName those of
+// the deputy-idp it starts, so that their backends can be told from
+// everyone else's on a shared server.
+const (
+	appName    = "deputy-bench"
+	idpAppName = "deputy-bench-idp"
+)
 
 // clockTicks is Linux's USER_HZ, the unit of /proc/<pid>/stat times; it is
 // 100 on every architecture Go supports.
@@ -35,11 +41,11 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// pgBackends returns the process ids of the server backends of this run's
-// connections, or nil when PostgreSQL is not local or not telling.
-func pgBackends(ctx context.Context, s *storage.Store) []int {
+// pgBackends returns the process ids of the server backends of the
+// connections named app, or nil when PostgreSQL is not local or not telling.
+func pgBackends(ctx context.Context, s *storage.Store, app string) []int {
 	var pids []int
-	if err := s.Select(ctx, &pids, `SELECT pid FROM pg_stat_activity WHERE application_name = ?`, appName); err != nil {
+	if err := s.Select(ctx, &pids, `SELECT pid FROM pg_stat_activity WHERE application_name = ?`, app); err != nil {
 		return nil
 	}
 	// A remote or containerised server's pids are not ours to read.
@@ -81,25 +87,43 @@ func procCPU(pids []int) time.Duration {
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 
-// cpuMeter measures the CPU a measured phase used.
+// cpuMeter measures the CPU a measured phase used: of the server's
+// process (ServerPID, or this process when 0) and of the PostgreSQL
+// backends of the connections named PGApp (found through PGStore).
 type cpuMeter struct {
-	pids       []int
-	self0, pg0 time.Duration
-	Self, PG   time.Duration
-	PGMeasured bool
+	ServerPID int
+	PGStore   *storage.Store
+	PGApp     string
+
+	pids           []int
+	server0, pg0   time.Duration
+	Server, PG     time.Duration
+	PGMeasured     bool
+	ServerMeasured bool
 }
 
-func (m *cpuMeter) start(ctx context.Context, s *storage.Store) {
-	if s != nil && s.Dialect() == storage.Postgres {
-		m.pids = pgBackends(ctx, s)
+func (m *cpuMeter) serverCPU() (time.Duration, bool) {
+	if m.ServerPID == 0 {
+		return selfCPU(), true
+	}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(m.ServerPID) + "/stat"); err != nil {
+		return 0, false
+	}
+	return procCPU([]int{m.ServerPID}), true
+}
+
+func (m *cpuMeter) start(ctx context.Context) {
+	if m.PGStore != nil && m.PGStore.Dialect() == storage.Postgres {
+		m.pids = pgBackends(ctx, m.PGStore, m.PGApp)
 		m.PGMeasured = len(m.pids) > 0
 		m.pg0 = procCPU(m.pids)
 	}
-	m.self0 = selfCPU()
+	m.server0, m.ServerMeasured = m.serverCPU()
 }
 
 func (m *cpuMeter) stop() {
-	m.Self = selfCPU() - m.self0
+	v, ok := m.serverCPU()
+	m.Server, m.ServerMeasured = v-m.server0, m.ServerMeasured && ok
 	if m.PGMeasured {
 		m.PG = procCPU(m.pids) - m.pg0
 	}

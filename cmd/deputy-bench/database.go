@@ -35,21 +35,42 @@ func (d *database) Close() {
 // newPostgres makes a fresh schema on the server at base and opens a
 // migrated store on it; Close drops the schema.
 func newPostgres(ctx context.Context, base string) (*database, error) {
+	dsn, drop, err := createSchema(ctx, base, appName)
+	if err != nil {
+		return nil, err
+	}
+	d, err := openDatabase(ctx, "postgres", dsn)
+	if err != nil {
+		drop()
+		return nil, err
+	}
+	d.drop = drop
+	return d, nil
+}
+
+// createSchema makes a fresh, empty schema on the server at base and
+// returns the URL of a connection whose search_path is that schema and
+// whose application_name is app, and the function that drops the schema.
+func createSchema(ctx context.Context, base, app string) (string, func(), error) {
 	if err := checkURLLoopback(ctx, base); err != nil {
-		return nil, fmt.Errorf("-postgres: %w", err)
+		return "", nil, fmt.Errorf("-postgres: %w", err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", nil, err
 	}
 	admin, err := sql.Open("postgres", base)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	defer admin.Close()
 	var rnd [6]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	schema := "deputy_bench_" + hex.EncodeToString(rnd[:])
 	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
-		return nil, fmt.Errorf("postgres at %s: create schema: %w", redact(base), err)
+		return "", nil, fmt.Errorf("postgres at %s: create schema: %w", redact(base), err)
 	}
 	drop := func() {
 		db, err := sql.Open("postgres", base)
@@ -63,22 +84,11 @@ func newPostgres(ctx context.Context, base string) (*database, error) {
 			fmt.Fprintf(os.Stderr, "deputy-bench: drop schema %s: %v\n", schema, err)
 		}
 	}
-	u, err := url.Parse(base)
-	if err != nil {
-		drop()
-		return nil, err
-	}
 	q := u.Query()
 	q.Set("search_path", schema)
-	q.Set("application_name", appName)
+	q.Set("application_name", app)
 	u.RawQuery = q.Encode()
-	d, err := openDatabase(ctx, "postgres", u.String())
-	if err != nil {
-		drop()
-		return nil, err
-	}
-	d.drop = drop
-	return d, nil
+	return u.String(), drop, nil
 }
 
 // newSQLite makes a database file in a fresh temporary directory; Close

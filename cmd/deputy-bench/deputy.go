@@ -59,10 +59,10 @@ type deputyServer struct {
 	endpoint  string
 	appSecret string
 	platSec   string
-	ccOp      op
-	// agentOp is nil when the agent-token grant is not available, and
+	cc        tokenSpec
+	// agent is nil when the agent-token grant is not available, and
 	// agentErr then says why.
-	agentOp  op
+	agent    *tokenSpec
 	agentErr error
 	// For the verify group: the plugin (its access-token verifier), the
 	// agent-token verifier and the mint request's form.
@@ -115,11 +115,11 @@ func startDeputy(ctx context.Context, listen string, d *database) (*deputyServer
 		s.stop()
 		return nil, fmt.Errorf("seed: %w", err)
 	}
-	s.ccOp = tokenRequest(s.endpoint, benchAppID, s.appSecret, url.Values{
+	s.cc = tokenSpec{Endpoint: s.endpoint, ClientID: benchAppID, Secret: s.appSecret, Form: url.Values{
 		"grant_type":   {plugin.GrantTypeClientCredentials},
 		"scope":        {benchReadScope},
 		"organization": {benchOrg},
-	})
+	}}
 	if agentErr == nil {
 		agentErr = s.prepareAgent(ctx, d.Store)
 	}
@@ -187,14 +187,14 @@ func (s *deputyServer) prepareAgent(ctx context.Context, st *storage.Store) erro
 		"organization":       {benchOrg},
 		"scope":              {benchReadScope + " " + benchWrite},
 	}
-	s.agentOp = tokenRequest(s.endpoint, benchPlatform, s.platSec, form)
+	spec := tokenSpec{Endpoint: s.endpoint, ClientID: benchPlatform, Secret: s.platSec, Form: form}
 	// One mint now, so that a grant that refuses the seed is reported as
 	// such rather than as thousands of errors.
 	w := &worker{client: newHTTPClient()}
-	if err := s.agentOp(ctx, w); err != nil {
-		s.agentOp = nil
+	if err := spec.op()(ctx, w); err != nil {
 		return fmt.Errorf("first mint: %w", err)
 	}
+	s.agent = &spec
 	s.agentForm = form
 	return nil
 }
@@ -242,10 +242,10 @@ func (b *bench) runDeputy(ctx context.Context, d *database, cc, agent, verify bo
 	if err != nil {
 		err = fmt.Errorf("start deputy: %w", err)
 		if cc {
-			b.unavailable(ccGroup, "deputy", "client_credentials", d.Backend, err)
+			b.unavailable(ccGroup, cellPlugin, "client_credentials", d.Backend, err)
 		}
 		if agent {
-			b.unavailable(agentGroup, "deputy", "agent-token", d.Backend, err)
+			b.unavailable(agentGroup, cellPlugin, "agent-token", d.Backend, err)
 		}
 		if verify {
 			b.verifyUnavailable(grantOpaqueMW, d.Backend, err)
@@ -254,13 +254,13 @@ func (b *bench) runDeputy(ctx context.Context, d *database, cc, agent, verify bo
 	}
 	defer srv.stop()
 	if cc {
-		b.runHTTPGroup(ctx, d, ccGroup, "client_credentials", srv.ccOp)
+		b.runHTTPGroup(ctx, d, ccGroup, "client_credentials", srv.cc)
 	}
 	if agent {
-		if srv.agentOp == nil {
-			b.unavailable(agentGroup, "deputy", "agent-token", d.Backend, srv.agentErr)
+		if srv.agent == nil {
+			b.unavailable(agentGroup, cellPlugin, "agent-token", d.Backend, srv.agentErr)
 		} else {
-			b.runHTTPGroup(ctx, d, agentGroup, "agent-token", srv.agentOp)
+			b.runHTTPGroup(ctx, d, agentGroup, "agent-token", *srv.agent)
 		}
 	}
 	if verify {
@@ -268,13 +268,18 @@ func (b *bench) runDeputy(ctx context.Context, d *database, cc, agent, verify bo
 	}
 }
 
-func (b *bench) runHTTPGroup(ctx context.Context, d *database, group, grant string, o op) {
-	sc, err := sqlPerRequest(ctx, d.Counter, o, true, b.o.sqlSamples)
+func (b *bench) runHTTPGroup(ctx context.Context, d *database, group, grant string, spec tokenSpec) {
+	counter := localCounter{d.Counter}
+	sc, err := sqlPerRequest(ctx, counter, spec.op(), true, b.o.sqlSamples)
 	if err != nil {
-		b.unavailable(group, "deputy", grant, d.Backend, err)
+		b.unavailable(group, cellPlugin, grant, d.Backend, err)
 		return
 	}
-	b.measure(ctx, group, "deputy", grant, d.Backend, o, true, d, sc)
+	b.measure(ctx, cellSpec{
+		group: group, cell: cellPlugin, grant: grant, backend: d.Backend,
+		request: &spec, counter: counter, sql: sc,
+		cpu: cpuMeter{PGStore: d.Store, PGApp: appName},
+	})
 }
 
 // listenLoopback listens on listen, which must be a loopback address.

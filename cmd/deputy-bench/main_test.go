@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,17 @@ import (
 	"github.com/deputyauth/deputy/storage/querycount"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
+
+// TestMain is also the load generator's main when the bench's tests start
+// it as a child process (loadgen.go).
+func TestMain(m *testing.M) {
+	if os.Getenv(loadgenEnv) == "1" {
+		os.Exit(loadgenMain(os.Stdin, os.Stdout))
+	}
+	code := m.Run()
+	idpBuild.cleanup()
+	os.Exit(code)
+}
 
 // startCounted starts deputy, as the benchmark does, on a fresh database of
 // b whose SQL round trips qc counts; both go when t ends.
@@ -43,7 +55,7 @@ func TestGrantRoundTrips(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		srv, qc := startCounted(t, b)
-		if srv.agentOp == nil {
+		if srv.agent == nil {
 			t.Fatalf("agent-token grant unavailable: %v", srv.agentErr)
 		}
 
@@ -52,14 +64,14 @@ func TestGrantRoundTrips(t *testing.T) {
 			op    op
 			limit float64
 		}{
-			{"client_credentials", srv.ccOp, 2},
-			{"agent-token", srv.agentOp, 3},
+			{"client_credentials", srv.cc.op(), 2},
+			{"agent-token", srv.agent.op(), 3},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				// The median of several requests: a background write of the
 				// secrets' last-used time may land during any one of them.
-				sc, err := sqlPerRequest(ctx, qc, tt.op, true, 9)
+				sc, err := sqlPerRequest(ctx, localCounter{qc}, tt.op, true, 9)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -215,10 +227,15 @@ func TestRunLoadCountsErrors(t *testing.T) {
 func TestTargetsRatios(t *testing.T) {
 	t.Parallel()
 	rs := []*result{
-		{Group: groupBaseline, Cell: "baseline", Clients: 8, Available: true, TokensPerSec: 10},
-		{Group: groupFloor, Cell: "floor", Clients: 8, Available: true, TokensPerSec: 1000},
-		{Group: groupCCPostgres, Cell: "deputy", Clients: 8, Available: true, TokensPerSec: 500, P99Ms: 4},
-		{Group: groupAgtPostgres, Cell: "deputy", Clients: 8, Note: "not available: x"},
+		{Group: groupBaseline, Cell: cellBaseline, Clients: 8, Available: true, TokensPerSec: 10},
+		{Group: groupFloor, Cell: cellFloor, Clients: 8, Available: true, TokensPerSec: 1000},
+		{Group: groupCCPostgres, Cell: cellPlugin, Grant: "client_credentials", Backend: "postgres", Clients: 8, Available: true, TokensPerSec: 700, P99Ms: 4,
+			SQLPerRequest: f(2), CPUPerRequestUs: f(250)},
+		{Group: groupAgtPostgres, Cell: cellPlugin, Grant: "agent-token", Backend: "postgres", Clients: 8, Note: "not available: x"},
+		{Group: groupIdpCCPostgres, Cell: cellIdp, Grant: "client_credentials", Backend: "postgres", Clients: 8, Available: true, TokensPerSec: 560,
+			SQLPerRequest: f(3), CPUPerRequestUs: f(180)},
+		{Group: groupIdpCCSQLite, Cell: cellIdp, Grant: "client_credentials", Backend: "sqlite", Clients: 8, Available: true, TokensPerSec: 900,
+			SQLPerRequest: f(4)},
 	}
 	ts := targets(rs)
 	byName := map[string]target{}
@@ -236,17 +253,30 @@ func TestTargetsRatios(t *testing.T) {
 		}
 	}
 	yes, no := true, false
-	check("client_credentials on PostgreSQL vs baseline, 8 clients", &yes, "50.0×")
-	check("client_credentials on PostgreSQL vs floor, 8 clients", &yes, "50%")
-	check("client_credentials on PostgreSQL p99, 8 clients", &yes, "4.00 ms")
-	check("agent-token mint on PostgreSQL p99, 8 clients", nil, "not measured")
+	check("client_credentials on PostgreSQL vs baseline, 8 clients", &yes, "70.0×")
+	check("client_credentials on PostgreSQL vs floor, 8 clients", &yes, "70%")
+	check("client_credentials p99, plugin, PostgreSQL, 8 clients", &yes, "4.00 ms")
+	check("agent-token mint p99, plugin, PostgreSQL, 8 clients", nil, "not measured")
+	check("client_credentials Go CPU per token, plugin, PostgreSQL, 8 clients", &no, "250 µs")
+	check("client_credentials Go CPU per token, deputy-idp, PostgreSQL, 8 clients", &yes, "180 µs")
+	check("deputy-idp SQL round trips per token, client_credentials, PostgreSQL", &yes, "3")
+	check("deputy-idp tokens/s vs plugin, client_credentials, PostgreSQL, 8 clients", &yes, "80%")
+	// No plugin row to compare with: not judged.
+	check("deputy-idp SQL round trips per token, client_credentials, SQLite", nil, "not measured")
+	check("deputy-idp tokens/s vs plugin, client_credentials, SQLite, 8 clients", nil, "not measured")
 	rs[2].TokensPerSec = 150
+	rs[4].SQLPerRequest = f(4)
 	ts = targets(rs)
 	for _, tg := range ts {
 		byName[tg.Name] = tg
 	}
 	check("client_credentials on PostgreSQL vs baseline, 8 clients", &no, "15.0×")
+	check("client_credentials on PostgreSQL vs floor, 8 clients", &no, "15%")
+	check("deputy-idp SQL round trips per token, client_credentials, PostgreSQL", &no, "4")
+	check("deputy-idp tokens/s vs plugin, client_credentials, PostgreSQL, 8 clients", &yes, "373%")
 }
+
+func f(v float64) *float64 { return &v }
 
 func ptrStr(b *bool) string {
 	if b == nil {

@@ -150,7 +150,7 @@ func (b *bench) runVerify(ctx context.Context, d *database, srv *deputyServer) {
 			return
 		}
 		o := func(context.Context, *worker) error { return c.fn() }
-		sc, err := sqlPerRequest(ctx, d.Counter, o, false, b.o.sqlSamples)
+		sc, err := sqlPerRequest(ctx, localCounter{d.Counter}, o, false, b.o.sqlSamples)
 		if err != nil {
 			b.verifyUnavailable(c.grant, d.Backend, err)
 			continue
@@ -163,7 +163,7 @@ func (b *bench) runVerify(ctx context.Context, d *database, srv *deputyServer) {
 		}
 		ns, allocs, bytes := float64(br.T.Nanoseconds())/float64(br.N), br.AllocsPerOp(), br.AllocedBytesPerOp()
 		r := &result{
-			Group: groupVerify, Cell: "verify", Grant: c.grant, Backend: d.Backend, Clients: 1, Available: true,
+			Group: groupVerify, Cell: cellVerify, Grant: c.grant, Backend: d.Backend, Clients: 1, Available: true,
 			Requests: int64(br.N), Seconds: br.T.Seconds(),
 			NsPerOp: &ns, AllocsPerOp: &allocs, BytesPerOp: &bytes,
 			SQLPerRequest: &sc.PerRequest, SQLSampled: &sc.Total, SQLSamples: sc.Samples,
@@ -178,7 +178,7 @@ func (b *bench) runVerify(ctx context.Context, d *database, srv *deputyServer) {
 func (b *bench) verifyUnavailable(grant, backend string, why error) {
 	b.logf("%s: %s on %s: not available: %v", groupVerify, grant, backend, why)
 	b.rep.Results = append(b.rep.Results, &result{
-		Group: groupVerify, Cell: "verify", Grant: grant, Backend: backend, Clients: 1,
+		Group: groupVerify, Cell: cellVerify, Grant: grant, Backend: backend, Clients: 1,
 		Note: "not available: " + why.Error(),
 	})
 }
