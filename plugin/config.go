@@ -39,7 +39,8 @@ type Config struct {
 	// Store is deputy's database, opened and migrated by the host: deputy's
 	// own tables (apps, secrets, grants, signing keys, audit), and in kit
 	// mode the fosite storage too.
-	Store *storage.Store
+	// *storage.Store (storage.Open) is one.
+	Store storage.Backend
 	// Directory answers which scopes a user holds today.
 	Directory Directory
 	// Sessions resolves the first-party browser session.

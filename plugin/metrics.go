@@ -128,7 +128,7 @@ type metrics struct {
 	consentCells  [len(consentEvents)]prometheus.Counter
 }
 
-func newMetrics(st *storage.Store) *metrics {
+func newMetrics(st storage.Backend) *metrics {
 	m := &metrics{
 		tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "deputy_token_requests_total",
@@ -267,12 +267,12 @@ func (c *observerCell) get(vec *prometheus.HistogramVec, a, b string) prometheus
 // storeCollector exports the store's Health at scrape time: the store keeps
 // plain atomic counters, so its statements pay nothing for metrics.
 type storeCollector struct {
-	st        *storage.Store
+	st        storage.Backend
 	errors    *prometheus.Desc
 	available *prometheus.Desc
 }
 
-func newStoreCollector(st *storage.Store) *storeCollector {
+func newStoreCollector(st storage.Backend) *storeCollector {
 	return &storeCollector{
 		st: st,
 		errors: prometheus.NewDesc("deputy_database_errors_total",

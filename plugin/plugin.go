@@ -347,7 +347,7 @@ func (p *Plugin) grantTypes() []string {
 // authorization-endpoint rules (WrapProvider).
 func (p *Plugin) Provider() fosite.OAuth2Provider {
 	p.kitOnce.Do(func() {
-		p.provider = p.WrapProvider(compose.Compose(p.fosite, kitStorage{Store: p.cfg.Store, p: p}, &compose.CommonStrategy{CoreStrategy: p.hmac}, p.kitFactories()...))
+		p.provider = p.WrapProvider(compose.Compose(p.fosite, kitStorage{Backend: p.cfg.Store, p: p}, &compose.CommonStrategy{CoreStrategy: p.hmac}, p.kitFactories()...))
 	})
 	return p.provider
 }

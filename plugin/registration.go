@@ -144,7 +144,7 @@ func (p *Plugin) lookupClient(ctx context.Context, id string) (fosite.Client, *s
 // the clients table when it is issued an authorization code, so that the
 // lookups of its code and tokens (which join their client) find it.
 type kitStorage struct {
-	*storage.Store
+	storage.Backend
 	p *Plugin
 }
 
@@ -163,11 +163,11 @@ func (k kitStorage) CreateAuthorizeCodeSession(ctx context.Context, signature st
 	if doc, ok := r.GetClient().(kitDocumentClient); ok {
 		c := doc.StorageClient()
 		c.UnusedExpiresAt = sql.NullTime{Time: time.Now().Add(k.p.registrationPolicy.UnusedLifetime), Valid: true}
-		if err := k.Store.SaveMetadataDocumentClient(ctx, c); err != nil {
+		if err := k.Backend.SaveMetadataDocumentClient(ctx, c); err != nil {
 			return err
 		}
 	}
-	return k.Store.CreateAuthorizeCodeSession(ctx, signature, r)
+	return k.Backend.CreateAuthorizeCodeSession(ctx, signature, r)
 }
 
 // kitDocumentClient is a metadata document's client in kit mode, whose

@@ -18,63 +18,13 @@ import (
 	"time"
 
 	"github.com/ory/fosite"
-	"github.com/ory/fosite/handler/oauth2"
-	"github.com/ory/fosite/handler/openid"
-	"github.com/ory/fosite/handler/pkce"
-	fositestorage "github.com/ory/fosite/storage"
 
 	"github.com/deputyauth/deputy/storage"
 )
 
-// Store is everything the suite exercises: fosite's storage interfaces, and
-// deputy's apps and secrets, agent grants, audit log, signing keys, expiry
-// sweep and migrations. *storage.Store implements it.
-//
-// Errors follow storage's contract: fosite.ErrNotFound (storage.ErrNotFound)
-// for a missing row, storage.ErrConflict for a duplicate, storage.ErrInvalidInput
-// for a value the database cannot hold, tested with errors.Is.
-type Store interface {
-	fosite.ClientManager
-	oauth2.CoreStorage
-	oauth2.TokenRevocationStorage
-	pkce.PKCERequestStorage
-	openid.OpenIDConnectRequestStorage
-	fositestorage.Transactional
-
-	CreateClient(ctx context.Context, c *storage.Client) error
-	UpdateClient(ctx context.Context, c *storage.Client) error
-	DeleteClient(ctx context.Context, id string) error
-	Client(ctx context.Context, id string) (*storage.Client, error)
-	ListClients(ctx context.Context, ownerUserID string) ([]*storage.Client, error)
-	MarkClientUsed(ctx context.Context, id string) error
-	SaveMetadataDocumentClient(ctx context.Context, c *storage.Client) error
-
-	CreateClientSecret(ctx context.Context, clientID string, hash []byte, displayPrefix string) (*storage.ClientSecret, error)
-	ListClientSecrets(ctx context.Context, clientID string) ([]*storage.ClientSecret, error)
-	CountClientSecrets(ctx context.Context, clientID string) (int, error)
-	DeleteClientSecret(ctx context.Context, clientID, secretID string) error
-	TouchClientSecret(ctx context.Context, hash []byte, at time.Time) error
-
-	ListAuthorizedApps(ctx context.Context, userID string) ([]*storage.AuthorizedApp, error)
-	RevokeClientTokensForSubject(ctx context.Context, clientID, userID string) error
-
-	ApproveAgentGrant(ctx context.Context, org, userID, clientID, sessionID string, scopes []string, expiresAt time.Time) (*storage.AgentGrant, error)
-	AgentGrantScopes(ctx context.Context, org, userID, clientID, sessionID string, at time.Time) ([]string, error)
-	ListAgentGrants(ctx context.Context, userID string, at time.Time) ([]*storage.AgentGrant, error)
-	RevokeAgentGrant(ctx context.Context, userID, id string) error
-
-	AppendAudit(ctx context.Context, e *storage.AuditEvent) error
-	ListAudit(ctx context.Context, userID string) ([]*storage.AuditEvent, error)
-
-	SigningKeys(ctx context.Context, at time.Time) ([]*storage.SigningKey, error)
-	CreateFirstSigningKey(ctx context.Context, k *storage.SigningKey) (bool, error)
-	RotateSigningKeys(ctx context.Context, k *storage.SigningKey, retain time.Duration) error
-	DeleteDroppedSigningKeys(ctx context.Context, at time.Time) (int64, error)
-
-	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
-	Migrate(ctx context.Context) error
-	SchemaVersion(ctx context.Context) (int, error)
-}
+// Store is everything the suite exercises: storage.Backend, which
+// *storage.Store implements.
+type Store = storage.Backend
 
 var _ Store = (*storage.Store)(nil)
 
