@@ -211,6 +211,11 @@ func (s *Service) Update(ctx context.Context, caller, id string, in Input) (*sto
 	if c.Public {
 		return nil, invalid(FieldPublic, "a public client is changed with an administrator's tools")
 	}
+	if c.Registration != "" {
+		// Its metadata is its registration's (RFC 7592) or its document's;
+		// an administrator may delete it.
+		return nil, invalid(FieldName, "a client that registered itself is changed through its registration, not here; delete it instead")
+	}
 	wasCC := c.GetGrantTypes().Has(protocol.GrantTypeClientCredentials)
 	if len(in.GrantTypes) == 0 {
 		in.GrantTypes = c.GrantTypes

@@ -360,6 +360,12 @@ func TestUpdate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A client that registered itself (RFC 7591), confidential.
+		registered := &storage.Client{ID: "registered", Name: "dcr", RedirectURIs: []string{"https://app.example/cb"},
+			GrantTypes: []string{"authorization_code"}, Scopes: []string{"docs:read"}, Agent: true, Registration: storage.RegistrationDynamic}
+		if err := s.CreateClient(ctx, registered); err != nil {
+			t.Fatal(err)
+		}
 		for _, tc := range []struct {
 			name   string
 			caller string
@@ -376,6 +382,7 @@ func TestUpdate(t *testing.T) {
 			{"a rule still holds", "alice", own.ID, with(cc(), func(in *apps.Input) { in.Scopes = []string{"billing:write"} }), apps.ErrInvalid, apps.FieldScopes},
 			{"the agent platform", admin, plat.ID, apps.Input{Name: "renamed"}, apps.ErrInvalid, apps.FieldGrantTypes},
 			{"the public client", admin, native.ID, code(), apps.ErrInvalid, apps.FieldPublic},
+			{"a client that registered itself", admin, registered.ID, code(), apps.ErrInvalid, apps.FieldName},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before := rows(t, s)

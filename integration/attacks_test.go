@@ -1514,6 +1514,136 @@ var attacks = []attack{
 		},
 	},
 	{
+		name:       "a self-registered client asking for client_credentials or the agent-token grant",
+		protection: "registration.Policy: a client that registers itself (RFC 7591) gets authorization_code and refresh_token only, unowned; anything else is 400 invalid_client_metadata and nothing is stored",
+		// Without it: anyone registers a client_credentials client (a
+		// token that acts for nobody, or for whichever owner a later bug
+		// assigns) or an agent platform, which mints agent tokens from any
+		// user token it obtains. Checked by removing the grant check in
+		// Policy.client: the row fails, authorization_code with
+		// client_credentials registered (201, a client_secret issued).
+		run: func(t *testing.T, e *attackEnv) {
+			c := sourceClient(t, "127.0.0.7")
+			for _, grants := range [][]string{
+				{"client_credentials"},
+				{"authorization_code", "client_credentials"},
+				{"authorization_code", "urn:deputy:params:oauth:grant-type:agent-token"},
+			} {
+				status, out := register(t, c, e.tg.URL, map[string]any{"redirect_uris": []string{"http://127.0.0.1/cb"}, "grant_types": grants})
+				if status != http.StatusBadRequest || out["error"] != "invalid_client_metadata" || out["client_id"] != nil {
+					t.Errorf("registering %v: %d %v", grants, status, out)
+				}
+			}
+		},
+	},
+	{
+		name:       "another client's registration read, changed or deleted with one's own registration token",
+		protection: "registration.Handler.manage: RFC 7592 requests need the registration access token of that very client (SHA-256 compared in constant time); every refusal is the same 401",
+		// Without it: whoever registered any client reads another's
+		// metadata, points its redirect URIs at their own site (and gets
+		// the next user's code) or deletes it. Checked by removing the
+		// hash comparison in manage: the row fails, the GET with the
+		// attacker's token answering 200 with the victim's metadata.
+		run: func(t *testing.T, e *attackEnv) {
+			c := sourceClient(t, "127.0.0.8")
+			_, victim := register(t, c, e.tg.URL, map[string]any{"client_name": "victim", "redirect_uris": []string{"http://127.0.0.1/victim"}, "token_endpoint_auth_method": "none"})
+			_, attacker := register(t, c, e.tg.URL, map[string]any{"redirect_uris": []string{"http://127.0.0.1/attacker"}, "token_endpoint_auth_method": "none"})
+			uri, _ := victim["registration_client_uri"].(string)
+			mine, _ := attacker["registration_access_token"].(string)
+			if uri == "" || mine == "" {
+				t.Fatalf("registrations: %v %v", victim, attacker)
+			}
+			steal := map[string]any{"client_id": victim["client_id"], "redirect_uris": []string{"https://evil.example/cb"}, "token_endpoint_auth_method": "none"}
+			for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+				for _, token := range []string{mine, "", victim["client_id"].(string)} {
+					header := map[string]string{"Content-Type": "application/json"}
+					if token != "" {
+						header["Authorization"] = "Bearer " + token
+					}
+					resp, body := anon(t, method, uri, header, jsonBody(t, steal))
+					if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+						t.Errorf("%s with token %.12q…: %d %s", method, token, resp.StatusCode, truncate(body))
+					}
+				}
+			}
+			resp, body := anon(t, http.MethodGet, uri, map[string]string{"Authorization": "Bearer " + victim["registration_access_token"].(string)}, nil)
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "http://127.0.0.1/victim") || strings.Contains(string(body), "evil.example") {
+				t.Errorf("the victim's registration after the attempts: %d %s", resp.StatusCode, truncate(body))
+			}
+		},
+	},
+	{
+		name:       "registrations flooding from one address",
+		protection: "ratelimit.SourceLimiter in front of RFC 7591 registration: 10 in a row per source, then 10 an hour (ClientRegistration.Limit); refused requests count too",
+		// Without it: one address creates clients at line speed, each a
+		// row (swept only after a day unused). Checked by removing the
+		// limiter's Take in register: the row fails, all 15 created.
+		run: func(t *testing.T, e *attackEnv) {
+			c := sourceClient(t, "127.0.0.9")
+			var created, limited int
+			for range 15 {
+				status, _ := register(t, c, e.tg.URL, map[string]any{"redirect_uris": []string{"http://127.0.0.1/cb"}, "token_endpoint_auth_method": "none"})
+				switch status {
+				case http.StatusCreated:
+					created++
+				case http.StatusTooManyRequests:
+					limited++
+				default:
+					t.Fatalf("registration: %d", status)
+				}
+			}
+			if created != 10 || limited != 5 {
+				t.Errorf("%d created, %d refused; want 10 and 5", created, limited)
+			}
+			// Another address is not held up.
+			if status, out := register(t, sourceClient(t, "127.0.0.10"), e.tg.URL, map[string]any{"redirect_uris": []string{"http://127.0.0.1/cb"}, "token_endpoint_auth_method": "none"}); status != http.StatusCreated {
+				t.Errorf("another address: %d %v", status, out)
+			}
+		},
+	},
+	{
+		name:       "a client ID metadata document on the IdP's own machine",
+		protection: "registration.guardedDialer: the address each connection is about to open is checked in net.Dialer.Control (loopback, private, link-local, metadata, unspecified and multicast refused, IPv4-mapped forms judged as IPv4); loopback only with --loopback-metadata-documents, which the binary does not have here",
+		// Without it: anyone who can reach the authorization endpoint
+		// makes the IdP fetch from its own network (127.0.0.1, a cloud
+		// metadata service, an internal host), by IP or by a name that
+		// resolves there. Checked by removing the Control hook: the row
+		// fails, the listener below accepting the IdP's connection for
+		// each of the three URLs.
+		run: func(t *testing.T, e *attackEnv) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var accepted atomic.Int64
+			go func() {
+				for {
+					conn, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted.Add(1)
+					conn.Close()
+				}
+			}()
+			t.Cleanup(func() { ln.Close() })
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			for _, host := range []string{"127.0.0.1", "localhost", "[::ffff:127.0.0.1]"} {
+				id := "https://" + host + ":" + port + "/client.json"
+				conf := &oauth2.Config{ClientID: id, RedirectURL: "http://127.0.0.1:9/cb", Scopes: []string{"projects:read"},
+					Endpoint: oauth2.Endpoint{AuthURL: e.tg.URL + "/oauth2/auth"}}
+				resp, body := authorizeStep(e.alice, conf.AuthCodeURL(randomName("state-"), oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+				no5xx(t, id, resp.StatusCode, body)
+				if resp.StatusCode/100 != 4 || resp.Header.Get("Location") != "" {
+					t.Errorf("%s: %d, Location %q; want a 4xx to the browser", id, resp.StatusCode, resp.Header.Get("Location"))
+				}
+			}
+			if n := accepted.Load(); n != 0 {
+				t.Errorf("the IdP connected to a loopback document %d times", n)
+			}
+		},
+	},
+	{
 		// Last, so that the other rows run while the token ages.
 		name:       "agent token replayed after expiry",
 		protection: "AgentVerifier.checkClaims: exp (with DefaultLeeway)",
@@ -1535,6 +1665,20 @@ var attacks = []attack{
 			}
 		},
 	},
+}
+
+// register posts client metadata to the RFC 7591 endpoint through c and
+// returns the status and the JSON answer.
+func register(t testing.TB, c *http.Client, base string, md map[string]any) (int, map[string]any) {
+	t.Helper()
+	resp, err := c.Post(base+"/oauth2/register", "application/json", jsonBody(t, md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
 }
 
 func approveBodyJSON(t testing.TB, client, session string, scopes ...string) []byte {
