@@ -376,3 +376,35 @@ func TestRegistrationConfigRefused(t *testing.T) {
 		}
 	}
 }
+
+// Browser-based MCP hosts (the MCP Inspector) register across origins: the
+// registration endpoint answers CORS preflights and every answer lets any
+// origin read it, without credentials.
+func TestRegistrationCORS(t *testing.T) {
+	t.Parallel()
+	e := newEnvConfig(t, storagetest.SQLite.Open(t), withRegistration)
+	req, _ := http.NewRequest(http.MethodOptions, e.srv.URL+plugin.RegistrationPath, nil)
+	req.Header.Set("Origin", "http://localhost:6274")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "content-type")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") || resp.Header.Get("Access-Control-Allow-Credentials") != "" {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+	req, _ = http.NewRequest(http.MethodPost, e.srv.URL+plugin.RegistrationPath, strings.NewReader(`{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`))
+	req.Header.Set("Origin", "http://localhost:6274")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("registration across origins: %d %v", resp.StatusCode, resp.Header)
+	}
+}
