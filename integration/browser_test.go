@@ -314,6 +314,36 @@ func TestBrowser(t *testing.T) {
 		shots.take("09-grants"),
 	)
 
+	// An MCP client that registered itself (RFC 7591): the consent page
+	// calls it unverified and names the host the answer goes to.
+	regResp, err := http.Post(tg.URL+"/oauth2/register", "application/json", strings.NewReader(
+		`{"client_name":"MCP Inspector","redirect_uris":["`+callback.URL+`/callback"],"token_endpoint_auth_method":"none"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	if err := json.NewDecoder(regResp.Body).Decode(&reg); err != nil || regResp.StatusCode != http.StatusCreated {
+		t.Fatalf("register: %d %v", regResp.StatusCode, err)
+	}
+	regResp.Body.Close()
+	regConf := &oauth2.Config{ClientID: reg.ClientID, RedirectURL: callback.URL + "/callback", Scopes: []string{"projects:read"},
+		Endpoint: oauth2.Endpoint{AuthURL: tg.URL + "/oauth2/auth"}}
+	callbackHost := strings.TrimPrefix(callback.URL, "http://")
+	do("authorize a client that registered itself",
+		chromedp.Navigate(regConf.AuthCodeURL(randomName("state-"), oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))),
+		chromedp.WaitVisible(chromedp.CSS(`button[name=decision][value=allow]`)),
+		chromedp.WaitVisible(chromedp.Search(`//h1/span[@class="badge unverified"]`)),
+		chromedp.WaitVisible(chromedp.Search(`//strong[@class="redirect-host"][.="`+callbackHost+`"]`)),
+		shots.take("10-unverified"),
+		chromedp.Click(chromedp.CSS(`button[name=decision][value=allow]`)),
+		chromedp.WaitVisible(chromedp.Search(`//h1[.="Agent platform callback"]`)),
+	)
+	if got := get("registered client's code", chromedp.TextContent(chromedp.CSS(`#callback-code`))); got == "" {
+		t.Fatal("no code for the client that registered itself")
+	}
+
 	// The pages are served with a CSP without 'unsafe-inline': an inline
 	// style, script or event handler would be refused, and Chromium says so.
 	// (Checked by adding style="color:red" to login.html: this failed.)
