@@ -155,14 +155,14 @@ func TestDocumentClient(t *testing.T) {
 	if c.GetID() != id || !c.IsPublic() || c.GetHashedSecret() != nil || !c.Unverified() || !c.IsAgent() ||
 		c.GetName() != "Test MCP client" || c.LogoURI() != "https://example.com/logo.png" ||
 		fmt.Sprint(c.GetGrantTypes()) != "[authorization_code refresh_token]" || fmt.Sprint(c.GetResponseTypes()) != "[code]" ||
-		fmt.Sprint(c.GetScopes()) != "[projects:read]" || len(c.GetAudience()) != 0 {
+		fmt.Sprint(c.GetScopes()) != "[offline_access projects:read projects:write]" || len(c.GetAudience()) != 0 {
 		t.Fatalf("client: %+v", c)
 	}
 	sc := c.StorageClient()
 	if sc.ID != id || !sc.Public || !sc.Agent || sc.Registration != "metadata_document" || sc.TokenEndpointAuthMethod != "none" {
 		t.Fatalf("stored copy: %+v", sc)
 	}
-	// No scope in the document: every scope of the policy.
+	// Without a scope in the document: the same, every scope of the policy.
 	srv.set(serveJSON(document(srv.url("example.com", "/other.json"), "scope", nil)))
 	if c, err := d.Client(context.Background(), srv.url("example.com", "/other.json")); err != nil || fmt.Sprint(c.GetScopes()) != "[offline_access projects:read projects:write]" {
 		t.Fatalf("default scopes: %v %v", c, err)

@@ -50,9 +50,10 @@ const (
 // response type code, redirect URIs that protocol.CheckRedirectURI accepts
 // (https, loopback http on any port, private-use schemes).
 type Policy struct {
-	// Scopes a client that registers itself may ask for. A dynamic client
-	// that asks for another is refused; one that asks for none gets all of
-	// them. A metadata document's scope is narrowed to these. Required.
+	// Scopes a client that registers itself may ask for: every one of
+	// them, whatever its registration's scope named. A dynamic client that
+	// names another is refused; a metadata document's others are ignored.
+	// Required.
 	Scopes []string
 	// AuthMethods a dynamic client may choose: protocol.TokenAuthNone (a
 	// public client, PKCE only) and protocol.TokenAuthBasic (a secret, sent
@@ -273,20 +274,26 @@ func (p *Policy) client(md *metadata, k kind) (*storage.Client, *Error) {
 			return nil, badMetadata("scope: %q is not a valid scope", truncate(s))
 		}
 	}
-	switch {
-	case len(requested) == 0:
-		c.Scopes = slices.Clone(p.Scopes)
-	case k == metadataDocument:
-		// A document is written for every server its client talks to.
-		c.Scopes = scope.Intersect(scope.Normalize(requested), p.Scopes)
-	default:
+	// A dynamic client naming a scope the policy does not offer is
+	// refused (it would fail at its first authorization); a document is
+	// written for every server its client talks to, so its other scopes
+	// are no error. Either way the client may then ask for every scope of
+	// the policy, not only those it named (RFC 7591 §3.2.1 lets the server
+	// replace them): MCP clients register with the scope of their first
+	// challenge (projects:read) and step up later (projects:write,
+	// offline_access), which a narrower registration would refuse as
+	// invalid_scope. Nothing is lost by it: a client that registers itself
+	// could as well have named every scope, and every grant is still
+	// capped by the user's consent and holdings, its writes by the
+	// approval's lifespan.
+	if k != metadataDocument {
 		for _, s := range requested {
 			if !slices.Contains(p.Scopes, s) {
 				return nil, badMetadata("scope: %q is not offered here; offered: %s", truncate(s), strings.Join(p.Scopes, " "))
 			}
 		}
-		c.Scopes = scope.Normalize(requested)
 	}
+	c.Scopes = slices.Clone(p.Scopes)
 
 	// What the consent page shows: unverified, so only checked for shape.
 	name, err := protocol.CheckClientName(md.name)

@@ -236,7 +236,7 @@ func TestRegister(t *testing.T) {
 			t.Fatalf("a public client got client_secret_expires_at: %v", out)
 		}
 		if fmt.Sprint(out["redirect_uris"]) != "[http://127.0.0.1/callback cursor://anysphere.cursor-retrieval/oauth/callback]" ||
-			out["scope"] != "offline_access projects:read" || out["token_endpoint_auth_method"] != "none" {
+			out["scope"] != "offline_access projects:read projects:write" || out["token_endpoint_auth_method"] != "none" {
 			t.Fatalf("registered metadata: %v", out)
 		}
 		c, err := s.Client(ctx, id)
