@@ -171,6 +171,13 @@ func startServer(t testing.TB, dsn, secret string) *target {
 // own URL. extra are more `serve` flags.
 func startReplica(t testing.TB, dsn, secret, issuer string, extra ...string) *target {
 	t.Helper()
+	return startReplicaEnv(t, dsn, secret, issuer, nil, extra...)
+}
+
+// startReplicaEnv is startReplica with env added to the server's
+// environment (SSL_CERT_FILE, say).
+func startReplicaEnv(t testing.TB, dsn, secret, issuer string, env []string, extra ...string) *target {
+	t.Helper()
 	bin := deputyBinary(t)
 	var lastErr error
 	for range 3 {
@@ -187,7 +194,7 @@ func startReplica(t testing.TB, dsn, secret, issuer string, extra ...string) *ta
 			"--system-secret", secret}, extra...)
 		cmd := exec.Command(bin, args...)
 		// The server must not pick anything up from the developer's shell.
-		cmd.Env = cleanEnv()
+		cmd.Env = append(cleanEnv(), env...)
 		out := &testkit.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {

@@ -2,6 +2,10 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,36 +75,106 @@ func runMCPClient(t *testing.T, dir string, env ...string) string {
 	return string(out)
 }
 
-// TestMCPTypeScriptSDKPreRegisteredClient: a pre-registered public agent
-// client that sends no state, driven by the official MCP TypeScript SDK,
-// connects to /mcp (401, discovery, sign-in and consent, PKCE S256, iss
-// checked), lists the tools, reads with list_projects, meets HTTP 403
-// insufficient_scope on create_project, authorizes again through the consent
-// page (which presents the write as a time-boxed approval), writes, and once
-// the approval's lifespan has passed is back to read-only after a refresh,
-// its next write refused again.
-func TestMCPTypeScriptSDKPreRegisteredClient(t *testing.T) {
-	t.Parallel()
+// mcpServer starts a deputy-idp for the MCP tests on backend b: its own
+// (never DEPUTY_URL's, whose approvals last an hour), with a short approval
+// lifespan, env added to its environment and flags to `serve`.
+func mcpServer(t *testing.T, b storagetest.Backend, env []string, flags ...string) *target {
+	t.Helper()
+	return startReplicaEnv(t, b.NewDSN(t), newSecret(t), "", env, append([]string{"--grant-lifespan", mcpGrantLifespan}, flags...)...)
+}
+
+// mcpClientEnv is the driver's environment for tg, plus more.
+func mcpClientEnv(tg *target, more ...string) []string {
+	return append([]string{
+		"MCP_URL=" + tg.URL + "/mcp",
+		"ISSUER=" + tg.URL,
+		"REDIRECT_URI=" + mcpRedirect,
+		"USERNAME=alice",
+		"PASSWORD=" + alicePassword,
+		"WRITE_TOOL_ORG=" + demoOrg,
+	}, more...)
+}
+
+// eachMCPBackend runs fn on each dialect, but not against DEPUTY_URL.
+func eachMCPBackend(t *testing.T, fn func(t *testing.T, b storagetest.Backend)) {
+	t.Helper()
 	if os.Getenv("DEPUTY_URL") != "" {
 		t.Skip("needs servers of its own with a short approval lifespan (--grant-lifespan)")
 	}
-	dir := mcpDriver(t)
 	for _, b := range storagetest.Backends() {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
-			tg := startReplica(t, b.NewDSN(t), newSecret(t), "", "--grant-lifespan", mcpGrantLifespan)
-			c := tg.cli(t, "clients", "create", "--name", "MCP e2e (TypeScript SDK)",
-				"--grant", "authorization_code", "--grant", "refresh_token", "--redirect-uri", mcpRedirect,
-				"--scope", "projects:read projects:write offline_access", "--public", "--agent")
-			runMCPClient(t, dir,
-				"MCP_URL="+tg.URL+"/mcp",
-				"ISSUER="+tg.URL,
-				"CLIENT_ID="+str(t, c, "client_id"),
-				"REDIRECT_URI="+mcpRedirect,
-				"USERNAME=alice",
-				"PASSWORD="+alicePassword,
-				"WRITE_TOOL_ORG="+demoOrg,
-			)
+			fn(t, b)
 		})
 	}
+}
+
+// The three tests below each drive the whole story: the TypeScript SDK
+// client connects to /mcp (401, discovery, sign-in and consent scripted
+// like a browser, PKCE S256, iss checked), lists the tools, reads with
+// list_projects, meets HTTP 403 insufficient_scope on create_project,
+// authorizes again through the consent page (which presents the write as a
+// time-boxed approval), writes, and once the approval's lifespan has passed
+// is back to read-only after a refresh, its next write refused. They differ
+// in how the client came to be known.
+
+// TestMCPTypeScriptSDKPreRegisteredClient: a public agent client an
+// administrator registered, which sends no state.
+func TestMCPTypeScriptSDKPreRegisteredClient(t *testing.T) {
+	t.Parallel()
+	dir := mcpDriver(t)
+	eachMCPBackend(t, func(t *testing.T, b storagetest.Backend) {
+		tg := mcpServer(t, b, nil)
+		c := tg.cli(t, "clients", "create", "--name", "MCP e2e (TypeScript SDK)",
+			"--grant", "authorization_code", "--grant", "refresh_token", "--redirect-uri", mcpRedirect,
+			"--scope", "projects:read projects:write offline_access", "--public", "--agent")
+		runMCPClient(t, dir, mcpClientEnv(tg, "CLIENT_ID="+str(t, c, "client_id"))...)
+	})
+}
+
+// TestMCPTypeScriptSDKDynamicRegistration: the SDK registers the client
+// itself (RFC 7591) from the advertised registration endpoint.
+func TestMCPTypeScriptSDKDynamicRegistration(t *testing.T) {
+	t.Parallel()
+	dir := mcpDriver(t)
+	eachMCPBackend(t, func(t *testing.T, b storagetest.Backend) {
+		tg := mcpServer(t, b, nil)
+		runMCPClient(t, dir, mcpClientEnv(tg)...)
+	})
+}
+
+// TestMCPTypeScriptSDKMetadataDocument: the client id is the https URL of
+// the client's metadata document, served on loopback by the test (the
+// server fetches it with --loopback-metadata-documents and trusts the test
+// server's certificate through SSL_CERT_FILE).
+func TestMCPTypeScriptSDKMetadataDocument(t *testing.T) {
+	t.Parallel()
+	dir := mcpDriver(t)
+	var docURL string
+	doc := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/mcp-client.json" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "max-age=300")
+		json.NewEncoder(w).Encode(map[string]any{
+			"client_id":                  docURL,
+			"client_name":                "deputy MCP e2e (metadata document)",
+			"redirect_uris":              []string{mcpRedirect},
+			"grant_types":                []string{"authorization_code", "refresh_token"},
+			"response_types":             []string{"code"},
+			"token_endpoint_auth_method": "none",
+		})
+	}))
+	t.Cleanup(doc.Close)
+	docURL = doc.URL + "/mcp-client.json"
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: doc.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eachMCPBackend(t, func(t *testing.T, b storagetest.Backend) {
+		tg := mcpServer(t, b, []string{"SSL_CERT_FILE=" + ca}, "--loopback-metadata-documents")
+		runMCPClient(t, dir, mcpClientEnv(tg, "CLIENT_METADATA_URL="+docURL)...)
+	})
 }

@@ -7,7 +7,10 @@
 // Environment:
 //   MCP_URL        the MCP server, e.g. http://127.0.0.1:8080/mcp
 //   ISSUER         the authorization server's issuer
-//   CLIENT_ID      a pre-registered client (empty: the SDK registers one)
+//   CLIENT_ID      a pre-registered client; empty: the SDK registers one,
+//                  by its metadata document when CLIENT_METADATA_URL is
+//                  set (an https URL serving it), else dynamically (RFC 7591)
+//   CLIENT_METADATA_URL   see CLIENT_ID
 //   REDIRECT_URI   the client's redirect URI (loopback; never listened on:
 //                  the scripted browser reads the code from the redirect)
 //   USERNAME, PASSWORD   the user who signs in and consents
@@ -38,6 +41,8 @@ const env = (name, def) => {
 const MCP_URL = new URL(env('MCP_URL'));
 const ISSUER = env('ISSUER').replace(/\/$/, '');
 const CLIENT_ID = env('CLIENT_ID', '');
+const CLIENT_METADATA_URL = env('CLIENT_METADATA_URL', '');
+const REGISTRATION = CLIENT_ID ? 'pre-registered' : CLIENT_METADATA_URL ? 'metadata document' : 'dynamic';
 const REDIRECT_URI = env('REDIRECT_URI');
 const USERNAME = env('USERNAME');
 const PASSWORD = env('PASSWORD');
@@ -92,7 +97,7 @@ class Browser {
       resp = await this.fetch(back);
     }
     const page = await resp.text();
-    check(resp.status === 200, `consent page answered ${resp.status}: ${page.slice(0, 300)}`);
+    check(resp.status === 200, `consent page answered ${resp.status} ${resp.headers.get("location") ?? ""}: ${page.slice(0, 300)}`);
     // The form posts back to the authorization request itself.
     resp = await this.fetch(authorizationUrl, {
       method: 'POST',
@@ -130,6 +135,9 @@ class Provider {
   }
   get redirectUrl() {
     return REDIRECT_URI;
+  }
+  get clientMetadataUrl() {
+    return CLIENT_METADATA_URL || undefined;
   }
   get clientMetadata() {
     return {
@@ -248,6 +256,16 @@ async function main() {
     }
     const asMeta = provider.discovery?.authorizationServerMetadata;
     check(asMeta?.issuer === ISSUER, `discovered issuer ${asMeta?.issuer}, want ${ISSUER}`);
+    const id = provider.info?.client_id;
+    switch (REGISTRATION) {
+      case 'metadata document':
+        check(id === CLIENT_METADATA_URL, `client id ${id}, want the metadata document URL ${CLIENT_METADATA_URL}`);
+        break;
+      case 'dynamic':
+        check(id && provider.info.client_id_issued_at, `dynamic registration: ${JSON.stringify(provider.info)}`);
+        break;
+    }
+    step('registered', { registration: REGISTRATION, client_id: id });
     await authorize(transport, 'connect');
     session = await connect();
   }
