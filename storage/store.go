@@ -158,6 +158,18 @@ func (s *Store) Select(ctx context.Context, dest any, query string, args ...any)
 	return s.selectAll(ctx, dest, query, args...)
 }
 
+// SelectPrepared is Select through a prepared statement, for a host query
+// that runs on every token (a SQL Directory's): the statement is prepared
+// once on each pooled connection and reused, which spares PostgreSQL its
+// parse and plan per execution, as deputy's own token-path statements do.
+// Each distinct query text is kept for the life of the Store, so query must
+// be one of a fixed set of texts, never built from input. A migration that
+// changes the columns a cached statement reads needs a restart, as for
+// deputy's own (docs/performance.md).
+func (s *Store) SelectPrepared(ctx context.Context, dest any, query string, args ...any) error {
+	return s.selectPrepared(ctx, dest, query, args...)
+}
+
 type txKey struct{ s *Store }
 
 // querier is what both *sqlx.DB and *sqlx.Tx offer.

@@ -278,6 +278,48 @@ func (p *idpProcess) Counts(ctx context.Context) (querycount.Counts, error) {
 
 var debugClient = newHTTPClient()
 
+// profile asks the server's debug listener for a CPU profile of d, in the
+// background, and returns the function that waits for it and writes it to
+// file.
+func (p *idpProcess) profile(ctx context.Context, d time.Duration, file string, logf func(string, ...any)) func() {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	done := make(chan error, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.debug, secs), nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		resp, err := (&http.Client{Timeout: d + time.Minute}).Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("HTTP %d", resp.StatusCode)
+			return
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			logf("deputy-idp profile %s: %v", file, err)
+			return
+		}
+		logf("deputy-idp profile: %s", file)
+	}
+}
+
 // cli runs one admin command of the binary against the server's database,
 // with --json, and decodes what it prints.
 func (p *idpProcess) cli(ctx context.Context, args ...string) (map[string]any, error) {
@@ -534,11 +576,18 @@ func (b *bench) runIdp(ctx context.Context, bin, backend string) {
 			continue
 		}
 		spec := g.spec
-		b.measure(ctx, cellSpec{
+		cs := cellSpec{
 			group: g.group, cell: cellIdp, grant: g.grant, backend: backend,
 			request: &spec, counter: c.proc, sql: sc,
 			cpu:      cpuMeter{ServerPID: c.proc.pid(), PGStore: c.pg, PGApp: idpAppName},
 			logLines: c.proc.logs.lines.Load,
-		})
+		}
+		if b.o.idpProfile != "" {
+			group := g.group
+			cs.profile = func(ctx context.Context, n int) func() {
+				return c.proc.profile(ctx, b.o.duration, fmt.Sprintf("%s-%s-%d.prof", b.o.idpProfile, group, n), b.logf)
+			}
+		}
+		b.measure(ctx, cs)
 	}
 }

@@ -83,6 +83,7 @@ type options struct {
 	sqlSamples int
 	timeout    time.Duration
 	idpBinary  string
+	idpProfile string
 }
 
 func main() {
@@ -109,6 +110,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&groups, "cells", strings.Join(allGroups, ","), "comma-separated cell groups to run: "+strings.Join(allGroups, ","))
 	fs.IntVar(&o.sqlSamples, "sql-samples", 20, "sequential requests used to count SQL round trips per request")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "hard limit on the whole run")
+	fs.StringVar(&o.idpProfile, "idp-cpuprofile", "", "write a CPU profile of deputy-idp during each measured deputy-idp cell to PREFIX-<group>-<clients>.prof (from its debug listener)")
 	fs.StringVar(&o.idpBinary, "idp-binary", "", "a built deputy-idp to measure in the deputy-idp cells (default: go build ./cmd/deputy-idp into a temporary directory)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -338,6 +340,9 @@ type cellSpec struct {
 	cpu cpuMeter
 	// logLines, when set, counts the server's log lines so far.
 	logLines func() int64
+	// profile, when set, is started with the measured phase of n clients
+	// and returns the function that ends it.
+	profile func(ctx context.Context, n int) func()
 }
 
 // measure runs c at every client count and appends the rows.
@@ -359,9 +364,16 @@ func (b *bench) measure(ctx context.Context, c cellSpec) {
 			if c.logLines != nil {
 				logs0 = c.logLines()
 			}
+			var endProfile func()
+			if c.profile != nil {
+				endProfile = c.profile(ctx, n)
+			}
 			cpu.start(ctx)
 			return func() {
 				cpu.stop()
+				if endProfile != nil {
+					endProfile()
+				}
 				if c.logLines != nil {
 					logs1 = c.logLines()
 				}

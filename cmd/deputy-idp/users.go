@@ -219,26 +219,52 @@ func (u *users) checkPassword(ctx context.Context, username, password string) (*
 // disabled account takes effect at the next token request or introspection.
 type Directory struct{ users *users }
 
+// The Directory's one query per call, on every token: the account (none:
+// not found; disabled) with its memberships (all of them, or the one of
+// org), through a prepared statement. One snapshot, so a membership and the
+// account's state cannot be read from two different moments either.
+const (
+	directoryAllOrgs = `SELECT u.disabled, m.organization, m.scopes
+		FROM idp_users u LEFT JOIN idp_memberships m ON m.user_id = u.id
+		WHERE u.id = ?`
+	directoryOneOrg = `SELECT u.disabled, m.organization, m.scopes
+		FROM idp_users u LEFT JOIN idp_memberships m ON m.user_id = u.id AND m.organization = ?
+		WHERE u.id = ?`
+)
+
+// directoryRow is one row of the Directory's query: the account's state and
+// one membership, or none (NULLs) when it has none that matched.
+type directoryRow struct {
+	Disabled     bool           `db:"disabled"`
+	Organization sql.NullString `db:"organization"`
+	Scopes       sql.NullString `db:"scopes"`
+}
+
 // UserScopes implements scope.Directory. org "" is the union over every
 // organization the user belongs to: a user token from the authorization-code
 // flow is not bound to one organization, and the agent-token grant narrows it
 // to one later.
 func (d Directory) UserScopes(ctx context.Context, userID, org string) ([]string, error) {
-	usr, err := d.users.byID(ctx, userID)
-	if err != nil {
-		return nil, err
+	var rows []directoryRow
+	var err error
+	if org == "" {
+		err = d.users.st.SelectPrepared(ctx, &rows, directoryAllOrgs, userID)
+	} else {
+		err = d.users.st.SelectPrepared(ctx, &rows, directoryOneOrg, org, userID)
 	}
-	if usr.Disabled {
+	if err != nil {
+		return nil, fmt.Errorf("load user scopes: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, scope.ErrUserNotFound
+	}
+	if rows[0].Disabled {
 		return nil, scope.ErrUserDisabled
 	}
-	ms, err := d.users.memberships(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
 	var sets [][]string
-	for _, m := range ms {
-		if org == "" || m.Organization == org {
-			sets = append(sets, m.scopeList())
+	for _, r := range rows {
+		if r.Organization.Valid {
+			sets = append(sets, scope.Parse(r.Scopes.String))
 		}
 	}
 	out := scope.Union(sets...)

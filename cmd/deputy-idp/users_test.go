@@ -16,6 +16,7 @@ import (
 
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/querycount"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -67,8 +68,11 @@ func TestDirectoryUserScopes(t *testing.T) {
 		})
 		dave := mustUser(t, u, "dave", false, nil)
 		eve := mustUser(t, u, "eve", false, map[string][]string{"acme": {"projects:read"}})
-		if err := u.setDisabled(ctx, eve.ID, true); err != nil {
-			t.Fatal(err)
+		frank := mustUser(t, u, "frank", false, nil)
+		for _, id := range []string{eve.ID, frank.ID} {
+			if err := u.setDisabled(ctx, id, true); err != nil {
+				t.Fatal(err)
+			}
 		}
 
 		tests := []struct {
@@ -86,6 +90,9 @@ func TestDirectoryUserScopes(t *testing.T) {
 			{"unknown user", "usr_nobody", "acme", nil, scope.ErrUserNotFound},
 			{"username is not an id", "carol", "acme", nil, scope.ErrUserNotFound},
 			{"disabled user", eve.ID, "acme", nil, scope.ErrUserDisabled},
+			{"disabled user, union", eve.ID, "", nil, scope.ErrUserDisabled},
+			{"disabled user, not a member there", eve.ID, "globex", nil, scope.ErrUserDisabled},
+			{"disabled user without memberships", frank.ID, "acme", nil, scope.ErrUserDisabled},
 		}
 		for _, tt := range tests {
 			got, err := dir.UserScopes(ctx, tt.user, tt.org)
@@ -105,6 +112,47 @@ func TestDirectoryUserScopes(t *testing.T) {
 		got, err := dir.UserScopes(ctx, carol.ID, "acme")
 		if err != nil || !reflect.DeepEqual(got, []string{"projects:read"}) {
 			t.Errorf("after removing projects:write: %q, %v", got, err)
+		}
+		// And so is disabling the account, and enabling it again.
+		for _, disabled := range []bool{true, false} {
+			if err := u.setDisabled(ctx, carol.ID, disabled); err != nil {
+				t.Fatal(err)
+			}
+			_, err := dir.UserScopes(ctx, carol.ID, "acme")
+			if disabled != errors.Is(err, scope.ErrUserDisabled) {
+				t.Errorf("disabled=%v: err = %v", disabled, err)
+			}
+		}
+	})
+}
+
+// The Directory runs on every token request: one SQL round trip per call,
+// whatever the user and the organization (make bench's deputy-idp cells
+// hold it to at most one more than the plugin's).
+func TestDirectoryOneQuery(t *testing.T) {
+	t.Parallel()
+	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
+		t.Parallel()
+		ctx := context.Background()
+		s, qc, err := querycount.Open(ctx, b.NewDSN(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		u := hostUsers(t, s)
+		dir := Directory{users: u}
+		carol := mustUser(t, u, "carol", false, map[string][]string{"acme": {"projects:read"}, "globex": {"members:read"}})
+		for _, org := range []string{"acme", "", "initech"} {
+			for _, user := range []string{carol.ID, "usr_nobody"} {
+				dir.UserScopes(ctx, user, org)                             //nolint:errcheck // a first call may prepare the statement
+				c := qc.Measure(func() { dir.UserScopes(ctx, user, org) }) //nolint:errcheck // counted, not checked
+				if c.RoundTrips() != 1 {
+					t.Errorf("UserScopes(%s, %q): %s, want one query", user, org, c)
+				}
+			}
 		}
 	})
 }

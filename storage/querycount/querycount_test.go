@@ -104,6 +104,22 @@ func TestCountsExact(t *testing.T) {
 				want: querycount.Counts{StmtQuery: 1},
 			},
 			{
+				name: "a host's prepared select is one statement query",
+				op: func(t *testing.T) {
+					for range 2 {
+						var ids []string
+						if err := s.SelectPrepared(ctx, &ids, `SELECT id FROM clients WHERE id = ?`, "seeded"); err != nil {
+							t.Fatal(err)
+						}
+						if len(ids) != 1 {
+							t.Fatalf("got %q", ids)
+						}
+					}
+				},
+				// Prepared on its first use on the connection, then reused.
+				want: querycount.Counts{Prepare: 1, StmtQuery: 2},
+			},
+			{
 				name: "committed transaction",
 				op: func(t *testing.T) {
 					err := s.InTx(ctx, func(ctx context.Context) error {
