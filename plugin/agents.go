@@ -13,6 +13,7 @@ import (
 	"github.com/deputyauth/deputy/consent"
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/handlers/resource"
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
 )
 
@@ -94,21 +95,58 @@ type Identity = resource.Identity
 // IdentityFrom returns the identity the middleware verified for a request.
 func IdentityFrom(ctx context.Context) (*Identity, bool) { return resource.IdentityFrom(ctx) }
 
-// Middleware returns the resource-server middleware for this IdP's tokens:
-// agent tokens (with Config.Agents) verified against the shared keys;
-// stored access tokens, of deputy (kit mode) or of the host (plugin mode),
-// looked up with the app and user re-checks; 403s pointing at ApprovalURL.
-// org names the organization a request is for (a path variable, a header);
-// a token for another organization is refused.
+// Middleware returns the resource-server middleware for this IdP's tokens
+// that protects the default resource (Config.DefaultResource; with none,
+// it checks no audience, as before resource indicators): see MiddlewareFor.
 func (p *Plugin) Middleware(org func(*http.Request) string) *resource.Middleware {
+	return p.middleware(p.resources.Default(), org)
+}
+
+// MiddlewareFor returns the resource-server middleware that protects
+// resourceURI, one of Config.Resources: it accepts only tokens for that
+// resource (audience; tokens for no particular resource when its
+// AllowNoAudience is set), and serves its RFC 9728 metadata
+// (MetadataHandler, to mount at MetadataPath) naming this IdP as the
+// authorization server, the scope catalog and offline_access as the scopes,
+// which every challenge points to. It verifies agent tokens (with
+// Config.Agents) against the shared keys, and stored access tokens, of
+// deputy (kit mode) or of the host (plugin mode), with the app and user
+// re-checks; its 403s for agent tokens point at ApprovalURL. org names the
+// organization a request is for (a path variable, a header); a token for
+// another organization is refused.
+func (p *Plugin) MiddlewareFor(resourceURI string, org func(*http.Request) string) (*resource.Middleware, error) {
+	canonical, err := protocol.CanonicalResource(resourceURI)
+	if err != nil {
+		return nil, fmt.Errorf("deputy: resource %q: %w", resourceURI, err)
+	}
+	if !p.resources.Has(canonical) {
+		return nil, fmt.Errorf("deputy: resource %q is not one of Config.Resources", resourceURI)
+	}
+	return p.middleware(canonical, org), nil
+}
+
+func (p *Plugin) middleware(resourceURI string, org func(*http.Request) string) *resource.Middleware {
+	scopes := []string{}
+	for _, e := range p.catalog.Entries() {
+		scopes = append(scopes, e.Name)
+	}
 	m := &resource.Middleware{
 		Opaque:   p.AccessTokenVerifier(),
 		Org:      org,
 		Logger:   p.cfg.Logger,
 		OnRefuse: p.metrics.refused,
+		Resource: resourceURI,
+		Metadata: resource.ProtectedResourceMetadata{
+			AuthorizationServers: []string{p.cfg.Issuer},
+			ScopesSupported:      scope.Union(scopes, []string{scopeOfflineAccess}),
+		},
+		// MCP clients ask for exactly the scope a challenge names: with
+		// offline_access among them they get a refresh token, and their
+		// user does not consent again every hour.
+		ChallengeScopes: []string{scopeOfflineAccess},
 	}
 	if p.keys != nil {
-		m.Agent = &agenttoken.AgentVerifier{Keys: p.keys, Issuer: p.cfg.Issuer}
+		m.Agent = &agenttoken.AgentVerifier{Keys: p.keys, Issuer: p.cfg.Issuer, Audiences: append([]string{p.cfg.Issuer}, p.resources.List()...)}
 		m.ApprovalURL = p.ApprovalURL
 	}
 	return m

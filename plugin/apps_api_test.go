@@ -396,8 +396,8 @@ func TestNewValidatesConfig(t *testing.T) {
 	if scope.Contains(md.GrantTypesSupported, plugin.GrantTypeAgentToken) || md.JWKSURI != "" {
 		t.Errorf("metadata advertises agent tokens that were not composed: %+v", md)
 	}
-	if len(p.Factories()) != 4 {
-		t.Errorf("plugin-mode factories: %d, want cc, introspection, refresh approvals, binding", len(p.Factories()))
+	if len(p.Factories()) != 5 {
+		t.Errorf("plugin-mode factories: %d, want cc, introspection, refresh approvals, resource indicators, binding", len(p.Factories()))
 	}
 }
 

@@ -10,7 +10,8 @@ import (
 )
 
 // NewAuthorizeRequest is kit mode's: Provider().NewAuthorizeRequest, then
-// CheckAuthorizeRequest. The host's authorization endpoint calls it, not
+// CheckAuthorizeRequest and ResolveResources (an unknown resource is
+// invalid_target). The host's authorization endpoint calls it, not
 // the provider's, before it shows a login or consent page, and writes its
 // errors with the provider's WriteAuthorizeError as usual.
 func (p *Plugin) NewAuthorizeRequest(ctx context.Context, r *http.Request) (fosite.AuthorizeRequester, error) {
@@ -24,10 +25,13 @@ func (p *Plugin) NewAuthorizeRequest(ctx context.Context, r *http.Request) (fosi
 		return fosite.NewAuthorizeRequest(), err
 	}
 	ar, err := p.Provider().NewAuthorizeRequest(ctx, r)
-	if err != nil {
-		return ar, err
+	if err == nil {
+		err = CheckAuthorizeRequest(r, ar)
 	}
-	return ar, CheckAuthorizeRequest(r, ar)
+	if err == nil {
+		err = p.ResolveResources(ar)
+	}
+	return ar, err
 }
 
 // CheckAuthorizeRequest holds an authorization request that fosite's

@@ -64,6 +64,23 @@ type Config struct {
 	// Default: "" (the root).
 	MountPath string
 
+	// Resources are the protected resources (RFC 8707) this IdP issues
+	// tokens for, by URI: an API, an MCP server
+	// ("https://mcp.example.com/mcp"). A client names the one it wants
+	// with the resource parameter at the authorization and token
+	// endpoints; the token's audience is then that resource (the granted
+	// audience of opaque tokens, aud in introspection; aud of agent
+	// tokens), and the resource middleware for it (MiddlewareFor) refuses
+	// tokens for any other. A resource not listed here is invalid_target.
+	// URIs are compared in canonical form: scheme and host lower-case, no
+	// default port, no trailing slash; no fragment. Default: none (every
+	// resource parameter is invalid_target; tokens carry no audience).
+	Resources []string
+	// DefaultResource is the resource a request that names none gets.
+	// Default: the only one of Resources when there is exactly one; with
+	// several, none (such tokens carry no audience).
+	DefaultResource string
+
 	// Agents enables agent capability tokens and consent: the signing keys
 	// (loaded or created by New), the agent-token grant, JWKS and the
 	// approval pages and API in Handler. Default: off.

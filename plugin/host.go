@@ -203,13 +203,20 @@ func (p *Plugin) HostClientsOnly(factories ...compose.Factory) []compose.Factory
 // client, and held by userID in org today; protocol scopes (openid,
 // offline_access) need only the client's allowance. It replaces the
 // request's granted scopes, whatever the host granted before. A user who
-// can no longer act is fosite.ErrAccessDenied.
+// can no longer act is fosite.ErrAccessDenied. It grants the requested
+// audience, with the resources the request names (ResolveResources: an
+// unknown one is invalid_target, and nothing is recorded).
 //
 // For an agent client (flows.AgentClient: every dynamically registered or
 // metadata-document client, and clients marked as agents), the write scopes
 // granted are recorded as the user's approval, which lasts
 // Config.GrantLifespan: call GrantScopes only once the user has consented.
 func (p *Plugin) GrantScopes(ctx context.Context, ar fosite.Requester, userID, org string, consented []string) error {
+	// The audience: the resources the request names (or the default
+	// resource), and the audiences fosite checked against the client's.
+	if err := p.ResolveResources(ar); err != nil {
+		return err
+	}
 	requested := []string(ar.GetRequestedScopes())
 	if consented != nil {
 		requested = scope.Intersect(requested, consented)

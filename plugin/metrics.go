@@ -96,7 +96,7 @@ var (
 	refusalKinds   = [...]string{resource.KindAgent, resource.KindAccess, resource.KindNone}
 	refusalReasons = [...]string{
 		resource.RefusedNoToken, resource.RefusedBadRequest, resource.RefusedInvalidToken,
-		resource.RefusedVerifierError, resource.RefusedInsufficientScope,
+		resource.RefusedVerifierError, resource.RefusedInsufficientScope, resource.RefusedWrongResource,
 	}
 )
 
@@ -224,6 +224,8 @@ func (m *metrics) refused(kind, reason string) {
 		r = 3
 	case resource.RefusedInsufficientScope:
 		r = 4
+	case resource.RefusedWrongResource:
+		r = 5
 	}
 	m.refusalCells[k][r].get(m.refusals, refusalKinds[k], refusalReasons[r]).Inc()
 }

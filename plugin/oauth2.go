@@ -227,6 +227,8 @@ type Metadata struct {
 	// Config.ClientRegistration's: registration_endpoint and
 	// client_id_metadata_document_supported.
 	RegistrationMetadata
+	// ProtectedResources are Config.Resources (RFC 9728 §4).
+	ProtectedResources []string `json:"protected_resources,omitempty"`
 }
 
 // Metadata returns the document served at MetadataPath.
@@ -265,6 +267,7 @@ func (p *Plugin) Metadata() Metadata {
 		// RFC 9207: WrapProvider puts iss in every authorization response.
 		AuthorizationResponseIssParameterSupported: true,
 		RegistrationMetadata:                       p.RegistrationMetadata(),
+		ProtectedResources:                         p.resources.List(),
 	}
 }
 

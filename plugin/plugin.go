@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +78,8 @@ type Plugin struct {
 	registrationPolicy registration.Policy
 	registration       *registration.Handler
 	documents          *registration.Documents
+	// resources are Config.Resources (RFC 8707).
+	resources *flows.Resources
 
 	// Agent tokens and consent, when Config.Agents is set.
 	keys    *agenttoken.Keyring
@@ -107,10 +110,15 @@ type binding struct {
 // created in, the store), the minter and the consent handler. Close the
 // plugin when done with it.
 func New(ctx context.Context, cfg Config) (*Plugin, error) {
-	if err := cfg.withDefaults(); err != nil {
+	err := cfg.withDefaults()
+	if err != nil {
 		return nil, err
 	}
 	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...), now: time.Now}
+	// withDefaults has checked and canonicalized them.
+	if p.resources, err = flows.NewResources(cfg.Resources, cfg.DefaultResource); err != nil {
+		return nil, fmt.Errorf("deputy: invalid config: %w", err)
+	}
 	p.sessions = flows.SessionCodec{New: cfg.NewSession, Identity: cfg.SessionIdentity}
 	p.apps = apps.New(apps.Config{Store: cfg.Store, Catalog: p.catalog, IsAdmin: cfg.IsAdmin})
 
@@ -134,8 +142,10 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 		ClientSecretsHasher:   p.hasher,
 		// deputy's scopes ("docs:read") are names, not fosite's dotted
 		// hierarchy: "docs" must not grant "docs.anything".
-		ScopeStrategy:                  fosite.ExactScopeStrategy,
-		AudienceMatchingStrategy:       fosite.DefaultAudienceMatchingStrategy,
+		ScopeStrategy: fosite.ExactScopeStrategy,
+		// Every client may ask for the configured resources (RFC 8707);
+		// other audiences only from the client's own list.
+		AudienceMatchingStrategy:       p.resources.AudienceStrategy(fosite.DefaultAudienceMatchingStrategy),
 		EnforcePKCE:                    true,
 		EnforcePKCEForPublicClients:    true,
 		EnablePKCEPlainChallengeMethod: false,
@@ -196,6 +206,28 @@ func (c *Config) withDefaults() error {
 		if !protocol.ValidScopeToken(e.Name) {
 			bad("Scopes", "%q is not a valid scope name", e.Name)
 		}
+	}
+	c.Resources = slices.Clone(c.Resources) // the caller's stays as it was
+	for i, raw := range c.Resources {
+		canonical, err := protocol.CanonicalResource(raw)
+		if err != nil {
+			bad("Resources", "%q: %v (want %s)", raw, err, protocol.ResourceRule)
+			continue
+		}
+		c.Resources[i] = canonical
+	}
+	if c.DefaultResource != "" {
+		canonical, err := protocol.CanonicalResource(c.DefaultResource)
+		switch {
+		case err != nil:
+			bad("DefaultResource", "%q: %v", c.DefaultResource, err)
+		case !slices.Contains(c.Resources, canonical):
+			bad("DefaultResource", "%q is not one of Resources", c.DefaultResource)
+		default:
+			c.DefaultResource = canonical
+		}
+	} else if len(c.Resources) == 1 {
+		c.DefaultResource = c.Resources[0]
 	}
 	if c.LoginURL == "" {
 		c.LoginURL = DefaultLoginURL
@@ -265,10 +297,11 @@ func (p *Plugin) approvals() flows.Approvals {
 // bind is a factory that composes nothing: it records the strategy and
 // storage of the provider it is composed into, for the resource middleware.
 func (p *Plugin) bind(kit bool) compose.Factory {
-	return func(_ fosite.Configurator, storage, strategy any) any {
+	return func(cfg fosite.Configurator, storage, strategy any) any {
 		// The first provider composed wins: a kit provider composed later
 		// in plugin mode must not take the host's tokens from the
 		// middleware.
+		p.checkAudienceStrategy(cfg)
 		p.bound.CompareAndSwap(nil, &binding{verifier: &flows.OpaqueVerifier{
 			Strategy:  strategy.(oauth2.AccessTokenStrategy),
 			Storage:   storage.(oauth2.AccessTokenStorage),
@@ -285,8 +318,10 @@ func (p *Plugin) bind(kit bool) compose.Factory {
 // mode), to list after the host's own (wrapped by HostClientsOnly): the
 // owned apps' client_credentials, the agent-token grant (with
 // Config.Agents), the introspection re-check of deputy's apps' and agent
-// clients' tokens, and the narrowing of agent clients' refreshes to their
-// approvals (after the host's refresh handler).
+// clients' tokens, the narrowing of agent clients' refreshes to their
+// approvals (after the host's refresh handler), and RFC 8707 resource
+// indicators at the token endpoint (the host's fosite.Config must use
+// AudienceStrategy).
 // The strategy must be an oauth2.CoreStrategy and the storage the host's,
 // wrapped by WrapStorage.
 func (p *Plugin) Factories() []compose.Factory {
@@ -296,13 +331,16 @@ func (p *Plugin) Factories() []compose.Factory {
 		flows.RefreshApprovalFactory(p.approvals(), p.sessions),
 	}
 	if p.minter != nil {
-		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(false)))
+		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(false), p.resources))
 	}
 	if p.registration != nil {
 		// A dynamic registration's first token makes it permanent. (A
 		// metadata document's client has no row to mark in plugin mode.)
 		fs = append(fs, flows.RegistrationUsageFactory(p.cfg.Store))
 	}
+	// After every grant's handler, the host's included: it adjusts the
+	// audience they granted.
+	fs = append(fs, flows.ResourceIndicatorFactory(p.resources))
 	return append(fs, p.bind(false))
 }
 
@@ -328,8 +366,9 @@ func (p *Plugin) kitFactories() []compose.Factory {
 		compose.OAuth2TokenRevocationFactory,
 	)
 	if p.minter != nil {
-		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(true)))
+		fs = append(fs, flows.AgentTokenGrantFactory(p.minter, p.sessions, p.appTokens(true), p.resources))
 	}
+	fs = append(fs, flows.ResourceIndicatorFactory(p.resources))
 	return append(fs, p.bind(true))
 }
 

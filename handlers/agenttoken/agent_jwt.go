@@ -264,13 +264,18 @@ func (m *Minter) audience() string {
 // AgentVerifier verifies agent tokens against the keyring: signature by a
 // known key with an allowed algorithm, typ, iss, aud, time claims, the types
 // of every claim, and the organization of the request. It does no I/O except
-// a rate-limited key reload when a token names a kid it does not know.
+// a rate-limited key reload when a token names a kid it does not know. The
+// Identity it returns names the token's resources (Identity.Audience: its
+// aud without the issuer), which the resource middleware checks against the
+// resource it protects.
 type AgentVerifier struct {
 	Keys *Keyring
 	// Issuer the token must carry in iss.
 	Issuer string
-	// Audience the token's aud must contain. Default: Issuer.
-	Audience string
+	// Audiences are the values of which the token's aud must contain one:
+	// the issuer (a token for no particular resource) and the resources
+	// the IdP mints for. Default: the Issuer alone.
+	Audiences []string
 	// Leeway on exp, nbf and iat. Default DefaultLeeway.
 	Leeway time.Duration
 
@@ -370,6 +375,7 @@ func (v *AgentVerifier) Verify(ctx context.Context, token, org string) (*resourc
 		ClientID:     c.ClientID,
 		Scopes:       strings.Fields(c.Scope),
 		Kind:         resource.KindAgent,
+		Audience:     resources(c.Audience, v.Issuer),
 	}, nil
 }
 
@@ -464,7 +470,7 @@ func (v *AgentVerifier) checkClaims(c *verifiedClaims, org string) error {
 	switch {
 	case c.Issuer == "" || c.Issuer != v.Issuer:
 		return invalid("wrong iss")
-	case !audienceHas(c.Audience, v.audience()):
+	case !v.audienceAccepted(c.Audience):
 		return invalid("wrong aud")
 	case c.Expiry <= 0 || c.IssuedAt <= 0 || c.NotBefore <= 0:
 		return invalid("missing exp, iat or nbf")
@@ -487,11 +493,52 @@ func (v *AgentVerifier) checkClaims(c *verifiedClaims, org string) error {
 	return nil
 }
 
-func (v *AgentVerifier) audience() string {
-	if v.Audience != "" {
-		return v.Audience
+// audienceAccepted reports whether aud holds one of Audiences.
+func (v *AgentVerifier) audienceAccepted(aud rawClaim) bool {
+	if len(v.Audiences) == 0 {
+		return audienceHas(aud, v.Issuer)
 	}
-	return v.Issuer
+	for _, a := range v.Audiences {
+		if audienceHas(aud, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// resources returns the values of aud (checked to be a string or an array
+// of strings) other than issuer: the resources a token is for, nil for a
+// token minted for no particular resource.
+// An aud that does not decode (checkClaims has refused it already) is for
+// a resource nobody has: it fails closed.
+func resources(aud rawClaim, issuer string) []string {
+	undecodable := []string{""}
+	if len(aud) == 0 {
+		return undecodable
+	}
+	if aud[0] == '"' && audienceHas(aud, issuer) {
+		return nil // the common case, decided without allocating
+	}
+	var all []string
+	if aud[0] == '"' {
+		var s string
+		if json.Unmarshal(aud, &s) != nil {
+			return undecodable
+		}
+		all = []string{s}
+	} else if json.Unmarshal(aud, &all) != nil {
+		return undecodable
+	}
+	out := all[:0]
+	for _, a := range all {
+		if a != issuer {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // audienceHas reports whether aud, a JSON string or array of strings, holds want.

@@ -116,7 +116,7 @@ func newEnv(t *testing.T, s *storage.Store) *env {
 	e.strategy = &prefixedStrategy{oauth2.NewHMACSHAStrategyUnPrefixed(&hmac.HMACStrategy{Config: e.fositeCfg}, e.fositeCfg)}
 	e.provider = compose.Compose(e.fositeCfg, s, e.strategy,
 		compose.OAuth2ClientCredentialsGrantFactory,
-		AgentTokenGrantFactory(e.minter, SessionCodec{New: func() fosite.Session { return &orgSession{} }}, AppTokens{}),
+		AgentTokenGrantFactory(e.minter, SessionCodec{New: func() fosite.Session { return &orgSession{} }}, AppTokens{}, nil),
 	)
 	e.client(agentClientID, agentSecret, []string{protocol.GrantTypeAgentToken}, []string{readScope, writeScope, issuesReadScope})
 	e.client(otherAgentID, otherAgentPass, []string{protocol.GrantTypeAgentToken}, []string{readScope, writeScope, issuesReadScope})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,8 +39,10 @@ type AgentTokenGrantHandler struct {
 	// user and organization it acts for.
 	Sessions SessionCodec
 	// Apps re-checks a subject token of one of deputy's apps.
-	Apps   AppTokens
-	Config interface {
+	Apps AppTokens
+	// Resources are the RFC 8707 resources an agent token may be for.
+	Resources *Resources
+	Config    interface {
 		fosite.AudienceStrategyProvider
 	}
 	Logger *slog.Logger
@@ -49,8 +52,8 @@ type AgentTokenGrantHandler struct {
 // beside fosite's own factories in compose.Compose. The strategy must be an
 // oauth2.AccessTokenStrategy and the storage an oauth2.AccessTokenStorage.
 // sessions reads the stored sessions of subject tokens (the host's session
-// type in plugin mode).
-func AgentTokenGrantFactory(m *agenttoken.Minter, sessions SessionCodec, apps AppTokens) compose.Factory {
+// type in plugin mode). resources are the RFC 8707 resources (nil: none).
+func AgentTokenGrantFactory(m *agenttoken.Minter, sessions SessionCodec, apps AppTokens, resources *Resources) compose.Factory {
 	return func(config fosite.Configurator, storage interface{}, strategy interface{}) interface{} {
 		return &AgentTokenGrantHandler{
 			Minter:              m,
@@ -58,6 +61,7 @@ func AgentTokenGrantFactory(m *agenttoken.Minter, sessions SessionCodec, apps Ap
 			AccessTokenStorage:  storage.(oauth2.AccessTokenStorage),
 			Sessions:            sessions,
 			Apps:                apps,
+			Resources:           resources,
 			Config:              config,
 			Logger:              m.Logger,
 		}
@@ -108,6 +112,9 @@ func (c *AgentTokenGrantHandler) HandleTokenEndpointRequest(ctx context.Context,
 			return audienceError(err)
 		}
 	}
+	if _, err := c.Resources.Requested(form); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -118,7 +125,11 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 		return fosite.ErrUnknownRequest // not this grant: fosite moves on; no stack to capture on every other grant's request
 	}
 	form := request.GetRequestForm()
-	userID, presented, err := c.subject(ctx, form.Get(protocol.ParamSubjectToken), form.Get(protocol.ParamOrganization))
+	userID, presented, subjectAudience, err := c.subject(ctx, form.Get(protocol.ParamSubjectToken), form.Get(protocol.ParamOrganization))
+	if err != nil {
+		return err
+	}
+	audience, err := c.audience(request, subjectAudience)
 	if err != nil {
 		return err
 	}
@@ -131,7 +142,7 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 		SubjectScopes:  presented,
 		ClientScopes:   append([]string{}, client.GetScopes()...),
 		Requested:      request.GetRequestedScopes(),
-		Audience:       request.GetRequestedAudience(),
+		Audience:       audience,
 	})
 	switch {
 	case err == nil:
@@ -148,7 +159,7 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 	for _, s := range tok.Scopes {
 		request.GrantScope(s)
 	}
-	for _, a := range request.GetRequestedAudience() {
+	for _, a := range audience {
 		request.GrantAudience(a)
 	}
 	request.GetSession().SetExpiresAt(fosite.AccessToken, tok.ExpiresAt)
@@ -160,10 +171,10 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 	return nil
 }
 
-// subject resolves a deputy access token to its user and the scopes it
-// presents. The scopes are never nil (scope.Intersect returns an empty
-// slice), so that a token granted nothing caps at nothing.
-func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string) (string, []string, error) {
+// subject resolves a deputy access token to its user, the scopes it
+// presents and its audience. The scopes are never nil (scope.Intersect
+// returns an empty slice), so that a token granted nothing caps at nothing.
+func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string) (string, []string, []string, error) {
 	bad := func(hint string) error {
 		return errorsx.WithStack(fosite.ErrInvalidGrant.WithHint(hint))
 	}
@@ -171,48 +182,83 @@ func (c *AgentTokenGrantHandler) subject(ctx context.Context, token, org string)
 	// refresh token or an authorization code, none of which the access
 	// token storage holds.
 	if strings.HasPrefix(token, protocol.AgentTokenPrefix) || len(token) > maxSubjectTokenLength {
-		return "", nil, bad("The subject token is not an access token issued by this server.")
+		return "", nil, nil, bad("The subject token is not an access token issued by this server.")
 	}
 	sig := c.AccessTokenStrategy.AccessTokenSignature(ctx, token)
 	if sig == "" {
-		return "", nil, bad("The subject token is not an access token issued by this server.")
+		return "", nil, nil, bad("The subject token is not an access token issued by this server.")
 	}
 	or, err := c.AccessTokenStorage.GetAccessTokenSession(ctx, sig, c.Sessions.NewSession())
 	if errors.Is(err, fosite.ErrNotFound) {
-		return "", nil, bad("The subject token is unknown, revoked or expired.")
+		return "", nil, nil, bad("The subject token is unknown, revoked or expired.")
 	}
 	if err != nil {
 		c.logger().ErrorContext(ctx, "deputy: looking up a subject token", "err", err)
-		return "", nil, errorsx.WithStack(fosite.ErrServerError.WithWrap(err))
+		return "", nil, nil, errorsx.WithStack(fosite.ErrServerError.WithWrap(err))
 	}
 	// The HMAC check and the expiry; the lookup above found the row by
 	// signature only.
 	if err := c.AccessTokenStrategy.ValidateAccessToken(ctx, or, token); err != nil {
-		return "", nil, bad("The subject token is invalid or expired.")
+		return "", nil, nil, bad("The subject token is invalid or expired.")
 	}
 	if exp := or.GetSession().GetExpiresAt(fosite.AccessToken); exp.IsZero() || !exp.After(time.Now()) {
-		return "", nil, bad("The subject token has expired.")
+		return "", nil, nil, bad("The subject token has expired.")
 	}
 	user, bound := c.Sessions.IdentityOf(or.GetSession())
 	if user == "" {
-		return "", nil, bad("The subject token does not act for a user.")
+		return "", nil, nil, bad("The subject token does not act for a user.")
 	}
 	// A subject token bound to one organization lends no authority in another.
 	if bound != "" && bound != org {
-		return "", nil, bad("The subject token is bound to another organization.")
+		return "", nil, nil, bad("The subject token is bound to another organization.")
 	}
 	if err := c.Apps.Check(ctx, or, user); revoked(err) {
-		return "", nil, bad("The subject token's app or secret is gone.")
+		return "", nil, nil, bad("The subject token's app or secret is gone.")
 	} else if err != nil {
 		c.logger().ErrorContext(ctx, "deputy: checking a subject token's app", "err", err)
-		return "", nil, errorsx.WithStack(fosite.ErrServerError.WithWrap(err))
+		return "", nil, nil, errorsx.WithStack(fosite.ErrServerError.WithWrap(err))
 	}
 	// What the token was granted, and its client is still allowed today.
 	presented := scope.Intersect(or.GetGrantedScopes(), or.GetClient().GetScopes())
 	if presented == nil {
 		presented = []string{}
 	}
-	return user, presented, nil
+	return user, presented, or.GetGrantedAudience(), nil
+}
+
+// audience is what the agent token is for: the resources (RFC 8707) and
+// audiences the request names, or else the subject token's audience, or
+// else the default resource; none at all leaves the Minter's (the issuer:
+// no particular resource). A resource the subject token's audience does not
+// cover is invalid_target: exchanging a user's token never widens where it
+// may be used. An audience the request names is the agent platform's own
+// (checked against its registered audiences).
+func (c *AgentTokenGrantHandler) audience(request fosite.AccessRequester, subject []string) ([]string, error) {
+	asked, err := c.Resources.Requested(request.GetRequestForm())
+	if err != nil {
+		return nil, err
+	}
+	if len(subject) > 0 {
+		for _, a := range asked {
+			if !slices.Contains(subject, a) {
+				return nil, errorsx.WithStack(ErrInvalidTarget.WithHintf("The resource %q is not in the subject token's audience.", a))
+			}
+		}
+	}
+	out := asked
+	for _, a := range request.GetRequestedAudience() {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	switch {
+	case len(out) > 0:
+	case len(subject) > 0:
+		out = slices.Clone(subject)
+	case c.Resources.Default() != "":
+		out = []string{c.Resources.Default()}
+	}
+	return out, nil
 }
 
 // audienceError is the audience strategy's refusal without its cause. A

@@ -79,5 +79,6 @@ func (v *OpaqueVerifier) VerifyAccessToken(ctx context.Context, token string, or
 		ClientID:     req.GetClient().GetID(),
 		Scopes:       scopes,
 		Kind:         resource.KindAccess,
+		Audience:     req.GetGrantedAudience(),
 	}, nil
 }

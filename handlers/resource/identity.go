@@ -40,6 +40,10 @@ type Identity struct {
 	Scopes []string
 	// Kind is KindAgent or KindAccess.
 	Kind string
+	// Audience are the resources (RFC 8707) the token is for; empty for a
+	// token for no particular resource: an opaque token granted no
+	// audience, an agent token whose aud is only the issuer.
+	Audience []string
 }
 
 // AccessTokenVerifier checks an opaque dpy_at_ access token. org is the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -58,21 +59,23 @@ func TestMiddlewareChallengesAndRouting(t *testing.T) {
 	}
 	org := func(*http.Request) string { return testOrg }
 
+	// Without a Resource, challenges name the route's scopes and no
+	// metadata (TestChallenges has them with one).
 	t.Run("no token", func(t *testing.T) {
 		rec := run(&Middleware{Org: org}, []string{readScope})
-		if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != "Bearer" {
+		if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer scope="projects:read"` {
 			t.Errorf("%d %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
 		}
 	})
 	t.Run("other scheme", func(t *testing.T) {
 		rec := run(&Middleware{Org: org}, []string{readScope}, "Basic YWxhZGRpbjpvcGVuc2VzYW1l")
-		if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != "Bearer" {
+		if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer scope="projects:read"` {
 			t.Errorf("%d %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
 		}
 	})
 	t.Run("empty bearer", func(t *testing.T) {
 		rec := run(&Middleware{Org: org}, []string{readScope}, "Bearer ")
-		if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+		if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer error="invalid_token", scope="projects:read"` {
 			t.Errorf("%d %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
 		}
 	})
@@ -100,7 +103,9 @@ func TestMiddlewareChallengesAndRouting(t *testing.T) {
 		rec := run(&Middleware{Org: org, Opaque: &opaqueStub{}, ApprovalURL: func(string, string, string, []string) string { return "/x" }}, []string{writeScope}, "Bearer dpy_at_good")
 		var body map[string]any
 		json.Unmarshal(rec.Body.Bytes(), &body)
-		if rec.Code != 403 || rec.Header().Get("WWW-Authenticate") != `Bearer error="insufficient_scope", scope="projects:write"` || body["approval_url"] != nil {
+		// The challenge asks for what the token holds and what is missing.
+		if rec.Code != 403 || rec.Header().Get("WWW-Authenticate") != `Bearer error="insufficient_scope", scope="projects:read projects:write"` ||
+			fmt.Sprint(body["missing_scopes"]) != "[projects:write]" || body["approval_url"] != nil {
 			t.Errorf("%d %q %v", rec.Code, rec.Header().Get("WWW-Authenticate"), body)
 		}
 	})
