@@ -129,6 +129,8 @@ func newExpiringAgentToken(t *testing.T, tg *target, e *attackEnv) *agentToken {
 	m := &agenttoken.Minter{
 		Keys: keys, Store: st, Catalog: scope.NewCatalog(), Issuer: tg.URL, Lifespan: time.Second,
 		Directory: testkit.NewDirectory().Set(sub, testkit.AnyOrg, "projects:read"),
+		// For the sample API's resource, as the server mints them.
+		Audience: tg.URL + "/api",
 	}
 	tok, err := m.Mint(ctx, agenttoken.MintRequest{
 		UserID: sub, Organization: demoOrg, AgentSessionID: e.session, ClientID: e.plat.ID,
@@ -1644,6 +1646,48 @@ var attacks = []attack{
 		},
 	},
 	{
+		name:       "a token for the MCP server replayed at the API",
+		protection: "resource.Middleware.forThisResource: a token must name the middleware's resource (RFC 8707 audience)",
+		// Without it: a token alice gave an MCP client for /mcp reads the
+		// projects API (200), and one for the API works at /mcp. Checked by
+		// removing the audience check in Middleware.authenticate: the row
+		// fails with 200.
+		run: func(t *testing.T, e *attackEnv) {
+			forMCP := e.plat.resourceToken(t, e.alice, e.tg.URL+"/mcp", "projects:read")
+			forAPI := e.plat.resourceToken(t, e.alice, e.tg.URL+"/api", "projects:read")
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, forAPI.AccessToken).wantStatus(t, "control: a token for the API", http.StatusOK)
+			r := callAPI(t, e.tg.URL, http.MethodGet, demoOrg, forMCP.AccessToken)
+			r.wantStatus(t, "a token for /mcp at the API", http.StatusUnauthorized)
+			if !strings.Contains(r.WWWAuthenticate, `error="invalid_token"`) || !strings.Contains(r.WWWAuthenticate, `resource_metadata="`+e.tg.URL+`/.well-known/oauth-protected-resource/api"`) {
+				t.Errorf("WWW-Authenticate %q", r.WWWAuthenticate)
+			}
+			// And an agent token exchanged for it is no better.
+			agent := e.plat.mint(t, forMCP.AccessToken, randomName("sess-"), demoOrg)
+			callAPI(t, e.tg.URL, http.MethodGet, demoOrg, agent.Raw).wantStatus(t, "an agent token from a /mcp token at the API", http.StatusUnauthorized)
+		},
+	},
+	{
+		name:       "a refresh that widens the audience",
+		protection: "flows.ResourceIndicatorHandler.refresh: a refresh names only resources its refresh token carries (invalid_target)",
+		// Without it: the refresh token of a /mcp authorization returns a
+		// token for the API (200 at the API). Checked by removing the
+		// granted-audience check in ResourceIndicatorHandler.refresh: the
+		// row fails with a token.
+		run: func(t *testing.T, e *attackEnv) {
+			forMCP := e.plat.resourceToken(t, e.alice, e.tg.URL+"/mcp", "projects:read", "offline_access")
+			form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {forMCP.RefreshToken}, "resource": {e.tg.URL + "/api"}}
+			basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(e.plat.ID) + ":" + url.QueryEscape(e.plat.Secret)))
+			resp, body := anon(t, http.MethodPost, e.tg.URL+"/oauth2/token",
+				map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic " + basic}, strings.NewReader(form.Encode()))
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "invalid_target") {
+				t.Errorf("widening refresh: %d %s, want 400 invalid_target", resp.StatusCode, truncate(body))
+			}
+			if strings.Contains(string(body), "access_token") {
+				t.Fatalf("a widening refresh issued a token: %s", truncate(body))
+			}
+		},
+	},
+	{
 		// Last, so that the other rows run while the token ages.
 		name:       "agent token replayed after expiry",
 		protection: "AgentVerifier.checkClaims: exp (with DefaultLeeway)",
@@ -1795,4 +1839,22 @@ func postClientCredentials(t testing.TB, c *http.Client, base, id, secret string
 	defer resp.Body.Close()
 	io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
 	return resp.StatusCode, resp.Header.Get("Retry-After")
+}
+
+// resourceToken runs the authorization-code flow (PKCE S256) for alice on
+// b naming resource (RFC 8707), and returns her tokens.
+func (p *platform) resourceToken(t testing.TB, b *browser, resource string, scopes ...string) *oauth2.Token {
+	t.Helper()
+	conf := p.oauth2Config(scopes...)
+	verifier := oauth2.GenerateVerifier()
+	back := b.authorize(conf.AuthCodeURL(randomName("state-"), oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", resource)),
+		platformRedirect, "alice", alicePassword)
+	if e := back.Query().Get("error"); e != "" {
+		t.Fatalf("authorization for %s refused: %s: %s", resource, e, back.Query().Get("error_description"))
+	}
+	tok, err := conf.Exchange(oauthCtx(), back.Query().Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchange code: %v", err)
+	}
+	return tok
 }

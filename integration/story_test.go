@@ -133,7 +133,9 @@ func TestStory(t *testing.T) {
 		// A write needs alice's approval; the refusal says where to get it.
 		w := callAPI(t, tg.URL, http.MethodPost, demoOrg, agt.Raw)
 		w.wantStatus(t, "write with a read-only agent token", http.StatusForbidden)
-		if !strings.Contains(w.WWWAuthenticate, `error="insufficient_scope"`) || !strings.Contains(w.WWWAuthenticate, `scope="projects:write"`) {
+		// The challenge asks for what the token holds and the write: an MCP
+		// client re-authorizes with exactly that scope.
+		if !strings.Contains(w.WWWAuthenticate, `error="insufficient_scope"`) || !strings.Contains(w.WWWAuthenticate, ` projects:write"`) {
 			t.Errorf("WWW-Authenticate = %q, want insufficient_scope for projects:write", w.WWWAuthenticate)
 		}
 		var refusal any

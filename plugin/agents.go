@@ -39,9 +39,12 @@ func (p *Plugin) enableAgents(ctx context.Context) error {
 		Directory: cfg.Directory,
 		Catalog:   p.catalog,
 		Issuer:    cfg.Issuer,
-		Lifespan:  cfg.AgentTokenLifespan,
-		Logger:    cfg.Logger,
-		OnMint:    p.metrics.agentMinted.Inc,
+		// A token minted from Go without an audience is for the default
+		// resource (none: the issuer).
+		Audience: p.resources.Default(),
+		Lifespan: cfg.AgentTokenLifespan,
+		Logger:   cfg.Logger,
+		OnMint:   p.metrics.agentMinted.Inc,
 	}
 	p.metrics.signingKeyAge(keys.ActiveKeyCreatedAt)
 	p.consent, err = consent.New(consent.Config{

@@ -17,11 +17,11 @@ import (
 
 // userToken drives the authorization-code flow for username with a
 // first-party client and returns the user access token.
-func userToken(t *testing.T, idp *testIdP, oc *oauth2.Config, username, password string) *oauth2.Token {
+func userToken(t *testing.T, idp *testIdP, oc *oauth2.Config, username, password string, opts ...oauth2.AuthCodeOption) *oauth2.Token {
 	t.Helper()
 	verifier := oauth2.GenerateVerifier()
 	b := idp.loggedIn(t, username, password)
-	resp, _ := get(t, b, oc.AuthCodeURL("state-12345", oauth2.S256ChallengeOption(verifier)))
+	resp, _ := get(t, b, oc.AuthCodeURL("state-12345", append(opts, oauth2.S256ChallengeOption(verifier))...))
 	tok, err := oc.Exchange(context.Background(), callback(t, resp).Get("code"), oauth2.VerifierOption(verifier))
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,9 @@ func TestAgentLoop(t *testing.T) {
 			refusal.Error != "insufficient_scope" || !strings.HasPrefix(refusal.ApprovalURL, idp.URL+"/agent/approve?") {
 			t.Fatalf("agent write before approval: %d %s", resp.StatusCode, body)
 		}
-		if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer error="insufficient_scope", scope="projects:write"` {
+		// The challenge asks for what the token holds (and offline_access)
+		// with the write: MCP clients re-authorize with exactly that.
+		if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer error="insufficient_scope", scope="offline_access projects:read projects:write", resource_metadata="`+idp.URL+`/.well-known/oauth-protected-resource/api"` {
 			t.Errorf("challenge %q", got)
 		}
 

@@ -12,14 +12,23 @@ import (
 
 // deputy is what the host composed from the plugin and its parts.
 type deputy struct {
-	p        *plugin.Plugin
+	p *plugin.Plugin
+	// resource guards the sample API, mcp the MCP server: each accepts only
+	// tokens for itself (RFC 8707).
 	resource *resource.Middleware
+	mcp      *resource.Middleware
 }
+
+// APIResourcePath is the sample API's resource (RFC 8707), below the
+// issuer: tokens for it are good at /api/…, and nowhere else.
+const APIResourcePath = "/api"
 
 // compose builds the plugin (kit mode: deputy's store is the fosite
 // storage, deputy composes the provider) around the host's Directory and
 // sessions, with agent tokens and consent, and makes the resource
-// middleware for the sample API.
+// middleware for the sample API and the MCP server. Both are resources
+// (RFC 8707): a client names the one it wants (MCP clients always do), and
+// one that names none gets the sample API.
 func (s *server) compose(ctx context.Context, closers *[]func()) error {
 	p, err := plugin.New(ctx, plugin.Config{
 		Store:         s.st,
@@ -40,16 +49,27 @@ func (s *server) compose(ctx context.Context, closers *[]func()) error {
 			MetadataDocuments:      !s.cfg.NoClientRegistration,
 			AllowLoopbackDocuments: s.cfg.LoopbackMetadataDocuments,
 		},
-		Logger: s.log,
+		// The sample API and the MCP server are resources (RFC 8707).
+		Resources:       []string{s.issuer + APIResourcePath, s.issuer + MCPPath},
+		DefaultResource: s.issuer + APIResourcePath,
+		Logger:          s.log,
 	})
 	if err != nil {
 		return err
 	}
 	*closers = append(*closers, func() { p.Close() })
-	s.deputy = &deputy{
-		p:        p,
-		resource: p.Middleware(func(r *http.Request) string { return mux.Vars(r)["org"] }),
+	org := func(r *http.Request) string { return mux.Vars(r)["org"] }
+	api, err := p.MiddlewareFor(s.issuer+APIResourcePath, org)
+	if err != nil {
+		return err
 	}
+	mcp, err := p.MiddlewareFor(s.issuer+MCPPath, org)
+	if err != nil {
+		return err
+	}
+	api.Metadata.ResourceName = "deputy demo: projects API"
+	mcp.Metadata.ResourceName = "deputy demo: projects MCP server"
+	s.deputy = &deputy{p: p, resource: api, mcp: mcp}
 	return nil
 }
 
@@ -71,4 +91,9 @@ func (s *server) apiRoutes(r *mux.Router) {
 		Methods(http.MethodPost)
 	// The MCP server: the same projects, as tools (mcp.go).
 	r.Handle(MCPPath, s.mcpHandler())
+	// Each resource's RFC 9728 metadata, where its challenges point:
+	// /.well-known/oauth-protected-resource/api and …/mcp.
+	for _, m := range []*resource.Middleware{s.deputy.resource, s.deputy.mcp} {
+		r.Handle(m.MetadataPath(), m.MetadataHandler()).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	}
 }

@@ -109,7 +109,7 @@ func (s *server) mcpHandler() http.Handler {
 // (at most maxMCPBody) and hands it on unchanged; a body it cannot read as
 // JSON-RPC needs only the base scopes and is left to the SDK to refuse.
 func (s *server) mcpScopes(next http.Handler) http.Handler {
-	m := s.deputy.resource
+	m := s.deputy.mcp
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		required := mcpBaseScopes
 		if r.Method == http.MethodPost && r.Body != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2"
 
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -74,7 +75,8 @@ func TestMCPServer(t *testing.T) {
 		}
 
 		oc.Scopes = []string{"projects:read"}
-		read := userToken(t, idp, oc, "alice", demoAlicePassword)
+		forMCP := oauth2.SetAuthURLParam("resource", idp.URL+MCPPath)
+		read := userToken(t, idp, oc, "alice", demoAlicePassword, forMCP)
 		cs := mcpSession(t, idp, read.AccessToken)
 		tools, err := cs.ListTools(ctx, nil)
 		if err != nil {
@@ -99,7 +101,7 @@ func TestMCPServer(t *testing.T) {
 
 		call := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create_project","arguments":{"name":"from MCP"}}}`
 		resp := postMCP(t, idp, read.AccessToken, call)
-		if want := `Bearer error="insufficient_scope", scope="projects:read projects:write"`; resp.StatusCode != http.StatusForbidden ||
+		if want := `Bearer error="insufficient_scope", scope="offline_access projects:read projects:write"`; resp.StatusCode != http.StatusForbidden ||
 			!strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), want) {
 			t.Errorf("create_project with a read-only token: %d %q, want 403 %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
 		}
@@ -109,7 +111,7 @@ func TestMCPServer(t *testing.T) {
 		}
 
 		oc.Scopes = []string{"projects:read", "projects:write"}
-		write := userToken(t, idp, oc, "alice", demoAlicePassword)
+		write := userToken(t, idp, oc, "alice", demoAlicePassword, forMCP)
 		ws := mcpSession(t, idp, write.AccessToken)
 		res, err = ws.CallTool(ctx, &mcp.CallToolParams{Name: "create_project", Arguments: map[string]any{"name": "from MCP"}})
 		if err != nil || res.IsError {

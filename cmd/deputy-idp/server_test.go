@@ -452,16 +452,17 @@ func assertNotStored(t *testing.T, idp *testIdP, value string) {
 func TestSampleAPIRefusals(t *testing.T) {
 	t.Parallel()
 	idp := startIdP(t, storagetest.SQLite)
+	metadata := idp.URL + "/.well-known/oauth-protected-resource/api"
 	tests := []struct {
 		name, method, auth string
 		want               int
 		challenge          string
 	}{
-		{"no token", http.MethodGet, "", http.StatusUnauthorized, "Bearer"},
-		{"garbage", http.MethodGet, "Bearer " + strings.Repeat("x", 9000), http.StatusUnauthorized, `Bearer error="invalid_token"`},
-		{"unknown opaque", http.MethodGet, "Bearer dpy_at_nope.nope", http.StatusUnauthorized, `Bearer error="invalid_token"`},
-		{"forged agent", http.MethodPost, "Bearer dpy_agt_eyJhbGciOiJub25lIn0.e30.", http.StatusUnauthorized, `Bearer error="invalid_token"`},
-		{"session cookie value as bearer", http.MethodGet, "Bearer " + strings.Repeat("A", 43), http.StatusUnauthorized, `Bearer error="invalid_token"`},
+		{"no token", http.MethodGet, "", http.StatusUnauthorized, `Bearer scope="offline_access projects:read", resource_metadata="` + metadata + `"`},
+		{"garbage", http.MethodGet, "Bearer " + strings.Repeat("x", 9000), http.StatusUnauthorized, `Bearer error="invalid_token", scope="offline_access projects:read", resource_metadata="` + metadata + `"`},
+		{"unknown opaque", http.MethodGet, "Bearer dpy_at_nope.nope", http.StatusUnauthorized, `Bearer error="invalid_token", scope="offline_access projects:read", resource_metadata="` + metadata + `"`},
+		{"forged agent", http.MethodPost, "Bearer dpy_agt_eyJhbGciOiJub25lIn0.e30.", http.StatusUnauthorized, `Bearer error="invalid_token", scope="offline_access projects:write", resource_metadata="` + metadata + `"`},
+		{"session cookie value as bearer", http.MethodGet, "Bearer " + strings.Repeat("A", 43), http.StatusUnauthorized, `Bearer error="invalid_token", scope="offline_access projects:read", resource_metadata="` + metadata + `"`},
 	}
 	for _, tt := range tests {
 		req, _ := http.NewRequest(tt.method, idp.URL+"/api/orgs/acme/projects", strings.NewReader(`{"name":"x"}`))

@@ -16,6 +16,13 @@ import (
 	"github.com/deputyauth/deputy/storage"
 )
 
+// The sample API's resource (below the IdP's issuer), and another
+// service's.
+const (
+	apiResourcePath = "/api"
+	reportsResource = "https://reports.example.com"
+)
+
 // addDeputy adds deputy to h before h composes its provider. st holds
 // deputy's own tables (storage.Open, then Migrate). opts change deputy's
 // configuration (the tests turn on loopback metadata documents).
@@ -39,6 +46,11 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 			MetadataDocuments: true,
 			Scopes:            []string{"projects:read", "projects:write", "reports:read", "offline", "offline_access"},
 		},
+		// The protected resources tokens are for (RFC 8707): the sample
+		// API below, and a reports service elsewhere. A client that names
+		// none gets the sample API.
+		Resources:       []string{h.issuer + apiResourcePath, reportsResource},
+		DefaultResource: h.issuer + apiResourcePath,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -55,9 +67,18 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 	// The IdP's handlers leave deputy's owned apps to deputy's, which come
 	// last so that they see what the IdP's granted.
 	h.factories = append(p.HostClientsOnly(h.factories...), p.Factories()...)
+	// Any client may ask for the resources; fosite asks the strategy again
+	// at every refresh of a token for one.
+	h.config.AudienceMatchingStrategy = p.AudienceStrategy(h.config.GetAudienceStrategy(ctx))
 	// Redirect URIs matched exactly (any port on a loopback address only
-	// for a public client registered without one), no repeated parameters.
-	h.checkAuthorize = plugin.CheckAuthorizeRequest
+	// for a public client registered without one), no repeated parameters;
+	// an unknown resource is invalid_target before the consent screen.
+	h.checkAuthorize = func(r *http.Request, ar fosite.AuthorizeRequester) error {
+		if err := plugin.CheckAuthorizeRequest(r, ar); err != nil {
+			return err
+		}
+		return p.ResolveResources(ar)
+	}
 	// The consent screen says when a client registered itself, and where
 	// the answer goes.
 	h.consentNote = func(ar fosite.AuthorizeRequester) string {
@@ -85,8 +106,13 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 	// The apps API, the consent pages and API, JWKS, and deputy's metadata.
 	h.mux.Handle("/deputy/", p.Handler())
 
-	// A sample API that deputy's tokens and agent tokens may call.
-	mw := p.Middleware(func(*http.Request) string { return "acme" })
+	// A sample API that deputy's tokens and agent tokens for it may call,
+	// and its RFC 9728 metadata, where its challenges point.
+	mw, err := p.MiddlewareFor(h.issuer+apiResourcePath, func(*http.Request) string { return "acme" })
+	if err != nil {
+		return nil, err
+	}
+	h.mux.Handle(mw.MetadataPath(), mw.MetadataHandler())
 	projects := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, _ := plugin.IdentityFrom(r.Context())
 		w.Header().Set("Content-Type", "text/plain")
