@@ -92,6 +92,8 @@ func mcpClientEnv(tg *target, more ...string) []string {
 		"USERNAME=alice",
 		"PASSWORD=" + alicePassword,
 		"WRITE_TOOL_ORG=" + demoOrg,
+		// The sample API: the server's other resource (RFC 8707).
+		"OTHER_RESOURCE=" + tg.URL + "/api",
 	}, more...)
 }
 

@@ -15,6 +15,8 @@
 //                  the scripted browser reads the code from the redirect)
 //   USERNAME, PASSWORD   the user who signs in and consents
 //   WRITE_TOOL_ORG       the organization create_project writes in
+//   OTHER_RESOURCE       another resource of the same authorization server
+//                        (RFC 8707): a token for it must be refused by /mcp
 //
 // Two workarounds for @modelcontextprotocol/sdk 1.32.2, both as an
 // application using the SDK would write them:
@@ -31,7 +33,7 @@
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { auth, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { auth, exchangeAuthorization, startAuthorization, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 
 const env = (name, def) => {
   const v = process.env[name] ?? def;
@@ -47,6 +49,7 @@ const REDIRECT_URI = env('REDIRECT_URI');
 const USERNAME = env('USERNAME');
 const PASSWORD = env('PASSWORD');
 const ORG = env('WRITE_TOOL_ORG', 'acme');
+const OTHER_RESOURCE = env('OTHER_RESOURCE');
 
 function step(name, detail = {}) {
   console.log(JSON.stringify({ step: name, ...detail }));
@@ -146,10 +149,6 @@ class Provider {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
-      // The SDK's last resort for the scope to ask for, after the 401
-      // challenge's scope and the protected-resource metadata's
-      // scopes_supported (SEP-835): a client configured for this server.
-      scope: 'projects:read',
     };
   }
   clientInformation() {
@@ -206,6 +205,9 @@ async function authorize(transport, what) {
   check(url, `${what}: the SDK did not send the user to the authorization endpoint`);
   provider.pendingAuthorization = undefined;
   check(!url.searchParams.has('state'), `${what}: this client sends no state`);
+  // RFC 8707: the SDK names the MCP server (its RFC 9728 metadata's
+  // resource) as the token's audience.
+  check(url.searchParams.get('resource') === MCP_URL.href, `${what}: resource ${url.searchParams.get('resource')}, want ${MCP_URL.href}`);
   check(url.searchParams.get('code_challenge_method') === 'S256', `${what}: PKCE S256 expected`);
   const { code, state, page } = await browser.consent(url);
   check(!state, `${what}: a state came back although none was sent`);
@@ -323,6 +325,29 @@ async function main() {
   check(res.status === 403 || res.status === 'redirect', `create_project after the approval lapsed: ${res.status}`);
   step('read-only again', { scope: provider.stored.scope, status: res.status });
   await client.close();
+
+  // 7. Audience: a token the same client got for another resource of the
+  // same server (RFC 8707) is refused by /mcp, and works where it belongs.
+  const metadata = provider.discovery.authorizationServerMetadata;
+  const { authorizationUrl, codeVerifier } = await startAuthorization(ISSUER, {
+    metadata, clientInformation: provider.info, redirectUrl: REDIRECT_URI, scope: 'projects:read', resource: OTHER_RESOURCE,
+  });
+  const { code } = await browser.consent(authorizationUrl);
+  const other = await exchangeAuthorization(ISSUER, {
+    metadata, clientInformation: provider.info, authorizationCode: code, codeVerifier, redirectUri: REDIRECT_URI, resource: OTHER_RESOURCE,
+  });
+  const probe = await fetch(MCP_URL, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${other.access_token}`, 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+  });
+  await probe.text();
+  check(probe.status === 401 && /invalid_token/.test(probe.headers.get('www-authenticate') ?? ''),
+    `/mcp with a token for ${OTHER_RESOURCE}: ${probe.status} ${probe.headers.get('www-authenticate')}`);
+  const home = await fetch(`${OTHER_RESOURCE}/orgs/${ORG}/projects`, { headers: { Authorization: `Bearer ${other.access_token}` } });
+  await home.text();
+  check(home.status === 200, `the other resource with its own token: ${home.status}`);
+  step('audience', { mcp: probe.status, other: home.status });
 }
 
 main().then(
