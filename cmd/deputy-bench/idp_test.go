@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,4 +141,79 @@ func TestIdpRoundTrips(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestRunIdpCells runs the bench itself, briefly, on the plugin and
+// deputy-idp cells of each dialect, as make bench does (fresh databases
+// made and dropped, the binary started, seeded and driven from the
+// load-generator process), and checks what the table is made of: every row
+// measured without errors, the SQL per token counted on each server, the
+// servers' CPU read, the deputy-idp rows compared with the plugin's.
+// Counts and presence only: no timing is asserted.
+func TestRunIdpCells(t *testing.T) {
+	t.Parallel()
+	bin := testIdpBinary(t)
+	cells := []string{groupCCSQLite, groupAgtSQLite, groupIdpCCSQLite, groupIdpAgtSQLite}
+	args := []string{"-clients", "2", "-duration", "200ms", "-warmup", "0s", "-sql-samples", "9", "-idp-binary", bin}
+	if pg := os.Getenv("DEPUTY_TEST_DATABASE_URL"); pg != "" {
+		cells = append(cells, groupCCPostgres, groupAgtPostgres, groupIdpCCPostgres, groupIdpAgtPostgres)
+		args = append(args, "-postgres", pg)
+	} else if os.Getenv("DEPUTY_REQUIRE_POSTGRES") == "1" {
+		t.Fatal("DEPUTY_REQUIRE_POSTGRES=1 but DEPUTY_TEST_DATABASE_URL is not set")
+	}
+	out := filepath.Join(t.TempDir(), "bench.json")
+	args = append(args, "-cells", strings.Join(cells, ","), "-json-out", out)
+	var table strings.Builder
+	if err := run(args, &table); err != nil {
+		t.Fatalf("run: %v\n%s", err, table.String())
+	}
+	buf, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(buf, &rep); err != nil {
+		t.Fatal(err)
+	}
+	wantSQL := map[string]float64{
+		groupCCSQLite: 2, groupAgtSQLite: 3, groupIdpCCSQLite: 3, groupIdpAgtSQLite: 4,
+		groupCCPostgres: 2, groupAgtPostgres: 3, groupIdpCCPostgres: 3, groupIdpAgtPostgres: 4,
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		seen[r.Group] = true
+		name := r.Group + "/" + strconv.Itoa(r.Clients)
+		if !r.Available || r.Errors != 0 || r.Requests == 0 {
+			t.Errorf("%s: available %v, %d requests, %d errors (%s%s)", name, r.Available, r.Requests, r.Errors, r.Note, r.FirstError)
+			continue
+		}
+		if r.SQLPerRequest == nil || *r.SQLPerRequest != wantSQL[r.Group] {
+			t.Errorf("%s: SQL per token %v, want %v", name, optf(r.SQLPerRequest, "%.0f"), wantSQL[r.Group])
+		}
+		if r.SQLPerRequestUnderLoad == nil {
+			t.Errorf("%s: no SQL count under load", name)
+		}
+		if r.CPUPerRequestUs == nil || r.LoadgenCPUPerReqUs == nil {
+			t.Errorf("%s: server CPU %s, load generator CPU %s", name, optf(r.CPUPerRequestUs, "%.0f"), optf(r.LoadgenCPUPerReqUs, "%.0f"))
+		}
+		if r.Cell == cellIdp {
+			if r.VsPlugin == nil {
+				t.Errorf("%s: no comparison with the plugin cell", name)
+			}
+			if r.LogLinesPerRequest == nil || *r.LogLinesPerRequest != 0 {
+				t.Errorf("%s: %s log lines per successful request at the default level, want 0", name, optf(r.LogLinesPerRequest, "%.2f"))
+			}
+		}
+		if r.Backend == "postgres" && r.PGCPUPerRequestUs == nil {
+			t.Errorf("%s: the PostgreSQL backends' CPU was not read", name)
+		}
+	}
+	for _, g := range cells {
+		if !seen[g] {
+			t.Errorf("no row for %s", g)
+		}
+	}
+	if !strings.Contains(table.String(), "deputy-idp SQL round trips per token") {
+		t.Errorf("the table lacks the deputy-idp targets:\n%s", table.String())
+	}
 }
