@@ -77,14 +77,18 @@ var postgresFlavor = &flavor{
 	pool: poolSettings{maxOpen: 20, maxIdle: 20, idleTime: 5 * time.Minute, lifetime: 30 * time.Minute},
 	bind: sqlx.DOLLAR,
 	ping: func(ctx context.Context, db *sqlx.DB) error { return db.PingContext(ctx) },
-	// Replicas migrating one database at start take an advisory lock: the
-	// first applies, the rest wait and then find nothing to do.
+	// Replicas migrating one schema at start take an advisory lock: the
+	// first applies, the rest wait and then find nothing to do. The key is
+	// mixed with the schema's name, because advisory locks are per
+	// database: deputies in other schemas of the same database (a test
+	// suite's hundreds) must not queue behind each other.
 	lock: func(ctx context.Context, conn *sqlx.Conn, key int64) (func(), error) {
-		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		const schemaKey = `($1::bigint # hashtext(current_schema())::bigint)`
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock`+schemaKey, key); err != nil {
 			return nil, err
 		}
 		return func() {
-			conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key) //nolint:errcheck // the session ends with the connection anyway
+			conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock`+schemaKey, key) //nolint:errcheck // the session ends with the connection anyway
 		}, nil
 	},
 	errorKind: pqErrorKind,
