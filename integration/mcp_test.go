@@ -22,8 +22,9 @@ import (
 // the real deputy-idp binary and its /mcp server.
 
 // mcpGrantLifespan is the servers' approval lifespan: long enough for the
-// client to write once after the user approves, short enough to wait out.
-const mcpGrantLifespan = "8s"
+// client to write once after the user approves on a loaded machine, short
+// enough to wait out (the tests wait in parallel).
+const mcpGrantLifespan = "15s"
 
 // mcpRedirect is the pre-registered client's redirect URI (loopback, RFC
 // 8252). Nothing listens on it: the scripted browser reads the code from
