@@ -344,6 +344,28 @@ func TestBrowser(t *testing.T) {
 		t.Fatal("no code for the client that registered itself")
 	}
 
+	// Its step-up (MCP: after 403 insufficient_scope the client asks again
+	// with the union of scopes): the write is shown as a time-boxed
+	// approval, and once allowed it is listed with alice's agent grants.
+	regConf.Scopes = []string{"projects:read", "projects:write"}
+	do("re-authorize with a write",
+		chromedp.Navigate(regConf.AuthCodeURL(randomName("state-"), oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))),
+		chromedp.WaitVisible(chromedp.CSS(`button[name=decision][value=allow]`)),
+		chromedp.WaitVisible(chromedp.Search(`//li[code[.="projects:write"]]/span[@class="badge write"][starts-with(., "write · for ")]`)),
+		chromedp.WaitVisible(chromedp.Search(`//p[@class="notice"]/a[@href="/agent/grants"]`)),
+		shots.take("11-step-up"),
+		chromedp.Click(chromedp.CSS(`button[name=decision][value=allow]`)),
+		chromedp.WaitVisible(chromedp.Search(`//h1[.="Agent platform callback"]`)),
+	)
+	if got := get("step-up code", chromedp.TextContent(chromedp.CSS(`#callback-code`))); got == "" {
+		t.Fatal("no code for the step-up")
+	}
+	do("the step-up is an agent grant",
+		chromedp.Navigate(tg.URL+"/agent/grants"),
+		chromedp.WaitVisible(chromedp.Search(`//tr[td//code[.="`+reg.ClientID+`"]]/td/code[.="projects:write"]`)),
+		shots.take("12-step-up-grant"),
+	)
+
 	// The pages are served with a CSP without 'unsafe-inline': an inline
 	// style, script or event handler would be refused, and Chromium says so.
 	// (Checked by adding style="color:red" to login.html: this failed.)
