@@ -122,9 +122,9 @@ type metrics struct {
 
 	// A series appears on its first use, not before: a scrape lists what
 	// happened, not every combination that could.
-	tokenCells    [len(tokenGrants)][len(tokenOutcomes)]counterCell
-	durationCells [len(tokenGrants)][len(statusClasses)]observerCell
-	refusalCells  [len(refusalKinds)][len(refusalReasons)]counterCell
+	tokenCells    [len(tokenGrants)][len(tokenOutcomes)]lazyChild[prometheus.Counter]
+	durationCells [len(tokenGrants)][len(statusClasses)]lazyChild[prometheus.Observer]
+	refusalCells  [len(refusalKinds)][len(refusalReasons)]lazyChild[prometheus.Counter]
 	consentCells  [len(consentEvents)]prometheus.Counter
 }
 
@@ -240,30 +240,20 @@ func (m *metrics) consentEvent(event string) {
 	}
 }
 
-// counterCell is one child of a two-label CounterVec, resolved on first use.
-type counterCell struct{ p atomic.Pointer[counterBox] }
+// labeled is a CounterVec or a HistogramVec.
+type labeled[T any] interface{ WithLabelValues(...string) T }
 
-type counterBox struct{ prometheus.Counter }
+// lazyChild is one child of a two-label vector (a Counter, an Observer),
+// resolved on first use so that the hot path is one atomic load.
+type lazyChild[T any] struct{ p atomic.Pointer[T] }
 
-func (c *counterCell) get(vec *prometheus.CounterVec, a, b string) prometheus.Counter {
-	if box := c.p.Load(); box != nil {
-		return box.Counter
+func (c *lazyChild[T]) get(vec labeled[T], a, b string) T {
+	if v := c.p.Load(); v != nil {
+		return *v
 	}
-	c.p.CompareAndSwap(nil, &counterBox{vec.WithLabelValues(a, b)})
-	return c.p.Load().Counter
-}
-
-// observerCell is one child of a two-label HistogramVec, resolved on first use.
-type observerCell struct{ p atomic.Pointer[observerBox] }
-
-type observerBox struct{ prometheus.Observer }
-
-func (c *observerCell) get(vec *prometheus.HistogramVec, a, b string) prometheus.Observer {
-	if box := c.p.Load(); box != nil {
-		return box.Observer
-	}
-	c.p.CompareAndSwap(nil, &observerBox{vec.WithLabelValues(a, b)})
-	return c.p.Load().Observer
+	v := vec.WithLabelValues(a, b)
+	c.p.CompareAndSwap(nil, &v)
+	return *c.p.Load()
 }
 
 // storeCollector exports the store's Health at scrape time: the store keeps

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"net"
 	"net/http"
-	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/deputyauth/deputy/internal/ratelimit"
 )
 
 // loginLimits bound wrong passwords at /login. Each limit is a bucket of
@@ -189,61 +188,21 @@ func bucketFor[K comparable](m map[K]*failureBucket, k K, t time.Time, burst flo
 	return b
 }
 
-// evict forgets the buckets that have refilled (the same as no bucket) and,
-// if m is still full, the fullest eighth: a flood of fresh usernames or
+// evict forgets the buckets that have refilled and, if m is still full,
+// the fullest eighth (ratelimit.Evict): a flood of fresh usernames or
 // addresses pushes out buckets close to full, never the drained ones of an
 // address or account under attack.
 func evict[K comparable](m map[K]*failureBucket, t time.Time, burst float64, every time.Duration, maxEntries int) {
-	type entry struct {
-		k     K
-		level float64
-	}
-	rest := make([]entry, 0, len(m))
-	for k, b := range m {
-		lv := b.level(t, burst, every)
-		if lv >= burst {
-			delete(m, k)
-			continue
-		}
-		rest = append(rest, entry{k, lv})
-	}
-	if len(m) < maxEntries {
-		return
-	}
-	slices.SortFunc(rest, func(a, b entry) int {
-		switch {
-		case a.level > b.level:
-			return -1
-		case a.level < b.level:
-			return 1
-		}
-		return 0
+	ratelimit.Evict(m, burst, maxEntries, func(b *failureBucket) (float64, bool) {
+		return b.level(t, burst, every), true
 	})
-	for _, e := range rest[:max(1, len(rest)/8)] {
-		delete(m, e.k)
-	}
 }
 
 // loginSource is the address a login attempt counts against: the TCP peer
 // (the demo serves clients directly; behind a reverse proxy every attempt
 // would share the proxy's address, see docs/idp.md), an IPv6 peer by its
 // /64, which one host usually holds whole.
-func loginSource(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
-}
+func loginSource(r *http.Request) string { return ratelimit.Source(r) }
 
 // loginAccount is the account key of a username as typed: byUsername looks
 // names up in lower case, so "Alice" and "alice" are one account.

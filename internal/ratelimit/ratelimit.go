@@ -5,6 +5,7 @@ package ratelimit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -308,40 +309,47 @@ func bucketFor[K comparable](m map[K]*bucket, k K, t time.Time, burst int, rate 
 }
 
 // evict makes room in m: it forgets the idle buckets (nothing in flight)
-// that have refilled, which are the same as no bucket, and if m is still
-// full, the fullest eighth of the idle ones. A flood of fresh client ids or
-// sources pushes out buckets close to full, never the drained ones of a
-// client under attack, and never one a request in flight holds.
+// that have refilled and, if m is still full, the fullest eighth of the idle
+// ones (Evict); never one a request in flight holds.
 func evict[K comparable](m map[K]*bucket, t time.Time, burst int, rate float64, maxEntries int) {
+	Evict(m, float64(burst), maxEntries, func(b *bucket) (float64, bool) {
+		if b.reserved > 0 {
+			return 0, false
+		}
+		b.refill(t, burst, rate)
+		return b.tokens, true
+	})
+}
+
+// Evict makes room in a map of token buckets, for any limiter that keeps
+// one per key in bounded memory. level reports a bucket's tokens now and
+// whether it may be dropped at all. A bucket back at full is forgotten
+// (it is the same as no bucket); if m still holds maxEntries or more, the
+// fullest eighth of the droppable rest goes too (at least one). So a flood
+// of fresh keys pushes out buckets close to full, never the drained ones of
+// a key under attack.
+func Evict[K comparable, B any](m map[K]B, full float64, maxEntries int, level func(B) (tokens float64, droppable bool)) {
 	type entry struct {
 		k      K
 		tokens float64
 	}
-	idle := make([]entry, 0, len(m))
+	rest := make([]entry, 0, len(m))
 	for k, b := range m {
-		if b.reserved > 0 {
+		tokens, ok := level(b)
+		if !ok {
 			continue
 		}
-		b.refill(t, burst, rate)
-		if b.tokens >= float64(burst) {
+		if tokens >= full {
 			delete(m, k)
 			continue
 		}
-		idle = append(idle, entry{k, b.tokens})
+		rest = append(rest, entry{k, tokens})
 	}
 	if len(m) < maxEntries {
 		return
 	}
-	slices.SortFunc(idle, func(a, b entry) int {
-		switch {
-		case a.tokens > b.tokens:
-			return -1
-		case a.tokens < b.tokens:
-			return 1
-		}
-		return 0
-	})
-	for _, e := range idle[:min(len(idle), max(1, len(idle)/8))] {
+	slices.SortFunc(rest, func(a, b entry) int { return cmp.Compare(b.tokens, a.tokens) })
+	for _, e := range rest[:min(len(rest), max(1, len(rest)/8))] {
 		delete(m, e.k)
 	}
 }
