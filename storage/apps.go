@@ -34,16 +34,29 @@ func (s *Store) CreateClientSecret(ctx context.Context, clientID string, hash []
 	}
 	// INSERT … SELECT inserts nothing for a missing client, which is cheaper
 	// to recognise in both dialects than a foreign-key error.
-	res, err := s.exec(ctx, `INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at)
-		SELECT ?, id, ?, ?, ? FROM clients WHERE id = ?`,
-		cs.ID, hash, cs.DisplayPrefix, cs.CreatedAt, clientID)
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		res, err := s.exec(ctx, `INSERT INTO client_secrets (id, client_id, secret_hash, display_prefix, created_at)
+			SELECT ?, id, ?, ?, ? FROM clients WHERE id = ?`,
+			cs.ID, hash, cs.DisplayPrefix, cs.CreatedAt, clientID)
+		if err != nil {
+			return fmt.Errorf("storage: client secret: %w", err)
+		}
+		if err := oneRow(res); err != nil {
+			return fmt.Errorf("storage: client %q: %w", clientID, err)
+		}
+		return s.bumpRevision(ctx, clientID)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("storage: client secret: %w", err)
-	}
-	if err := oneRow(res); err != nil {
-		return nil, fmt.Errorf("storage: client %q: %w", clientID, err)
+		return nil, err
 	}
 	return cs, nil
+}
+
+// bumpRevision marks a change to clientID's secrets: copies of the client
+// held in memory with the old revision stop issuing tokens (PinClient).
+func (s *Store) bumpRevision(ctx context.Context, clientID string) error {
+	_, err := s.exec(ctx, `UPDATE clients SET revision = revision + 1 WHERE id = ?`, clientID)
+	return err
 }
 
 // ListClientSecrets returns the secrets of clientID, newest first.
@@ -62,7 +75,8 @@ func (s *Store) CountClientSecrets(ctx context.Context, clientID string) (int, e
 }
 
 // DeleteClientSecret removes one secret of clientID. The next token request
-// with it fails: GetClient reads the live hashes on every request.
+// with it fails, on every replica: the client's revision moves on, so no
+// copy of the client held in memory issues another token (PinClient).
 // ErrNotFound when clientID has no such secret.
 //
 // The access tokens the secret obtained (their stored form names it under
@@ -77,6 +91,9 @@ func (s *Store) DeleteClientSecret(ctx context.Context, clientID, secretID strin
 		}
 		if err := oneRow(res); err != nil {
 			return fmt.Errorf("storage: client secret %q: %w", secretID, err)
+		}
+		if err := s.bumpRevision(ctx, clientID); err != nil {
+			return err
 		}
 		// form_data is the JSON of the sanitized url.Values, keys sorted:
 		// the stamp appears exactly as below. Secret ids are hex, so the

@@ -77,6 +77,11 @@ type Client struct {
 	// and cleared by MarkClientUsed.
 	UnusedExpiresAt sql.NullTime `db:"unused_expires_at"`
 
+	// Revision is bumped by every change to the row and to the client's
+	// secrets (migration 0007): a copy of the client held in memory is
+	// current while the row still has its revision (PinClient).
+	Revision int64 `db:"revision"`
+
 	// SecretHashes are the SHA-256 hashes of the client's live secrets,
 	// filled by GetClient. Any of them authenticates the client.
 	SecretHashes [][]byte `db:"-"`
@@ -170,6 +175,10 @@ const clientColumns = `id, name, icon_url, redirect_uris, grant_types, response_
 	token_endpoint_auth_method, public, first_party, agent, owner_user_id, created_at, updated_at,
 	registration, registration_token_hash, unused_expires_at`
 
+// clientSelectColumns are clientColumns and the revision, which the
+// database sets: an insert leaves it at 1, every change bumps it.
+const clientSelectColumns = clientColumns + `, revision`
+
 // CreateClient inserts c, setting its timestamps. ErrConflict if the id exists.
 func (s *Store) CreateClient(ctx context.Context, c *Client) error {
 	c.CreatedAt = now()
@@ -184,6 +193,7 @@ func (s *Store) CreateClient(ctx context.Context, c *Client) error {
 	if err != nil {
 		return fmt.Errorf("storage: client %q: %w", c.ID, err)
 	}
+	c.Revision = 1
 	return nil
 }
 
@@ -196,7 +206,7 @@ func (s *Store) UpdateClient(ctx context.Context, c *Client) error {
 	c.UpdatedAt = now()
 	res, err := s.exec(ctx, `UPDATE clients SET name = ?, icon_url = ?, redirect_uris = ?, grant_types = ?,
 		response_types = ?, scopes = ?, audience = ?, token_endpoint_auth_method = ?, public = ?,
-		first_party = ?, agent = ?, owner_user_id = ?, updated_at = ? WHERE id = ?`,
+		first_party = ?, agent = ?, owner_user_id = ?, updated_at = ?, revision = revision + 1 WHERE id = ?`,
 		c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
 		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.Agent, c.OwnerUserID, c.UpdatedAt, c.ID)
 	if err != nil {
@@ -249,7 +259,7 @@ func (s *Store) Client(ctx context.Context, id string) (*Client, error) {
 	err := s.selectPrepared(ctx, &rows, `SELECT c.id, c.name, c.icon_url, c.redirect_uris, c.grant_types,
 		c.response_types, c.scopes, c.audience, c.token_endpoint_auth_method, c.public, c.first_party,
 		c.agent, c.owner_user_id, c.created_at, c.updated_at, c.registration, c.registration_token_hash,
-		c.unused_expires_at, s.secret_hash, s.id AS secret_id
+		c.unused_expires_at, c.revision, s.secret_hash, s.id AS secret_id
 		FROM clients c LEFT JOIN client_secrets s ON s.client_id = c.id
 		WHERE c.id = ? ORDER BY s.created_at DESC`, id)
 	if err != nil {
@@ -273,16 +283,18 @@ func (s *Store) ListClients(ctx context.Context, ownerUserID string) ([]*Client,
 	var cs []*Client
 	var err error
 	if ownerUserID == "" {
-		err = s.selectAll(ctx, &cs, `SELECT `+clientColumns+` FROM clients ORDER BY created_at DESC, id`)
+		err = s.selectAll(ctx, &cs, `SELECT `+clientSelectColumns+` FROM clients ORDER BY created_at DESC, id`)
 	} else {
-		err = s.selectAll(ctx, &cs, `SELECT `+clientColumns+` FROM clients WHERE owner_user_id = ? ORDER BY created_at DESC, id`, ownerUserID)
+		err = s.selectAll(ctx, &cs, `SELECT `+clientSelectColumns+` FROM clients WHERE owner_user_id = ? ORDER BY created_at DESC, id`, ownerUserID)
 	}
 	return cs, err
 }
 
 // MarkClientUsed records that a registration had its first token issued:
 // it is no longer swept as unused. Calling it again, or for a client that
-// is no registration, changes nothing.
+// is no registration, changes nothing. It leaves the revision alone: it is
+// called by the token request it records, whose pinned client (PinClient)
+// must stay current, and it changes nothing a token request checks.
 func (s *Store) MarkClientUsed(ctx context.Context, id string) error {
 	_, err := s.exec(ctx, `UPDATE clients SET unused_expires_at = NULL WHERE id = ? AND unused_expires_at IS NOT NULL`, id)
 	return err
@@ -307,7 +319,7 @@ func (s *Store) SaveMetadataDocumentClient(ctx context.Context, c *Client) error
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, icon_url = excluded.icon_url,
 			redirect_uris = excluded.redirect_uris, grant_types = excluded.grant_types,
 			response_types = excluded.response_types, scopes = excluded.scopes, agent = excluded.agent,
-			updated_at = excluded.updated_at,
+			updated_at = excluded.updated_at, revision = clients.revision + 1,
 			unused_expires_at = CASE WHEN clients.unused_expires_at IS NULL THEN NULL ELSE excluded.unused_expires_at END
 		WHERE clients.registration = excluded.registration`,
 		c.ID, c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,

@@ -130,6 +130,9 @@ func (s *Store) AgentGrantScopes(ctx context.Context, org, userID, clientID, ses
 	if clientID == "" {
 		return nil, nil
 	}
+	if revision, pinned := pinnedRevision(ctx, clientID); pinned {
+		return s.pinnedAgentGrantScopes(ctx, org, userID, clientID, sessionID, at, revision)
+	}
 	var scopes stringList
 	err := s.getPrepared(ctx, &scopes, `SELECT scopes FROM agent_grants
 		WHERE organization = ? AND user_id = ? AND client_id = ? AND agent_session_id = ? AND expires_at > ?`,
@@ -141,6 +144,32 @@ func (s *Store) AgentGrantScopes(ctx context.Context, org, userID, clientID, ses
 		return nil, fmt.Errorf("storage: agent grant scopes: %w", err)
 	}
 	return []string(scopes), nil
+}
+
+// pinnedAgentGrantScopes is AgentGrantScopes for a client read earlier in
+// the request (PinClient), maybe from a cache: the same indexed grant
+// lookup, joined to the client's row at its pinned revision, so that the
+// one query also says whether the client is still as it was read.
+// ErrStaleClient when it is not.
+func (s *Store) pinnedAgentGrantScopes(ctx context.Context, org, userID, clientID, sessionID string, at time.Time, revision int64) ([]string, error) {
+	var rows []struct {
+		Scopes sql.Null[stringList] `db:"scopes"`
+	}
+	err := s.selectPrepared(ctx, &rows, `SELECT g.scopes FROM clients c
+		LEFT JOIN agent_grants g ON g.organization = ? AND g.user_id = ? AND g.client_id = c.id
+			AND g.agent_session_id = ? AND g.expires_at > ?
+		WHERE c.id = ? AND c.revision = ?`,
+		org, userID, sessionID, at.UTC(), clientID, revision)
+	if err != nil {
+		return nil, fmt.Errorf("storage: agent grant scopes: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("storage: agent grant scopes: client %q: %w", clientID, ErrStaleClient)
+	}
+	if !rows[0].Scopes.Valid {
+		return nil, nil
+	}
+	return []string(rows[0].Scopes.V), nil
 }
 
 // ListAgentGrants returns userID's unexpired grants, newest first.

@@ -145,14 +145,34 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 	if err != nil {
 		return err
 	}
-	_, err = s.execPrepared(ctx, `INSERT INTO `+string(t)+` (`+requestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		row.Signature, row.RequestID, row.ClientID, row.Subject, row.RequestedAt, row.ExpiresAt,
+	args := []any{row.Signature, row.RequestID, row.ClientID, row.Subject, row.RequestedAt, row.ExpiresAt,
 		row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
-		row.FormData, row.SessionData, row.Active)
+		row.FormData, row.SessionData, row.Active}
+	revision, pinned := pinnedRevision(ctx, row.ClientID)
+	if !pinned {
+		_, err = s.execPrepared(ctx, `INSERT INTO `+string(t)+` (`+requestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		if errors.Is(err, ErrConflict) {
+			return fmt.Errorf("storage: %s: %w", t, ErrConflict)
+		}
+		return err
+	}
+	// The client was read earlier, maybe from a cache (PinClient): the row
+	// goes in only if the client's row still has that revision, decided by
+	// the database in this one statement.
+	res, err := s.execPrepared(ctx, `INSERT INTO `+string(t)+` (`+requestColumns+`) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+		WHERE EXISTS (SELECT 1 FROM clients WHERE id = ? AND revision = ?)`, append(args, row.ClientID, revision)...)
 	if errors.Is(err, ErrConflict) {
 		return fmt.Errorf("storage: %s: %w", t, ErrConflict)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if err := oneRow(res); errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("storage: %s: client %q: %w", t, row.ClientID, ErrStaleClient)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // joinedRequestRow is a stored request with its client's columns, so a token

@@ -38,6 +38,8 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Store) {
 		{"Clients", testClients},
 		{"ClientSecrets", testClientSecrets},
 		{"DeleteClient", testDeleteClient},
+		{"ClientRevisions", testClientRevisions},
+		{"PinnedClient", testPinnedClient},
 		{"ClientRegistrations", testClientRegistrations},
 		{"MetadataDocumentClients", testMetadataDocumentClients},
 		{"InvalidInput", testInvalidInput},
