@@ -137,6 +137,19 @@ type Config struct {
 	// process: with N replicas a client may fail N times as often.
 	ClientAuthLimit ClientAuthLimit
 
+	// ClientCacheTTL is how long kit mode's token endpoint keeps one of
+	// deputy's clients, with its secret hashes, in memory between the
+	// client_credentials and agent-token requests that name it (issue 14:
+	// one SQL round trip less a token). It weakens nothing: every token
+	// issued with a kept client is checked, in the statement that issues
+	// it, against the client's revision in the database, so a deleted
+	// secret or app and a narrowed app take effect at once on every
+	// replica (plugin/clientcache.go). The TTL only bounds how long an
+	// unused copy stays in memory. Default 1 minute; below zero turns the
+	// cache off. Plugin mode has no cache: the host serves its token
+	// endpoint.
+	ClientCacheTTL time.Duration
+
 	// ClientRegistration lets clients register without a person, the way
 	// MCP clients do: RFC 7591/7592 dynamic registration and Client ID
 	// Metadata Documents. Both are off by default; see ClientRegistration.

@@ -3,6 +3,7 @@ package plugin
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/ory/fosite"
@@ -111,22 +112,45 @@ func (p *Plugin) logOAuthError(r *http.Request, endpoint string, err error) {
 	p.cfg.Logger.ErrorContext(r.Context(), "deputy: "+endpoint, "err", oauthErrorDetail(err))
 }
 
+// maxStaleClientAttempts bounds how often the token endpoint starts over
+// when the client changed during the request (storage.ErrStaleClient).
+const maxStaleClientAttempts = 3
+
 // token is the RFC 6749 token endpoint.
 func (p *Plugin) token(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
+	ctx := p.clients.withTokenRequest(r.Context(), r)
 	provider := p.Provider()
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	ar, err := provider.NewAccessRequest(ctx, r, flows.NewSession("", ""))
-	reportClientAuth(r, err)
-	if p.unavailable(w, r, "token endpoint", err) {
-		return
+	var (
+		ar       fosite.AccessRequester
+		resp     fosite.AccessResponder
+		err      error
+		accepted bool // the client authenticated and the request was valid
+	)
+	for attempt := 1; ; attempt++ {
+		ar, err = provider.NewAccessRequest(ctx, r, flows.NewSession("", ""))
+		if accepted = err == nil; !accepted {
+			break
+		}
+		resp, err = provider.NewAccessResponse(ctx, ar)
+		if !errors.Is(err, storage.ErrStaleClient) || attempt == maxStaleClientAttempts {
+			break
+		}
+		// The client changed since the cache read it (clientcache.go):
+		// nothing was issued. Read it again and start over.
+		p.clients.forget(ar.GetClient().GetID())
+		storage.ForgetPin(ctx)
 	}
-	if err != nil {
-		p.logOAuthError(r, "token endpoint", err)
-		provider.WriteAccessError(ctx, w, ar, err)
-		return
+	if accepted {
+		reportClientAuth(r, nil)
+	} else {
+		reportClientAuth(r, err)
 	}
-	resp, err := provider.NewAccessResponse(ctx, ar)
+	if errors.Is(err, storage.ErrStaleClient) {
+		// The client changed under every attempt, an administrator at work
+		// on it: answered like a database away for a moment.
+		err = fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
+	}
 	if p.unavailable(w, r, "token endpoint", err) {
 		return
 	}

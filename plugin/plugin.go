@@ -93,6 +93,8 @@ type Plugin struct {
 
 	kitOnce  sync.Once
 	provider fosite.OAuth2Provider
+	// clients is kit mode's token-endpoint client cache (ClientCacheTTL).
+	clients *clientCache
 
 	// now is the clock approvals are made and expire by; tests move it.
 	now func() time.Time
@@ -114,7 +116,7 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...), now: time.Now}
+	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...), now: time.Now, clients: newClientCache(cfg.ClientCacheTTL)}
 	// withDefaults has checked and canonicalized them.
 	if p.resources, err = flows.NewResources(cfg.Resources, cfg.DefaultResource); err != nil {
 		return nil, fmt.Errorf("deputy: invalid config: %w", err)

@@ -149,6 +149,9 @@ type kitStorage struct {
 }
 
 func (k kitStorage) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	if c := k.p.clients.cached(ctx, id); c != nil {
+		return c, nil
+	}
 	doc, c, err := k.p.lookupClient(ctx, id)
 	switch {
 	case err != nil:
@@ -156,6 +159,7 @@ func (k kitStorage) GetClient(ctx context.Context, id string) (fosite.Client, er
 	case doc != nil:
 		return kitDocumentClient{doc.(*registration.DocumentClient)}, nil
 	}
+	k.p.clients.remember(ctx, c)
 	return c, nil
 }
 

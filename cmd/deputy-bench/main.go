@@ -725,10 +725,11 @@ func targets(rs []*result) []target {
 		group, name string
 		limit       float64
 	}{
-		{groupCCPostgres, "client_credentials SQL round trips per token, plugin, PostgreSQL", 2},
-		{groupCCSQLite, "client_credentials SQL round trips per token, plugin, SQLite", 2},
-		{groupAgtPostgres, "agent-token SQL round trips per token, plugin, PostgreSQL", 3},
-		{groupAgtSQLite, "agent-token SQL round trips per token, plugin, SQLite", 3},
+		// The client comes from the token endpoint's cache (issue 14).
+		{groupCCPostgres, "client_credentials SQL round trips per token, plugin, PostgreSQL", 1},
+		{groupCCSQLite, "client_credentials SQL round trips per token, plugin, SQLite", 1},
+		{groupAgtPostgres, "agent-token SQL round trips per token, plugin, PostgreSQL", 2},
+		{groupAgtSQLite, "agent-token SQL round trips per token, plugin, SQLite", 2},
 	} {
 		limit := g.limit
 		add(g.name, fmt.Sprintf("≤ %g", limit), firstOf(rs, g.group),

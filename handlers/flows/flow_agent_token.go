@@ -16,6 +16,7 @@ import (
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
 )
 
 // maxSubjectTokenLength bounds the subject token looked up.
@@ -152,6 +153,11 @@ func (c *AgentTokenGrantHandler) PopulateTokenEndpointResponse(ctx context.Conte
 		return errorsx.WithStack(fosite.ErrInvalidGrant.WithHint("The user of the subject token can no longer act."))
 	case errors.Is(err, agenttoken.ErrNoScopes):
 		return errorsx.WithStack(fosite.ErrInvalidScope.WithHint("None of the requested scopes can be granted to this agent session."))
+	case errors.Is(err, storage.ErrStaleClient):
+		// The agent platform changed since the token endpoint read it
+		// (storage.PinClient): nothing was minted, and the endpoint reads
+		// the client again and retries; no error of ours to log.
+		return errorsx.WithStack(fosite.ErrServerError.WithWrap(err))
 	default:
 		c.logger().ErrorContext(ctx, "deputy: minting an agent token", "client_id", client.GetID(), "err", err)
 		return errorsx.WithStack(fosite.ErrServerError.WithWrap(err))

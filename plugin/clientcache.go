@@ -1,0 +1,171 @@
+package plugin
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/deputyauth/deputy/internal/clientsecret"
+	"github.com/deputyauth/deputy/internal/protocol"
+	"github.com/deputyauth/deputy/storage"
+)
+
+// DefaultClientCacheTTL is Config.ClientCacheTTL's default.
+const DefaultClientCacheTTL = time.Minute
+
+// maxCachedClients bounds the memory the client cache takes.
+const maxCachedClients = 10_000
+
+// clientCache keeps deputy's own clients, with their secret hashes, in
+// memory for kit mode's token endpoint, so that a client_credentials token
+// costs one SQL round trip (the token insert) and an agent token two (the
+// subject token and the grant), not one more each for the client.
+//
+// A remembered client is never trusted on its own: the request pins it
+// (storage.PinClient) and the statement that issues the token, the token
+// insert or the agent mint's grant lookup, checks in the database that the
+// client's row still has the revision that was remembered. Any change to
+// the client or its secrets, made through any replica, moves the revision
+// on, so the next token with the old copy is refused (storage.ErrStaleClient)
+// and the token endpoint reads the client again and retries (Plugin.token).
+// A deleted secret, a narrowed or deleted app stop working at once, on
+// every replica. The owner is not cached at all: the Directory is asked on
+// every token.
+//
+// It answers only the grants whose every write or outcome goes through a
+// pinned statement (client_credentials and the agent-token grant), and only
+// requests whose secret is one of the remembered hashes: any other secret
+// (a new one made on another replica, a wrong one) reads the database, as
+// it did without the cache.
+type clientCache struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu      sync.RWMutex
+	clients map[string]cachedClient
+}
+
+type cachedClient struct {
+	client  storage.Client
+	expires time.Time
+}
+
+// newClientCache returns a cache keeping clients for ttl; nil (no cache)
+// for a ttl below zero.
+func newClientCache(ttl time.Duration) *clientCache {
+	if ttl < 0 {
+		return nil
+	}
+	if ttl == 0 {
+		ttl = DefaultClientCacheTTL
+	}
+	return &clientCache{ttl: ttl, now: time.Now, clients: map[string]cachedClient{}}
+}
+
+type cacheableKey struct{}
+
+// withTokenRequest marks ctx as the token endpoint's handling of r, which
+// the cache may answer (cached) and learn from (remember). It also makes
+// room for the request's client pin (storage.WithClientPin).
+func (cc *clientCache) withTokenRequest(ctx context.Context, r *http.Request) context.Context {
+	if cc == nil {
+		return ctx
+	}
+	return context.WithValue(storage.WithClientPin(ctx), cacheableKey{}, r)
+}
+
+// cacheable returns the token request in ctx when its grant is one the
+// cache serves.
+func cacheable(ctx context.Context) (*http.Request, bool) {
+	r, ok := ctx.Value(cacheableKey{}).(*http.Request)
+	if !ok {
+		return nil, false
+	}
+	switch r.PostForm.Get("grant_type") {
+	case protocol.GrantTypeClientCredentials, protocol.GrantTypeAgentToken:
+		return r, true
+	}
+	return nil, false
+}
+
+// cached returns a copy of the remembered client id, pinned in ctx, when
+// ctx is a cacheable token request whose secret is one of its hashes.
+func (cc *clientCache) cached(ctx context.Context, id string) *storage.Client {
+	if cc == nil {
+		return nil
+	}
+	r, ok := cacheable(ctx)
+	if !ok {
+		return nil
+	}
+	cc.mu.RLock()
+	e, ok := cc.clients[id]
+	cc.mu.RUnlock()
+	if !ok || !cc.now().Before(e.expires) || !hasSecret(&e.client, presentedSecret(r)) {
+		return nil
+	}
+	c := e.client // the slices are shared and never written
+	storage.PinClient(ctx, &c)
+	return &c
+}
+
+// remember keeps c, just read from the database for a cacheable token
+// request, and pins it in ctx.
+func (cc *clientCache) remember(ctx context.Context, c *storage.Client) {
+	if cc == nil {
+		return
+	}
+	if _, ok := cacheable(ctx); !ok || c.Registration != "" {
+		return
+	}
+	storage.PinClient(ctx, c)
+	t := cc.now()
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if len(cc.clients) >= maxCachedClients {
+		for id, e := range cc.clients {
+			if !t.Before(e.expires) || len(cc.clients) >= maxCachedClients {
+				delete(cc.clients, id)
+			}
+			if len(cc.clients) < maxCachedClients*9/10 {
+				break
+			}
+		}
+	}
+	cc.clients[c.ID] = cachedClient{client: *c, expires: t.Add(cc.ttl)}
+}
+
+// forget drops id: its copy was found stale.
+func (cc *clientCache) forget(id string) {
+	if cc == nil {
+		return
+	}
+	cc.mu.Lock()
+	delete(cc.clients, id)
+	cc.mu.Unlock()
+}
+
+// presentedSecret is the client secret r carries, HTTP Basic first (its
+// parts form-encoded, RFC 6749 §2.3.1, as fosite reads them), "" for none.
+func presentedSecret(r *http.Request) string {
+	if _, secret, ok := r.BasicAuth(); ok {
+		s, err := url.QueryUnescape(secret)
+		if err != nil {
+			return ""
+		}
+		return s
+	}
+	return r.PostForm.Get("client_secret")
+}
+
+// hasSecret reports whether secret is one of c's live secrets.
+func hasSecret(c *storage.Client, secret string) bool {
+	for _, h := range c.SecretHashes {
+		if secret != "" && clientsecret.MatchesHash(secret, h) {
+			return true
+		}
+	}
+	return false
+}
