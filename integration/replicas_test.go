@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -66,8 +68,14 @@ func TestReplicas(t *testing.T) {
 		alice := newBrowser(t, a.URL)
 		alice.login("alice", alicePassword)
 		app := createOwnedApp(t, alice, "projects:read")
-		if _, err := app.config(b.URL, "projects:read").Token(oauthCtx()); err != nil {
-			t.Fatalf("token on B with a secret created on A: %v", err)
+		// B and C remember the app (their client caches) before the
+		// secret goes.
+		for _, r := range []*target{b, c} {
+			for range 2 {
+				if _, err := app.config(r.URL, "projects:read").Token(oauthCtx()); err != nil {
+					t.Fatalf("token on %s with a secret created on A: %v", r.URL, err)
+				}
+			}
 		}
 		status, body := alice.jsonCall(http.MethodDelete, "/api/apps/"+url.PathEscape(app.ID)+"/secrets/"+url.PathEscape(app.SecretID), nil, nil)
 		if status/100 != 2 {
@@ -77,6 +85,99 @@ func TestReplicas(t *testing.T) {
 			_, err := app.config(r.URL, "projects:read").Token(oauthCtx())
 			if code := tokenError(err); code != "invalid_client" {
 				t.Errorf("token on %s with the deleted secret: %q, want invalid_client", r.URL, code)
+			}
+		}
+	})
+
+	// Each replica keeps the clients its token endpoint serves in memory
+	// (plugin/clientcache.go). These change a client through A after B
+	// and C have it in memory: the change holds on them at once.
+	warm := func(t *testing.T, app *ownedApp) {
+		t.Helper()
+		for _, r := range []*target{b, c} {
+			for range 2 {
+				if _, err := app.config(r.URL).Token(oauthCtx()); err != nil {
+					t.Fatalf("warm-up token on %s: %v", r.URL, err)
+				}
+			}
+		}
+	}
+	t.Run("app narrowed through one is narrow on the others at once", func(t *testing.T) {
+		alice := newBrowser(t, a.URL)
+		alice.login("alice", alicePassword)
+		app := createOwnedApp(t, alice, "projects:read", "projects:write")
+		warm(t, app)
+		status, body := alice.jsonCall(http.MethodPut, "/api/apps/"+url.PathEscape(app.ID), map[string]any{
+			"name": "narrowed", "grantTypes": []string{"client_credentials"}, "scopes": []string{"projects:read"},
+		}, nil)
+		if status != http.StatusOK {
+			t.Fatalf("narrow app on A: status %d\n%s", status, body)
+		}
+		for _, r := range []*target{b, c} {
+			tok, err := app.config(r.URL).Token(oauthCtx())
+			if err != nil {
+				t.Fatalf("token on %s after narrowing: %v", r.URL, err)
+			}
+			if got, _ := tok.Extra("scope").(string); got != "projects:read" {
+				t.Errorf("token on %s after the app was narrowed on A: scope %q, want projects:read", r.URL, got)
+			}
+		}
+	})
+	t.Run("app deleted through one fails on the others at once", func(t *testing.T) {
+		alice := newBrowser(t, a.URL)
+		alice.login("alice", alicePassword)
+		app := createOwnedApp(t, alice, "projects:read")
+		warm(t, app)
+		if status, body := alice.jsonCall(http.MethodDelete, "/api/apps/"+url.PathEscape(app.ID), nil, nil); status/100 != 2 {
+			t.Fatalf("delete app on A: status %d\n%s", status, body)
+		}
+		for _, r := range []*target{b, c} {
+			_, err := app.config(r.URL).Token(oauthCtx())
+			if code := tokenError(err); code != "invalid_client" {
+				t.Errorf("token on %s of the deleted app: %q, want invalid_client", r.URL, code)
+			}
+		}
+	})
+	t.Run("agent platform narrowed through one mints narrow on the others at once", func(t *testing.T) {
+		p := platformWithScopes(t, a, "projects:read projects:write")
+		s := randomName("sess-")
+		alice := newBrowser(t, a.URL)
+		alice.login("alice", alicePassword)
+		if status, _, body := approve(alice, demoOrg, p.ID, s, "projects:write"); status != http.StatusOK {
+			t.Fatalf("approve on A: status %d\n%s", status, body)
+		}
+		for _, r := range []*target{b, c} {
+			q := *p
+			q.base = r.URL
+			for range 2 {
+				if agt := q.mint(t, user.AccessToken, s, demoOrg); !agt.has("projects:write") {
+					t.Fatalf("warm-up mint on %s: scopes %v", r.URL, agt.Scopes)
+				}
+			}
+		}
+		// Platforms are an administrator's tools' (the apps API refuses
+		// the grant): this test process changes the row as one more
+		// replica would.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := storage.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		row, err := st.Client(ctx, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row.Scopes = []string{"projects:read"}
+		if err := st.UpdateClient(ctx, row); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []*target{b, c} {
+			q := *p
+			q.base = r.URL
+			if agt := q.mint(t, user.AccessToken, s, demoOrg); agt.has("projects:write") {
+				t.Errorf("mint on %s after the platform was narrowed on A: scopes %v, want no projects:write", r.URL, agt.Scopes)
 			}
 		}
 	})
