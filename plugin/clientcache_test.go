@@ -40,37 +40,13 @@ func TestClientCacheAcrossReplicas(t *testing.T) {
 	ccToken := func(t *testing.T, r *agentIdP, appID, secret string) (int, string) {
 		t.Helper()
 		form := url.Values{"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"}}
-		w := r.postAs(appID, secret, form.Encode())
-		var out struct {
-			Scope string `json:"scope"`
-		}
-		if w.Code == http.StatusOK {
-			if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if w.Code >= 500 {
-			t.Fatalf("token: %d %s", w.Code, w.Body.String())
-		}
-		return w.Code, out.Scope
+		return grantedScope(t, r.postAs(appID, secret, form.Encode()))
 	}
 	mint := func(t *testing.T, r *agentIdP, session string) (int, string) {
 		t.Helper()
 		form := url.Values{"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {"__ACME__"},
 			"subject_token_type": {protocol.TokenTypeAccessToken}, "agent_session_id": {session}, "organization": {"acme"}}
-		w := r.post(r.placeholders.Replace(form.Encode()), true)
-		if w.Code >= 500 {
-			t.Fatalf("mint: %d %s", w.Code, w.Body.String())
-		}
-		var out struct {
-			Scope string `json:"scope"`
-		}
-		if w.Code == http.StatusOK {
-			if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return w.Code, out.Scope
+		return grantedScope(t, r.post(r.placeholders.Replace(form.Encode()), true))
 	}
 
 	tests := []struct {
@@ -241,4 +217,22 @@ func (a *agentIdP) postAs(id, secret, body string) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
 	a.h.ServeHTTP(w, req)
 	return w
+}
+
+// grantedScope returns a token answer's status and, for a 200, its scope;
+// a 5xx fails the test.
+func grantedScope(t *testing.T, w *httptest.ResponseRecorder) (int, string) {
+	t.Helper()
+	if w.Code >= 500 {
+		t.Fatalf("token endpoint: %d %s", w.Code, w.Body.String())
+	}
+	var out struct {
+		Scope string `json:"scope"`
+	}
+	if w.Code == http.StatusOK {
+		if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w.Code, out.Scope
 }
