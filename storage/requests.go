@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/ory/fosite"
@@ -47,16 +48,64 @@ var secretFormFields = []string{
 	"access_token", "id_token_hint",
 }
 
-// sanitizedForm copies form without the secret fields.
-func sanitizedForm(form url.Values) url.Values {
-	out := make(url.Values, len(form))
-	for k, v := range form {
-		out[k] = v
+// appendSanitizedForm appends form without secretFormFields, as the JSON
+// encoding/json gives the url.Values byte for byte, without copying the map or going
+// through reflection: the form is encoded with every token, and the map
+// encoder's reflection and key sorting were a tenth of a token's
+// allocations.
+func appendSanitizedForm(dst []byte, form url.Values) ([]byte, error) {
+	var keyBuf [16]string
+	keys := keyBuf[:0]
+	for k := range form {
+		if !slices.Contains(secretFormFields, k) {
+			keys = append(keys, k)
+		}
 	}
-	for _, k := range secretFormFields {
-		delete(out, k)
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	var err error
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		if dst, err = appendJSONString(dst, k); err != nil {
+			return nil, err
+		}
+		dst = append(dst, ':')
+		v := form[k]
+		if v == nil {
+			dst = append(dst, "null"...)
+			continue
+		}
+		dst = append(dst, '[')
+		for j, s := range v {
+			if j > 0 {
+				dst = append(dst, ',')
+			}
+			if dst, err = appendJSONString(dst, s); err != nil {
+				return nil, err
+			}
+		}
+		dst = append(dst, ']')
 	}
-	return out
+	return append(dst, '}'), nil
+}
+
+// appendJSONString appends s as encoding/json quotes it. Only printable
+// ASCII that encoding/json writes as is takes the short path; anything it
+// escapes (quotes, backslashes, control characters, <, >, &, non-ASCII,
+// invalid UTF-8) goes through encoding/json itself, so the two cannot
+// disagree.
+func appendJSONString(dst []byte, s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, err := json.Marshal(s)
+			return append(dst, b...), err
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"'), nil
 }
 
 // requestRow is a stored fosite request.
@@ -94,7 +143,8 @@ func newRequestRow(signature string, r fosite.Requester, expiryOf fosite.TokenTy
 	if row.RequestedAt.IsZero() {
 		row.RequestedAt = now()
 	}
-	form, err := json.Marshal(sanitizedForm(r.GetRequestForm()))
+	var formBuf [512]byte
+	form, err := appendSanitizedForm(formBuf[:0], r.GetRequestForm())
 	if err != nil {
 		return nil, fmt.Errorf("storage: encode form: %w", err)
 	}

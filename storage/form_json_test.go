@@ -1,0 +1,66 @@
+package storage
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"testing"
+)
+
+// reflectedForm is what the stored form was before appendSanitizedForm:
+// encoding/json's encoding of the form without the secret fields.
+func reflectedForm(form url.Values) (string, error) {
+	out := make(url.Values, len(form))
+	for k, v := range form {
+		out[k] = v
+	}
+	for _, k := range secretFormFields {
+		delete(out, k)
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
+}
+
+func TestAppendSanitizedForm(t *testing.T) {
+	many := url.Values{}
+	for i := range 40 {
+		many.Set(fmt.Sprintf("k%02d", 39-i), fmt.Sprint(i))
+	}
+	for _, tc := range []struct {
+		name string
+		form url.Values
+	}{
+		{"nil", nil},
+		{"empty", url.Values{}},
+		{"client_credentials", url.Values{"grant_type": {"client_credentials"}, "scope": {"docs:read docs:write"}, "organization": {"acme"}}},
+		{"secrets only", url.Values{"client_secret": {"s"}, "subject_token": {"t"}, "code_verifier": {"v"}}},
+		{"secrets among others", url.Values{"grant_type": {"authorization_code"}, "code": {"c"}, "redirect_uri": {"https://app.example/cb?a=1&b=2"}, "refresh_token": {"r"}}},
+		{"nil and empty values", url.Values{"a": nil, "b": {}, "c": {""}}},
+		{"several values", url.Values{"resource": {"https://a.example/", "https://b.example/"}}},
+		{"escaping", url.Values{"q\"k": {`back\slash`, "<script>&amp;", "line\nbreak\t\r\b\f\x01\x1f", "\x7f"}}},
+		{"unicode", url.Values{"näme": {"ünïcödé", "\u2028\u2029", "日本"}}},
+		{"invalid utf-8", url.Values{"k\xff": {"\xc3\x28", "a\xe2\x82"}}},
+		{"many keys", many},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want, wantErr := reflectedForm(tc.form)
+			got, err := appendSanitizedForm(nil, tc.form)
+			if (err != nil) != (wantErr != nil) || string(got) != want {
+				t.Fatalf("got %s (%v), want %s (%v)", got, err, want, wantErr)
+			}
+		})
+	}
+}
+
+func FuzzAppendSanitizedForm(f *testing.F) {
+	f.Add("grant_type", "client_credentials", "client_secret", "s3cr3t")
+	f.Add("a<b", "x\"y\\z\n", "code", "\xff")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		form := url.Values{k1: {v1, v2}, k2: {v2}}
+		want, wantErr := reflectedForm(form)
+		got, err := appendSanitizedForm(nil, form)
+		if (err != nil) != (wantErr != nil) || string(got) != want {
+			t.Fatalf("got %s (%v), want %s (%v)", got, err, want, wantErr)
+		}
+	})
+}
