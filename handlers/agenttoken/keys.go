@@ -108,9 +108,13 @@ type publicKey struct {
 }
 
 type privateKey struct {
-	kid     string
-	alg     string
-	signer  jose.Signer
+	kid string
+	alg string
+	// header is the base64url JWS header of the tokens it signs, the one
+	// go-jose wrote (expectedHeader), so that signing writes no JSON.
+	header  string
+	ed      ed25519.PrivateKey
+	ec      *ecdsa.PrivateKey
 	created time.Time
 }
 
@@ -362,24 +366,58 @@ func (k *Keyring) openPrivate(row *storage.SigningKey) (*privateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	var alg jose.SignatureAlgorithm
-	switch key.(type) {
+	pk := &privateKey{kid: row.ID, alg: row.Algorithm, header: expectedHeader(row.Algorithm, row.ID), created: row.CreatedAt}
+	switch key := key.(type) {
 	case ed25519.PrivateKey:
-		alg = jose.EdDSA
+		pk.ed = key
+		if row.Algorithm != AlgEdDSA {
+			return nil, fmt.Errorf("algorithm %s with a %T key", row.Algorithm, key)
+		}
 	case *ecdsa.PrivateKey:
-		alg = jose.ES256
+		pk.ec = key
+		if row.Algorithm != AlgES256 {
+			return nil, fmt.Errorf("algorithm %s with a %T key", row.Algorithm, key)
+		}
 	default:
 		return nil, fmt.Errorf("unexpected private key %T", key)
 	}
-	if string(alg) != row.Algorithm {
-		return nil, fmt.Errorf("algorithm %s with a %T key", row.Algorithm, key)
+	return pk, nil
+}
+
+// sign appends to dst the compact JWS of payload: the key's header, the
+// payload and the signature, each base64url. It is what go-jose wrote for
+// deputy's tokens (TestMintReadsAsJOSE parses and verifies them with it);
+// the header is known in advance, so signing encodes no JSON and makes
+// none of go-jose's intermediate copies.
+func (k *privateKey) sign(dst, payload []byte) ([]byte, error) {
+	start := len(dst)
+	dst = append(dst, k.header...)
+	dst = append(dst, '.')
+	dst = b64.AppendEncode(dst, payload)
+	input := dst[start:]
+	switch k.alg {
+	case AlgEdDSA:
+		if k.ed == nil {
+			break
+		}
+		sig := ed25519.Sign(k.ed, input)
+		return b64.AppendEncode(append(dst, '.'), sig), nil
+	case AlgES256:
+		if k.ec == nil || k.ec.Curve != elliptic.P256() {
+			break
+		}
+		h := sha256.Sum256(input)
+		r, s, err := ecdsa.Sign(rand.Reader, k.ec, h[:])
+		if err != nil {
+			return nil, err
+		}
+		// JWS (RFC 7518 §3.4) carries r‖s, each 32 bytes big-endian.
+		var sig [64]byte
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+		return b64.AppendEncode(append(dst, '.'), sig[:]), nil
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: row.ID}},
-		(&jose.SignerOptions{}).WithType(agentTokenType))
-	if err != nil {
-		return nil, err
-	}
-	return &privateKey{kid: row.ID, alg: row.Algorithm, signer: signer, created: row.CreatedAt}, nil
+	return nil, fmt.Errorf("deputy: key %s cannot sign %s", k.kid, k.alg)
 }
 
 // current returns the key set, starting a background reload when it is stale.
