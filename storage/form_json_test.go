@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"reflect"
 	"testing"
 )
 
@@ -63,4 +64,39 @@ func FuzzAppendSanitizedForm(f *testing.F) {
 			t.Fatalf("got %s, want %s (%v)", got, want, wantErr)
 		}
 	})
+}
+
+// checkDecodeForm compares decodeForm with json.Unmarshal into the
+// url.Values{} toRequest starts from.
+func checkDecodeForm(t *testing.T, data string) {
+	t.Helper()
+	want := url.Values{}
+	wantErr := json.Unmarshal([]byte(data), &want)
+	got := url.Values{}
+	err := decodeForm(data, &got)
+	if (err != nil) != (wantErr != nil) || err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("decodeForm(%q) = %#v (%v), json.Unmarshal gives %#v (%v)", data, got, err, want, wantErr)
+	}
+}
+
+func TestDecodeForm(t *testing.T) {
+	for _, data := range []string{
+		`{}`, `null`, ``, `{`, `{"a":["b"]}`, `{"a":["b","c"],"d":[]}`, `{"a":null}`, `{"a":nul}`,
+		`{"a":null,"b":[""]}`, `{"a":["b"],"a":["c"]}`, `{"a":["b"]} `, ` {"a":["b"]}`, `{"a": ["b"]}`,
+		`{"a":["b"],}`, `{"a":["b",]}`, `{"a":"b"}`, `{"a":[1]}`, `{"a":["\u003c"]}`, `{"a":["é"]}`,
+		`{"a":["\xff"]}`, "{\"a\":[\"\xff\"]}", `{"a":["b"]}x`, `[]`, `{"a":["b"]`, `{"a"`, `{"a":`,
+	} {
+		t.Run(data, func(t *testing.T) { checkDecodeForm(t, data) })
+	}
+	// What appendSanitizedForm writes decodes to the form without its
+	// secrets.
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs:read docs:write"}, "a": nil, "b": {},
+		"esc": {"<\"\\\n>"}, "client_secret": {"s"}}
+	checkDecodeForm(t, string(appendSanitizedForm(nil, form)))
+}
+
+func FuzzDecodeForm(f *testing.F) {
+	f.Add(`{"grant_type":["client_credentials"],"organization":["acme"],"scope":["docs:read"]}`)
+	f.Add(`{"a":null,"b":[],"c":["\u003c"]}`)
+	f.Fuzz(checkDecodeForm)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,6 +92,91 @@ var encodeBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
+// decodeForm decodes a stored form into *form as json.Unmarshal does. The
+// form appendSanitizedForm writes (compact, plain ASCII, no escapes) is
+// parsed here, its keys and values sharing data's memory; anything else,
+// older rows included, goes to json.Unmarshal. The agent-token grant
+// decodes its subject token's form on every mint.
+func decodeForm(data string, form *url.Values) error {
+	if *form != nil && parsePlainForm(data, *form) {
+		return nil
+	}
+	clear(*form)
+	return json.Unmarshal([]byte(data), form)
+}
+
+// parsePlainForm parses {"key":["value",...] or null,...} into form, and
+// reports false at the first thing it does not expect.
+func parsePlainForm(s string, form url.Values) bool {
+	i := 0
+	str := func() (string, bool) {
+		if i >= len(s) || s[i] != '"' {
+			return "", false
+		}
+		for j := i + 1; j < len(s); j++ {
+			switch c := s[j]; {
+			case c == '"':
+				v := s[i+1 : j]
+				i = j + 1
+				return v, true
+			case c < 0x20 || c >= 0x7f || c == '\\':
+				return "", false
+			}
+		}
+		return "", false
+	}
+	next := func(c byte) bool {
+		if i < len(s) && s[i] == c {
+			i++
+			return true
+		}
+		return false
+	}
+	if !next('{') {
+		return false
+	}
+	if next('}') {
+		return i == len(s)
+	}
+	for {
+		k, ok := str()
+		if !ok || !next(':') {
+			return false
+		}
+		var vals []string
+		if strings.HasPrefix(s[i:], "null") {
+			i += len("null")
+		} else {
+			if !next('[') {
+				return false
+			}
+			vals = []string{}
+			if !next(']') {
+				for {
+					v, ok := str()
+					if !ok {
+						return false
+					}
+					vals = append(vals, v)
+					if next(']') {
+						break
+					}
+					if !next(',') {
+						return false
+					}
+				}
+			}
+		}
+		form[k] = vals
+		if next('}') {
+			return i == len(s)
+		}
+		if !next(',') {
+			return false
+		}
+	}
+}
+
 // requestRow is a stored fosite request.
 type requestRow struct {
 	Signature         string       `db:"signature"`
@@ -165,7 +251,7 @@ func (row *requestRow) toRequest(client fosite.Client, session fosite.Session) (
 		Form:              url.Values{},
 		Session:           session,
 	}
-	if err := json.Unmarshal([]byte(row.FormData), &r.Form); err != nil {
+	if err := decodeForm(row.FormData, &r.Form); err != nil {
 		return nil, fmt.Errorf("storage: decode form of request %s: %w", row.RequestID, err)
 	}
 	if session != nil {
