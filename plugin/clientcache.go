@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"sync"
@@ -30,6 +31,8 @@ const maxCachedClients = 10_000
 // the client or its secrets, made through any replica, moves the revision
 // on, so the next token with the old copy is refused (storage.ErrStaleClient)
 // and the token endpoint reads the client again and retries (Plugin.token).
+// Any other failure of a request answered from memory is retried from the
+// database too (retry), so that no refusal is ever a stale copy's.
 // A deleted secret, a narrowed or deleted app stop working at once, on
 // every replica. The owner is not cached at all: the Directory is asked on
 // every token.
@@ -64,7 +67,16 @@ func newClientCache(ttl time.Duration) *clientCache {
 	return &clientCache{ttl: ttl, now: time.Now, clients: map[string]cachedClient{}}
 }
 
-type cacheableKey struct{}
+type tokenRequestKey struct{}
+
+// tokenRequest is the token endpoint's request as the cache sees it: the
+// HTTP request, and which client the current attempt pinned and whether
+// that copy came from memory.
+type tokenRequest struct {
+	r         *http.Request
+	clientID  string
+	fromCache bool
+}
 
 // withTokenRequest marks ctx as the token endpoint's handling of r, which
 // the cache may answer (cached) and learn from (remember). It also makes
@@ -73,19 +85,19 @@ func (cc *clientCache) withTokenRequest(ctx context.Context, r *http.Request) co
 	if cc == nil {
 		return ctx
 	}
-	return context.WithValue(storage.WithClientPin(ctx), cacheableKey{}, r)
+	return context.WithValue(storage.WithClientPin(ctx), tokenRequestKey{}, &tokenRequest{r: r})
 }
 
 // cacheable returns the token request in ctx when its grant is one the
 // cache serves.
-func cacheable(ctx context.Context) (*http.Request, bool) {
-	r, ok := ctx.Value(cacheableKey{}).(*http.Request)
+func cacheable(ctx context.Context) (*tokenRequest, bool) {
+	t, ok := ctx.Value(tokenRequestKey{}).(*tokenRequest)
 	if !ok {
 		return nil, false
 	}
-	switch r.PostForm.Get("grant_type") {
+	switch t.r.PostForm.Get("grant_type") {
 	case protocol.GrantTypeClientCredentials, protocol.GrantTypeAgentToken:
-		return r, true
+		return t, true
 	}
 	return nil, false
 }
@@ -96,18 +108,19 @@ func (cc *clientCache) cached(ctx context.Context, id string) *storage.Client {
 	if cc == nil {
 		return nil
 	}
-	r, ok := cacheable(ctx)
+	t, ok := cacheable(ctx)
 	if !ok {
 		return nil
 	}
 	cc.mu.RLock()
 	e, ok := cc.clients[id]
 	cc.mu.RUnlock()
-	if !ok || !cc.now().Before(e.expires) || !hasSecret(&e.client, presentedSecret(r)) {
+	if !ok || !cc.now().Before(e.expires) || !hasSecret(&e.client, presentedSecret(t.r)) {
 		return nil
 	}
 	c := e.client // the slices are shared and never written
 	storage.PinClient(ctx, &c)
+	t.clientID, t.fromCache = c.ID, true
 	return &c
 }
 
@@ -117,24 +130,46 @@ func (cc *clientCache) remember(ctx context.Context, c *storage.Client) {
 	if cc == nil {
 		return
 	}
-	if _, ok := cacheable(ctx); !ok || c.Registration != "" {
+	t, ok := cacheable(ctx)
+	if !ok || c.Registration != "" {
 		return
 	}
 	storage.PinClient(ctx, c)
-	t := cc.now()
+	t.clientID, t.fromCache = c.ID, false
+	now := cc.now()
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if len(cc.clients) >= maxCachedClients {
-		for id, e := range cc.clients {
-			if !t.Before(e.expires) || len(cc.clients) >= maxCachedClients {
-				delete(cc.clients, id)
-			}
+		// Full: drop a tenth, whichever the map yields first, so that the
+		// next misses find room without scanning again.
+		for id := range cc.clients {
 			if len(cc.clients) < maxCachedClients*9/10 {
 				break
 			}
+			delete(cc.clients, id)
 		}
 	}
-	cc.clients[c.ID] = cachedClient{client: *c, expires: t.Add(cc.ttl)}
+	cc.clients[c.ID] = cachedClient{client: *c, expires: now.Add(cc.ttl)}
+}
+
+// retry reports whether the token request in ctx, whose attempt failed
+// with err, should start over from the database: when the client changed
+// under it (storage.ErrStaleClient), and when its client came from memory
+// at all, whatever the error. A remembered copy may be behind on anything
+// checked before the pinned statement (its scopes, its audience, its
+// owner): the answer must be the database's, and a secret deleted since
+// must be refused as invalid_client, charged to the limiter. Wrong secrets
+// never come from memory, so this costs a failing request of a real
+// client one more read. It forgets the copy and clears the pin.
+func (cc *clientCache) retry(ctx context.Context, err error) bool {
+	t, ok := ctx.Value(tokenRequestKey{}).(*tokenRequest)
+	if !ok || err == nil || t.clientID == "" || !t.fromCache && !errors.Is(err, storage.ErrStaleClient) {
+		return false
+	}
+	cc.forget(t.clientID)
+	t.clientID, t.fromCache = "", false
+	storage.ForgetPin(ctx)
+	return true
 }
 
 // forget drops id: its copy was found stale.

@@ -7,8 +7,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/mux"
 
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/plugin"
@@ -42,11 +45,22 @@ func TestClientCacheAcrossReplicas(t *testing.T) {
 		form := url.Values{"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"}}
 		return grantedScope(t, r.postAs(appID, secret, form.Encode()))
 	}
-	mint := func(t *testing.T, r *agentIdP, session string) (int, string) {
+	mintWith := func(t *testing.T, r *agentIdP, subject, session string) (int, string) {
 		t.Helper()
-		form := url.Values{"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {"__ACME__"},
+		form := url.Values{"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {subject},
 			"subject_token_type": {protocol.TokenTypeAccessToken}, "agent_session_id": {session}, "organization": {"acme"}}
 		return grantedScope(t, r.post(r.placeholders.Replace(form.Encode()), true))
+	}
+	mint := func(t *testing.T, r *agentIdP, session string) (int, string) {
+		t.Helper()
+		return mintWith(t, r, "__ACME__", session)
+	}
+	put := func(t *testing.T, r *agentIdP, appID string, scopes string) {
+		t.Helper()
+		body := []byte(`{"name":"robot","scopes":[` + scopes + `]}`)
+		if w := r.do(http.MethodPut, "/api/apps/"+appID, "alice", "application/json", body); w.Code != http.StatusOK {
+			t.Fatalf("change app: %d %s", w.Code, w.Body.String())
+		}
 	}
 
 	tests := []struct {
@@ -82,16 +96,53 @@ func TestClientCacheAcrossReplicas(t *testing.T) {
 			},
 		},
 		{
-			name: "app narrowed on A is narrow on B",
-			change: func(t *testing.T, r replicas) {
-				body := []byte(`{"name":"robot","scopes":["docs:read"]}`)
-				if w := r.a.do(http.MethodPut, "/api/apps/"+r.app.ID, "alice", "application/json", body); w.Code != http.StatusOK {
-					t.Fatalf("narrow app on A: %d %s", w.Code, w.Body.String())
-				}
-			},
+			name:   "app narrowed on A is narrow on B",
+			change: func(t *testing.T, r replicas) { put(t, r.a, r.app.ID, `"docs:read"`) },
 			check: func(t *testing.T, r replicas) {
 				if st, got := ccToken(t, r.b, r.app.ID, r.sec.Secret); st != http.StatusOK || got != "docs:read" {
 					t.Errorf("token on B after narrowing: %d %q, want 200 docs:read", st, got)
+				}
+			},
+		},
+		{
+			// A copy behind on anything fosite checks before the token
+			// insert (here the scopes it may ask for) must not answer.
+			name: "app widened on A is wide on B",
+			change: func(t *testing.T, r replicas) {
+				put(t, r.a, r.app.ID, `"docs:read"`)
+				if st, got := ccToken(t, r.b, r.app.ID, r.sec.Secret); st != http.StatusOK || got != "docs:read" {
+					t.Fatalf("B after narrowing: %d %q", st, got)
+				}
+				put(t, r.a, r.app.ID, `"docs:read","docs:write"`)
+			},
+			check: func(t *testing.T, r replicas) {
+				form := url.Values{"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"}, "scope": {"docs:write"}}
+				if st, got := grantedScope(t, r.b.postAs(r.app.ID, r.sec.Secret, form.Encode())); st != http.StatusOK || got != "docs:write" {
+					t.Errorf("docs:write on B after the app was widened on A: %d %q, want 200 docs:write", st, got)
+				}
+			},
+		},
+		{
+			// A deleted secret is refused as such before anything else: a
+			// copy in memory must not keep answering about subject tokens
+			// (invalid_grant and its hints) for whoever holds the secret.
+			name: "agent platform's deleted secret is invalid_client on B, whatever else the request holds",
+			change: func(t *testing.T, r replicas) {
+				secrets, err := r.a.store.ListClientSecrets(ctx, fuzzAgentClient)
+				if err != nil || len(secrets) != 1 {
+					t.Fatalf("platform secrets: %v, %v", secrets, err)
+				}
+				if err := r.a.store.DeleteClientSecret(ctx, fuzzAgentClient, secrets[0].ID); err != nil {
+					t.Fatal(err)
+				}
+			},
+			check: func(t *testing.T, r replicas) {
+				for _, subject := range []string{"dpy_at_not-a-token", "__EXPIRED__"} {
+					w := r.b.post(r.b.placeholders.Replace(url.Values{"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {subject},
+						"subject_token_type": {protocol.TokenTypeAccessToken}, "agent_session_id": {"s1"}, "organization": {"acme"}}.Encode()), true)
+					if w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), `"invalid_client"`) {
+						t.Errorf("mint on B, deleted secret, subject %s: %d %s, want 401 invalid_client", subject, w.Code, w.Body.String())
+					}
 				}
 			},
 		},
@@ -235,4 +286,58 @@ func grantedScope(t *testing.T, w *httptest.ResponseRecorder) (int, string) {
 		}
 	}
 	return w.Code, out.Scope
+}
+
+// readCountingStore is a Backend that is not *storage.Store: it does not
+// say it checks client pins (storage.ClientPinChecker).
+type readCountingStore struct {
+	storage.Backend
+	mu    sync.Mutex
+	reads int
+}
+
+func (s *readCountingStore) Client(ctx context.Context, id string) (*storage.Client, error) {
+	s.mu.Lock()
+	s.reads++
+	s.mu.Unlock()
+	return s.Backend.Client(ctx, id)
+}
+
+// TestClientCacheNeedsPins: over a Backend that does not check client
+// pins, the token endpoint keeps no client in memory (it could not tell a
+// stale copy), and reads the client for every token.
+func TestClientCacheNeedsPins(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		counting := &readCountingStore{Backend: s}
+		p, _ := newPlugin(t, s, func(c *plugin.Config) { c.Store = counting })
+		r := mux.NewRouter()
+		mountKit(r, p)
+		z := &agentIdP{fuzzIdP: &fuzzIdP{store: s, p: p, h: r}}
+		w := z.do(http.MethodPost, "/api/apps", "alice", "application/json", []byte(`{"name":"robot","scopes":["docs:read"]}`))
+		var app plugin.App
+		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &app) != nil {
+			t.Fatalf("create app: %d %s", w.Code, w.Body.String())
+		}
+		w = z.do(http.MethodPost, "/api/apps/"+app.ID+"/secrets", "alice", "", nil)
+		var sec plugin.Secret
+		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &sec) != nil {
+			t.Fatalf("create secret: %d %s", w.Code, w.Body.String())
+		}
+		counting.mu.Lock()
+		counting.reads = 0
+		counting.mu.Unlock()
+		const tokens = 3
+		for range tokens {
+			form := url.Values{"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"}}
+			if st, _ := grantedScope(t, z.postAs(app.ID, sec.Secret, form.Encode())); st != http.StatusOK {
+				t.Fatalf("token: %d", st)
+			}
+		}
+		counting.mu.Lock()
+		defer counting.mu.Unlock()
+		if counting.reads != tokens {
+			t.Errorf("%d client reads for %d tokens over a store without pins, want one each", counting.reads, tokens)
+		}
+	})
 }

@@ -146,8 +146,9 @@ type Config struct {
 	// secret or app and a narrowed app take effect at once on every
 	// replica (plugin/clientcache.go). The TTL only bounds how long an
 	// unused copy stays in memory. Default 1 minute; below zero turns the
-	// cache off. Plugin mode has no cache: the host serves its token
-	// endpoint.
+	// cache off. There is no cache over a Store that does not check client
+	// pins (storage.ClientPinChecker; *storage.Store does), nor in plugin
+	// mode, where the host serves its token endpoint.
 	ClientCacheTTL time.Duration
 
 	// ClientRegistration lets clients register without a person, the way

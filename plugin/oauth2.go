@@ -113,7 +113,8 @@ func (p *Plugin) logOAuthError(r *http.Request, endpoint string, err error) {
 }
 
 // maxStaleClientAttempts bounds how often the token endpoint starts over
-// when the client changed during the request (storage.ErrStaleClient).
+// when the client changed during the request (storage.ErrStaleClient) or
+// was read from memory (clientCache.retry).
 const maxStaleClientAttempts = 3
 
 // token is the RFC 6749 token endpoint.
@@ -129,17 +130,15 @@ func (p *Plugin) token(w http.ResponseWriter, r *http.Request) {
 	)
 	for attempt := 1; ; attempt++ {
 		ar, err = provider.NewAccessRequest(ctx, r, flows.NewSession("", ""))
-		if accepted = err == nil; !accepted {
+		if accepted = err == nil; accepted {
+			resp, err = provider.NewAccessResponse(ctx, ar)
+		}
+		// A client that changed since it was read, or any failure of one
+		// read from memory: nothing was issued; read it again from the
+		// database and start over (clientcache.go).
+		if attempt == maxStaleClientAttempts || !p.clients.retry(ctx, err) {
 			break
 		}
-		resp, err = provider.NewAccessResponse(ctx, ar)
-		if !errors.Is(err, storage.ErrStaleClient) || attempt == maxStaleClientAttempts {
-			break
-		}
-		// The client changed since the cache read it (clientcache.go):
-		// nothing was issued. Read it again and start over.
-		p.clients.forget(ar.GetClient().GetID())
-		storage.ForgetPin(ctx)
 	}
 	if accepted {
 		reportClientAuth(r, nil)

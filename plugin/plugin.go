@@ -27,6 +27,7 @@ import (
 	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/ratelimit"
 	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
 )
 
 // Endpoint paths deputy serves. The OAuth2 paths are kit mode's
@@ -116,7 +117,12 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...), now: time.Now, clients: newClientCache(cfg.ClientCacheTTL)}
+	p := &Plugin{cfg: cfg, catalog: scope.NewCatalog(cfg.Scopes...), now: time.Now}
+	// Clients are kept in memory only over a store that checks the pins
+	// which keep those copies honest (storage.ClientPinChecker).
+	if pc, ok := cfg.Store.(storage.ClientPinChecker); ok && pc.ChecksClientPins() {
+		p.clients = newClientCache(cfg.ClientCacheTTL)
+	}
 	// withDefaults has checked and canonicalized them.
 	if p.resources, err = flows.NewResources(cfg.Resources, cfg.DefaultResource); err != nil {
 		return nil, fmt.Errorf("deputy: invalid config: %w", err)

@@ -18,6 +18,10 @@ import (
 // what another implementation must pass. The plugin takes a Backend, not a
 // *Store, so that no concrete store type sits in the seam a host sees.
 //
+// A Backend may also check client pins (ClientPinChecker, PinnedRevision,
+// the suite's PinnedClient): only then does kit mode's token endpoint keep
+// clients in memory.
+//
 // Errors follow this package's contract: ErrNotFound for a missing row,
 // ErrConflict for a duplicate, ErrInvalidInput for a value the database
 // cannot hold, ErrUnavailable when it cannot be reached, tested with

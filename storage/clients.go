@@ -3,8 +3,10 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,7 +81,9 @@ type Client struct {
 
 	// Revision is bumped by every change to the row and to the client's
 	// secrets (migration 0007): a copy of the client held in memory is
-	// current while the row still has its revision (PinClient).
+	// current while the row still has its revision (PinClient). A new row
+	// starts at a random revision, so that a client deleted and created
+	// again under the same id does not pass for the copy of the old one.
 	Revision int64 `db:"revision"`
 
 	// SecretHashes are the SHA-256 hashes of the client's live secrets,
@@ -175,9 +179,19 @@ const clientColumns = `id, name, icon_url, redirect_uris, grant_types, response_
 	token_endpoint_auth_method, public, first_party, agent, owner_user_id, created_at, updated_at,
 	registration, registration_token_hash, unused_expires_at`
 
-// clientSelectColumns are clientColumns and the revision, which the
-// database sets: an insert leaves it at 1, every change bumps it.
+// clientSelectColumns are clientColumns and the revision, which only the
+// store sets: newRevision on insert, one more on every change.
 const clientSelectColumns = clientColumns + `, revision`
+
+// newRevision is a new client row's first revision: random, below 2^62 so
+// that bumps never overflow a BIGINT.
+func newRevision() int64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("storage: crypto/rand failed: " + err.Error()) // the OS has no entropy; nothing is safe
+	}
+	return int64(binary.BigEndian.Uint64(b[:])>>2) | 1
+}
 
 // CreateClient inserts c, setting its timestamps. ErrConflict if the id exists.
 func (s *Store) CreateClient(ctx context.Context, c *Client) error {
@@ -186,14 +200,15 @@ func (s *Store) CreateClient(ctx context.Context, c *Client) error {
 	if c.TokenEndpointAuthMethod == "" {
 		c.TokenEndpointAuthMethod = "client_secret_basic"
 	}
-	_, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	revision := newRevision()
+	_, err := s.exec(ctx, `INSERT INTO clients (`+clientSelectColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
 		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.Agent, c.OwnerUserID, c.CreatedAt, c.UpdatedAt,
-		c.Registration, c.RegistrationTokenHash, utcNullTime(c.UnusedExpiresAt))
+		c.Registration, c.RegistrationTokenHash, utcNullTime(c.UnusedExpiresAt), revision)
 	if err != nil {
 		return fmt.Errorf("storage: client %q: %w", c.ID, err)
 	}
-	c.Revision = 1
+	c.Revision = revision
 	return nil
 }
 
@@ -315,7 +330,7 @@ func (s *Store) SaveMetadataDocumentClient(ctx context.Context, c *Client) error
 	if c.TokenEndpointAuthMethod == "" {
 		c.TokenEndpointAuthMethod = "none"
 	}
-	res, err := s.exec(ctx, `INSERT INTO clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	res, err := s.exec(ctx, `INSERT INTO clients (`+clientSelectColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, icon_url = excluded.icon_url,
 			redirect_uris = excluded.redirect_uris, grant_types = excluded.grant_types,
 			response_types = excluded.response_types, scopes = excluded.scopes, agent = excluded.agent,
@@ -324,7 +339,7 @@ func (s *Store) SaveMetadataDocumentClient(ctx context.Context, c *Client) error
 		WHERE clients.registration = excluded.registration`,
 		c.ID, c.Name, c.IconURL, c.RedirectURIs, c.GrantTypes, c.ResponseTypes, c.Scopes, c.Audience,
 		c.TokenEndpointAuthMethod, c.Public, c.FirstParty, c.Agent, c.OwnerUserID, c.CreatedAt, c.UpdatedAt,
-		c.Registration, c.RegistrationTokenHash, utcNullTime(c.UnusedExpiresAt))
+		c.Registration, c.RegistrationTokenHash, utcNullTime(c.UnusedExpiresAt), newRevision())
 	if err != nil {
 		return fmt.Errorf("storage: client %q: %w", c.ID, err)
 	}

@@ -48,6 +48,24 @@ func ForgetPin(ctx context.Context) {
 	}
 }
 
+// ClientPinChecker is implemented by a Backend that honours client pins:
+// its token inserts and AgentGrantScopes for the client PinnedRevision
+// names succeed only while the client's row has that revision, and
+// return ErrStaleClient otherwise (the conformance suite's PinnedClient).
+// The plugin keeps clients in memory only over a Backend that says so.
+type ClientPinChecker interface {
+	ChecksClientPins() bool
+}
+
+// ChecksClientPins reports that Store honours client pins.
+func (s *Store) ChecksClientPins() bool { return true }
+
+// PinnedRevision returns the revision clientID was pinned at in ctx
+// (PinClient), for a Backend that checks pins (ClientPinChecker).
+func PinnedRevision(ctx context.Context, clientID string) (int64, bool) {
+	return pinnedRevision(ctx, clientID)
+}
+
 // pinnedRevision returns the revision clientID was pinned at in ctx.
 func pinnedRevision(ctx context.Context, clientID string) (int64, bool) {
 	p, ok := ctx.Value(pinKey{}).(*clientPin)
