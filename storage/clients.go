@@ -14,33 +14,45 @@ import (
 	"time"
 
 	"github.com/ory/fosite"
+
+	"github.com/deputyauth/deputy/internal/jsonwrite"
 )
 
 // stringList is a []string kept in one TEXT column as a JSON array.
 type stringList []string
 
+// Value writes the list as encoding/json does (jsonwrite: every token
+// stores four lists), nil as [].
 func (l stringList) Value() (driver.Value, error) {
 	if l == nil {
 		return "[]", nil
 	}
-	b, err := json.Marshal([]string(l))
-	return string(b), err
+	var buf [256]byte
+	return string(jsonwrite.Strings(buf[:0], l)), nil
 }
 
+// Scan reads a list as json.Unmarshal does; what Value writes is parsed
+// without it (plainJSON), the strings sharing one copy of the column.
 func (l *stringList) Scan(src any) error {
-	var b []byte
+	var text string
 	switch v := src.(type) {
 	case string:
-		b = []byte(v)
+		text = v
 	case []byte:
-		b = v
+		text = string(v) // the driver reuses v
 	case nil:
 		*l = nil
 		return nil
 	default:
 		return fmt.Errorf("storage: cannot scan %T into a string list", src)
 	}
-	return json.Unmarshal(b, (*[]string)(l))
+	p := plainJSON{s: text}
+	if vals, ok := p.strings(); ok && p.i == len(text) {
+		*l = vals
+		return nil
+	}
+	*l = nil
+	return json.Unmarshal([]byte(text), (*[]string)(l))
 }
 
 // Client is a fosite client: deputy calls it an app. An app that may use

@@ -100,3 +100,41 @@ func FuzzDecodeForm(f *testing.F) {
 	f.Add(`{"a":null,"b":[],"c":["\u003c"]}`)
 	f.Fuzz(checkDecodeForm)
 }
+
+// checkStringList compares stringList's Scan, from either kind of column
+// value, with json.Unmarshal into a []string.
+func checkStringList(t *testing.T, data string) {
+	t.Helper()
+	var want []string
+	wantErr := json.Unmarshal([]byte(data), &want)
+	for _, src := range []any{data, []byte(data)} {
+		got := stringList{"left", "over"}
+		err := got.Scan(src)
+		if (err != nil) != (wantErr != nil) || err == nil && !reflect.DeepEqual([]string(got), want) {
+			t.Fatalf("Scan(%T %q) = %#v (%v), json.Unmarshal gives %#v (%v)", src, data, got, err, want, wantErr)
+		}
+	}
+}
+
+func TestStringList(t *testing.T) {
+	for _, v := range [][]string{nil, {}, {""}, {"docs:read"}, {"docs:read", "docs:write"}, {"<&>", `q"b\`, "é", "\xff", "\u2028"}} {
+		want, err := json.Marshal(v)
+		if v == nil {
+			want = []byte("[]") // a nil list is stored as an empty one
+		}
+		got, gotErr := stringList(v).Value()
+		if err != nil || gotErr != nil || got != string(want) {
+			t.Errorf("Value(%#v) = %v (%v), want %s", v, got, gotErr, want)
+		}
+		checkStringList(t, got.(string))
+	}
+	for _, data := range []string{`[]`, `null`, `["a"]`, `["a","b"]`, `[ "a"]`, `["a",]`, `["a"`, `["a"] `, `[1]`, `["\u003c"]`, `"a"`, ``, `[null]`, `nul`} {
+		t.Run(data, func(t *testing.T) { checkStringList(t, data) })
+	}
+}
+
+func FuzzStringList(f *testing.F) {
+	f.Add(`["docs:read","docs:write"]`)
+	f.Add(`["\u003c",null]`)
+	f.Fuzz(checkStringList)
+}

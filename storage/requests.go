@@ -108,71 +108,91 @@ func decodeForm(data string, form *url.Values) error {
 // parsePlainForm parses {"key":["value",...] or null,...} into form, and
 // reports false at the first thing it does not expect.
 func parsePlainForm(s string, form url.Values) bool {
-	i := 0
-	str := func() (string, bool) {
-		if i >= len(s) || s[i] != '"' {
-			return "", false
-		}
-		for j := i + 1; j < len(s); j++ {
-			switch c := s[j]; {
-			case c == '"':
-				v := s[i+1 : j]
-				i = j + 1
-				return v, true
-			case c < 0x20 || c >= 0x7f || c == '\\':
-				return "", false
-			}
-		}
-		return "", false
-	}
-	next := func(c byte) bool {
-		if i < len(s) && s[i] == c {
-			i++
-			return true
-		}
+	p := plainJSON{s: s}
+	if !p.next('{') {
 		return false
 	}
-	if !next('{') {
-		return false
-	}
-	if next('}') {
-		return i == len(s)
+	if p.next('}') {
+		return p.i == len(s)
 	}
 	for {
-		k, ok := str()
-		if !ok || !next(':') {
+		k, ok := p.str()
+		if !ok || !p.next(':') {
 			return false
 		}
-		var vals []string
-		if strings.HasPrefix(s[i:], "null") {
-			i += len("null")
-		} else {
-			if !next('[') {
-				return false
-			}
-			vals = []string{}
-			if !next(']') {
-				for {
-					v, ok := str()
-					if !ok {
-						return false
-					}
-					vals = append(vals, v)
-					if next(']') {
-						break
-					}
-					if !next(',') {
-						return false
-					}
-				}
-			}
+		vals, ok := p.strings()
+		if !ok {
+			return false
 		}
 		form[k] = vals
-		if next('}') {
-			return i == len(s)
+		if p.next('}') {
+			return p.i == len(s)
 		}
-		if !next(',') {
+		if !p.next(',') {
 			return false
+		}
+	}
+}
+
+// plainJSON reads the compact, escape-free, ASCII JSON that deputy writes
+// (jsonwrite), its strings sharing s's memory. Every method reports false
+// at the first thing it does not expect, and the caller hands the whole
+// text to encoding/json instead.
+type plainJSON struct {
+	s string
+	i int
+}
+
+func (p *plainJSON) next(c byte) bool {
+	if p.i < len(p.s) && p.s[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+func (p *plainJSON) str() (string, bool) {
+	if !p.next('"') {
+		return "", false
+	}
+	for j := p.i; j < len(p.s); j++ {
+		switch c := p.s[j]; {
+		case c == '"':
+			v := p.s[p.i:j]
+			p.i = j + 1
+			return v, true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// strings reads ["value",...] (an empty array is an empty slice) or null
+// (nil), as json.Unmarshal fills a []string.
+func (p *plainJSON) strings() ([]string, bool) {
+	if strings.HasPrefix(p.s[p.i:], "null") {
+		p.i += len("null")
+		return nil, true
+	}
+	if !p.next('[') {
+		return nil, false
+	}
+	vals := []string{}
+	if p.next(']') {
+		return vals, true
+	}
+	for {
+		v, ok := p.str()
+		if !ok {
+			return nil, false
+		}
+		vals = append(vals, v)
+		if p.next(']') {
+			return vals, true
+		}
+		if !p.next(',') {
+			return nil, false
 		}
 	}
 }
