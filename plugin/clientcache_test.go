@@ -288,8 +288,9 @@ func grantedScope(t *testing.T, w *httptest.ResponseRecorder) (int, string) {
 	return w.Code, out.Scope
 }
 
-// readCountingStore is a Backend that is not *storage.Store: it does not
-// say it checks client pins (storage.ClientPinChecker).
+// readCountingStore is a Backend that counts client reads and is not
+// *storage.Store: it does not say it checks client pins
+// (storage.ClientPinChecker); pinCheckingStore does.
 type readCountingStore struct {
 	storage.Backend
 	mu    sync.Mutex
@@ -303,41 +304,65 @@ func (s *readCountingStore) Client(ctx context.Context, id string) (*storage.Cli
 	return s.Backend.Client(ctx, id)
 }
 
-// TestClientCacheNeedsPins: over a Backend that does not check client
-// pins, the token endpoint keeps no client in memory (it could not tell a
-// stale copy), and reads the client for every token.
-func TestClientCacheNeedsPins(t *testing.T) {
+type pinCheckingStore struct{ *readCountingStore }
+
+func (pinCheckingStore) ChecksClientPins() bool { return true }
+
+// TestClientCacheOnlyWhenSafe: the token endpoint keeps clients in memory
+// only over a Backend that checks client pins (it could not tell a stale
+// copy otherwise), and not when Config.ClientCacheTTL turns it off; then
+// it reads the client for every token.
+func TestClientCacheOnlyWhenSafe(t *testing.T) {
 	t.Parallel()
-	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
-		counting := &readCountingStore{Backend: s}
-		p, _ := newPlugin(t, s, func(c *plugin.Config) { c.Store = counting })
-		r := mux.NewRouter()
-		mountKit(r, p)
-		z := &agentIdP{fuzzIdP: &fuzzIdP{store: s, p: p, h: r}}
-		w := z.do(http.MethodPost, "/api/apps", "alice", "application/json", []byte(`{"name":"robot","scopes":["docs:read"]}`))
-		var app plugin.App
-		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &app) != nil {
-			t.Fatalf("create app: %d %s", w.Code, w.Body.String())
-		}
-		w = z.do(http.MethodPost, "/api/apps/"+app.ID+"/secrets", "alice", "", nil)
-		var sec plugin.Secret
-		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &sec) != nil {
-			t.Fatalf("create secret: %d %s", w.Code, w.Body.String())
-		}
-		counting.mu.Lock()
-		counting.reads = 0
-		counting.mu.Unlock()
-		const tokens = 3
-		for range tokens {
-			form := url.Values{"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"}}
-			if st, _ := grantedScope(t, z.postAs(app.ID, sec.Secret, form.Encode())); st != http.StatusOK {
-				t.Fatalf("token: %d", st)
-			}
-		}
-		counting.mu.Lock()
-		defer counting.mu.Unlock()
-		if counting.reads != tokens {
-			t.Errorf("%d client reads for %d tokens over a store without pins, want one each", counting.reads, tokens)
-		}
-	})
+	const tokens = 3
+	tests := []struct {
+		name      string
+		pins      bool
+		ttl       time.Duration
+		wantReads int
+	}{
+		{"store without pins", false, 0, tokens},
+		{"store with pins", true, 0, 1},
+		{"store with pins, cache off", true, -1, tokens},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+				counting := &readCountingStore{Backend: s}
+				var store storage.Backend = counting
+				if tt.pins {
+					store = pinCheckingStore{counting}
+				}
+				p, _ := newPlugin(t, s, func(c *plugin.Config) { c.Store, c.ClientCacheTTL = store, tt.ttl })
+				r := mux.NewRouter()
+				mountKit(r, p)
+				z := &agentIdP{fuzzIdP: &fuzzIdP{store: s, p: p, h: r}}
+				w := z.do(http.MethodPost, "/api/apps", "alice", "application/json", []byte(`{"name":"robot","scopes":["docs:read"]}`))
+				var app plugin.App
+				if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &app) != nil {
+					t.Fatalf("create app: %d %s", w.Code, w.Body.String())
+				}
+				w = z.do(http.MethodPost, "/api/apps/"+app.ID+"/secrets", "alice", "", nil)
+				var sec plugin.Secret
+				if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &sec) != nil {
+					t.Fatalf("create secret: %d %s", w.Code, w.Body.String())
+				}
+				counting.mu.Lock()
+				counting.reads = 0
+				counting.mu.Unlock()
+				for range tokens {
+					form := url.Values{"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"}}
+					if st, _ := grantedScope(t, z.postAs(app.ID, sec.Secret, form.Encode())); st != http.StatusOK {
+						t.Fatalf("token: %d", st)
+					}
+				}
+				counting.mu.Lock()
+				defer counting.mu.Unlock()
+				if counting.reads != tt.wantReads {
+					t.Errorf("%d client reads for %d tokens, want %d", counting.reads, tokens, tt.wantReads)
+				}
+			})
+		})
+	}
 }

@@ -31,17 +31,18 @@ const APIResourcePath = "/api"
 // one that names none gets the sample API.
 func (s *server) compose(ctx context.Context, closers *[]func()) error {
 	p, err := plugin.New(ctx, plugin.Config{
-		Store:         s.st,
-		Directory:     s.dir,
-		Sessions:      s.sessions,
-		IsAdmin:       s.users.isAdmin,
-		UserName:      s.users.userName,
-		SystemSecret:  s.cfg.SystemSecret,
-		Issuer:        s.issuer,
-		Scopes:        scopeCatalog,
-		LoginURL:      "/login",
-		Agents:        true,
-		GrantLifespan: s.cfg.GrantLifespan,
+		Store:          s.st,
+		Directory:      s.dir,
+		Sessions:       s.sessions,
+		IsAdmin:        s.users.isAdmin,
+		UserName:       s.users.userName,
+		SystemSecret:   s.cfg.SystemSecret,
+		Issuer:         s.issuer,
+		Scopes:         scopeCatalog,
+		LoginURL:       "/login",
+		Agents:         true,
+		GrantLifespan:  s.cfg.GrantLifespan,
+		ClientCacheTTL: s.cfg.ClientCacheTTL,
 		// MCP clients connect without setup: they register (RFC 7591) or
 		// name their metadata document as their client_id.
 		ClientRegistration: plugin.ClientRegistration{

@@ -43,6 +43,9 @@ type config struct {
 	// GrantLifespan is how long an approval of an agent's writes lasts;
 	// 0 is plugin.DefaultGrantLifespan.
 	GrantLifespan time.Duration
+	// ClientCacheTTL is plugin.Config.ClientCacheTTL: 0 its default, below
+	// zero no cache.
+	ClientCacheTTL time.Duration
 	// NoClientRegistration turns off what lets MCP clients connect without
 	// setup: dynamic client registration (RFC 7591/7592) and client ID
 	// metadata documents, both on by default.

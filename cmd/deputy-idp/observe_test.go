@@ -257,6 +257,15 @@ func TestLogLevelFlag(t *testing.T) {
 	}
 }
 
+func TestClientCacheTTLFlag(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"soon", "-1m", "10"} {
+		if code, _, errs := cli(t, "serve", "--client-cache-ttl", bad, "--database-url", "sqlite::memory:"); code != 2 || !strings.Contains(errs, "--client-cache-ttl") {
+			t.Errorf("serve --client-cache-ttl %s: exit %d, %q", bad, code, errs)
+		}
+	}
+}
+
 // scrapeMetrics reads /metrics in the text format into series → value.
 func scrapeMetrics(t *testing.T, h http.Handler) map[string]float64 {
 	t.Helper()

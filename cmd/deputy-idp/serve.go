@@ -21,17 +21,18 @@ const shutdownGrace = 15 * time.Second
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("serve", stderr)
 	var (
-		common  commonFlags
-		listen  = fs.String("listen", envOr("DEPUTY_LISTEN", defaultListen), "address to listen on (env DEPUTY_LISTEN)")
-		issuer  = fs.String("issuer", os.Getenv("DEPUTY_ISSUER"), "public base URL (env DEPUTY_ISSUER; default http://<listen>)")
-		secret  = fs.String("system-secret", os.Getenv("DEPUTY_SYSTEM_SECRET"), "at least 32 bytes shared by every replica (env DEPUTY_SYSTEM_SECRET; generated next to an SQLite database when empty, required with PostgreSQL)")
-		noDemo  = fs.Bool("no-demo", envBool("DEPUTY_NO_DEMO"), "do not seed the demo organization and users (env DEPUTY_NO_DEMO)")
-		logJSON = fs.Bool("log-json", envBool("DEPUTY_LOG_JSON"), "write logs as JSON (env DEPUTY_LOG_JSON)")
-		grantLS = fs.String("grant-lifespan", os.Getenv("DEPUTY_GRANT_LIFESPAN"), "how long a user's approval of an agent's writes lasts, e.g. 1h or 15m (env DEPUTY_GRANT_LIFESPAN; default 1h)")
-		level   = fs.String("log-level", envOr("DEPUTY_LOG_LEVEL", "info"), "least severe log level written: debug (adds a line per successful request), info, warn or error (env DEPUTY_LOG_LEVEL)")
-		noReg   = fs.Bool("no-client-registration", envBool("DEPUTY_NO_CLIENT_REGISTRATION"), "turn off dynamic client registration and client ID metadata documents, which let MCP clients connect without setup (env DEPUTY_NO_CLIENT_REGISTRATION)")
-		loopDoc = fs.Bool("loopback-metadata-documents", envBool("DEPUTY_LOOPBACK_METADATA_DOCUMENTS"), "fetch client ID metadata documents from loopback addresses too: development and tests only, never in production (env DEPUTY_LOOPBACK_METADATA_DOCUMENTS)")
-		metrics = fs.String("metrics-listen", os.Getenv("DEPUTY_METRICS_LISTEN"), "address of a separate listener serving Prometheus /metrics, e.g. 127.0.0.1:9464; off when empty (env DEPUTY_METRICS_LISTEN)")
+		common   commonFlags
+		listen   = fs.String("listen", envOr("DEPUTY_LISTEN", defaultListen), "address to listen on (env DEPUTY_LISTEN)")
+		issuer   = fs.String("issuer", os.Getenv("DEPUTY_ISSUER"), "public base URL (env DEPUTY_ISSUER; default http://<listen>)")
+		secret   = fs.String("system-secret", os.Getenv("DEPUTY_SYSTEM_SECRET"), "at least 32 bytes shared by every replica (env DEPUTY_SYSTEM_SECRET; generated next to an SQLite database when empty, required with PostgreSQL)")
+		noDemo   = fs.Bool("no-demo", envBool("DEPUTY_NO_DEMO"), "do not seed the demo organization and users (env DEPUTY_NO_DEMO)")
+		logJSON  = fs.Bool("log-json", envBool("DEPUTY_LOG_JSON"), "write logs as JSON (env DEPUTY_LOG_JSON)")
+		grantLS  = fs.String("grant-lifespan", os.Getenv("DEPUTY_GRANT_LIFESPAN"), "how long a user's approval of an agent's writes lasts, e.g. 1h or 15m (env DEPUTY_GRANT_LIFESPAN; default 1h)")
+		level    = fs.String("log-level", envOr("DEPUTY_LOG_LEVEL", "info"), "least severe log level written: debug (adds a line per successful request), info, warn or error (env DEPUTY_LOG_LEVEL)")
+		noReg    = fs.Bool("no-client-registration", envBool("DEPUTY_NO_CLIENT_REGISTRATION"), "turn off dynamic client registration and client ID metadata documents, which let MCP clients connect without setup (env DEPUTY_NO_CLIENT_REGISTRATION)")
+		loopDoc  = fs.Bool("loopback-metadata-documents", envBool("DEPUTY_LOOPBACK_METADATA_DOCUMENTS"), "fetch client ID metadata documents from loopback addresses too: development and tests only, never in production (env DEPUTY_LOOPBACK_METADATA_DOCUMENTS)")
+		cacheTTL = fs.String("client-cache-ttl", os.Getenv("DEPUTY_CLIENT_CACHE_TTL"), "how long the token endpoint keeps an app in memory between its tokens, e.g. 1m; every token is still checked against the app's row, so changes hold at once on every replica; 0 turns the cache off (env DEPUTY_CLIENT_CACHE_TTL; default 1m)")
+		metrics  = fs.String("metrics-listen", os.Getenv("DEPUTY_METRICS_LISTEN"), "address of a separate listener serving Prometheus /metrics, e.g. 127.0.0.1:9464; off when empty (env DEPUTY_METRICS_LISTEN)")
 	)
 	common.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -49,6 +50,18 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 2
 		}
 		grantLifespan = d
+	}
+	var clientCacheTTL time.Duration // the plugin's default
+	if *cacheTTL != "" {
+		d, err := time.ParseDuration(*cacheTTL)
+		if err != nil || d < 0 {
+			fmt.Fprintf(stderr, "serve: --client-cache-ttl %q must be a duration such as 1m, or 0 for no cache\n", *cacheTTL)
+			return 2
+		}
+		clientCacheTTL = d
+		if d == 0 {
+			clientCacheTTL = -1 // plugin.Config: below zero is off
+		}
 	}
 	lvl, err := parseLogLevel(*level)
 	if err != nil {
@@ -73,17 +86,18 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}()
 	}
 	cfg := config{
-		Listen:        *listen,
-		DatabaseURL:   common.databaseURL,
-		Issuer:        *issuer,
-		SystemSecret:  []byte(*secret),
-		Demo:          !*noDemo,
-		GrantLifespan: grantLifespan,
-		Logger:        log,
-		Out:           stdout,
-		MetricsListen: *metrics,
-		Tracing:       tracing,
-		DebugListen:   os.Getenv(debugListenEnv),
+		Listen:         *listen,
+		DatabaseURL:    common.databaseURL,
+		Issuer:         *issuer,
+		SystemSecret:   []byte(*secret),
+		Demo:           !*noDemo,
+		GrantLifespan:  grantLifespan,
+		ClientCacheTTL: clientCacheTTL,
+		Logger:         log,
+		Out:            stdout,
+		MetricsListen:  *metrics,
+		Tracing:        tracing,
+		DebugListen:    os.Getenv(debugListenEnv),
 
 		NoClientRegistration:      *noReg,
 		LoopbackMetadataDocuments: *loopDoc,
