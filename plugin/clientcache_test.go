@@ -63,6 +63,19 @@ func TestClientCacheAcrossReplicas(t *testing.T) {
 		}
 	}
 
+	// deletePlatformSecret deletes the agent platform's one secret, as
+	// another replica would.
+	deletePlatformSecret := func(t *testing.T, r replicas) {
+		t.Helper()
+		secrets, err := r.a.store.ListClientSecrets(ctx, fuzzAgentClient)
+		if err != nil || len(secrets) != 1 {
+			t.Fatalf("platform secrets: %v, %v", secrets, err)
+		}
+		if err := r.a.store.DeleteClientSecret(ctx, fuzzAgentClient, secrets[0].ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	tests := []struct {
 		name   string
 		warm   func(t *testing.T, r replicas) // on B, before the change
@@ -126,16 +139,8 @@ func TestClientCacheAcrossReplicas(t *testing.T) {
 			// A deleted secret is refused as such before anything else: a
 			// copy in memory must not keep answering about subject tokens
 			// (invalid_grant and its hints) for whoever holds the secret.
-			name: "agent platform's deleted secret is invalid_client on B, whatever else the request holds",
-			change: func(t *testing.T, r replicas) {
-				secrets, err := r.a.store.ListClientSecrets(ctx, fuzzAgentClient)
-				if err != nil || len(secrets) != 1 {
-					t.Fatalf("platform secrets: %v, %v", secrets, err)
-				}
-				if err := r.a.store.DeleteClientSecret(ctx, fuzzAgentClient, secrets[0].ID); err != nil {
-					t.Fatal(err)
-				}
-			},
+			name:   "agent platform's deleted secret is invalid_client on B, whatever else the request holds",
+			change: deletePlatformSecret,
 			check: func(t *testing.T, r replicas) {
 				for _, subject := range []string{"dpy_at_not-a-token", "__EXPIRED__"} {
 					w := r.b.post(r.b.placeholders.Replace(url.Values{"grant_type": {plugin.GrantTypeAgentToken}, "subject_token": {subject},
@@ -165,16 +170,8 @@ func TestClientCacheAcrossReplicas(t *testing.T) {
 			},
 		},
 		{
-			name: "agent platform's secret deleted stops its mints on B",
-			change: func(t *testing.T, r replicas) {
-				secrets, err := r.a.store.ListClientSecrets(ctx, fuzzAgentClient)
-				if err != nil || len(secrets) != 1 {
-					t.Fatalf("platform secrets: %v, %v", secrets, err)
-				}
-				if err := r.a.store.DeleteClientSecret(ctx, fuzzAgentClient, secrets[0].ID); err != nil {
-					t.Fatal(err)
-				}
-			},
+			name:   "agent platform's secret deleted stops its mints on B",
+			change: deletePlatformSecret,
 			check: func(t *testing.T, r replicas) {
 				if st, _ := mint(t, r.b, "s1"); st != http.StatusUnauthorized {
 					t.Errorf("mint on B with the platform's deleted secret: %d, want 401", st)
@@ -224,14 +221,7 @@ func TestClientCacheAcrossReplicas(t *testing.T) {
 				var r replicas
 				r.a = newAgentIdP(t, s)
 				r.b = r.a.replica(t)
-				w := r.a.do(http.MethodPost, "/api/apps", "alice", "application/json", []byte(`{"name":"robot","scopes":["docs:read","docs:write"]}`))
-				if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &r.app) != nil {
-					t.Fatalf("create app: %d %s", w.Code, w.Body.String())
-				}
-				w = r.a.do(http.MethodPost, "/api/apps/"+r.app.ID+"/secrets", "alice", "", nil)
-				if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &r.sec) != nil {
-					t.Fatalf("create secret: %d %s", w.Code, w.Body.String())
-				}
+				r.app, r.sec = ownedAppWithSecret(t, r.a.fuzzIdP, `"docs:read","docs:write"`)
 				if _, err := s.ApproveAgentGrant(ctx, "acme", "alice", fuzzAgentClient, "s1", []string{"docs:write"}, time.Now().Add(time.Hour)); err != nil {
 					t.Fatal(err)
 				}
@@ -338,16 +328,7 @@ func TestClientCacheOnlyWhenSafe(t *testing.T) {
 				r := mux.NewRouter()
 				mountKit(r, p)
 				z := &agentIdP{fuzzIdP: &fuzzIdP{store: s, p: p, h: r}}
-				w := z.do(http.MethodPost, "/api/apps", "alice", "application/json", []byte(`{"name":"robot","scopes":["docs:read"]}`))
-				var app plugin.App
-				if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &app) != nil {
-					t.Fatalf("create app: %d %s", w.Code, w.Body.String())
-				}
-				w = z.do(http.MethodPost, "/api/apps/"+app.ID+"/secrets", "alice", "", nil)
-				var sec plugin.Secret
-				if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &sec) != nil {
-					t.Fatalf("create secret: %d %s", w.Code, w.Body.String())
-				}
+				app, sec := ownedAppWithSecret(t, z.fuzzIdP, `"docs:read"`)
 				counting.mu.Lock()
 				counting.reads = 0
 				counting.mu.Unlock()
@@ -365,4 +346,21 @@ func TestClientCacheOnlyWhenSafe(t *testing.T) {
 			})
 		})
 	}
+}
+
+// ownedAppWithSecret creates, through z's apps API, an app of alice's with
+// scopes (JSON strings, comma-separated) and one secret.
+func ownedAppWithSecret(t *testing.T, z *fuzzIdP, scopes string) (plugin.App, plugin.Secret) {
+	t.Helper()
+	var app plugin.App
+	var sec plugin.Secret
+	w := z.do(http.MethodPost, "/api/apps", "alice", "application/json", []byte(`{"name":"robot","scopes":[`+scopes+`]}`))
+	if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &app) != nil {
+		t.Fatalf("create app: %d %s", w.Code, w.Body.String())
+	}
+	w = z.do(http.MethodPost, "/api/apps/"+app.ID+"/secrets", "alice", "", nil)
+	if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &sec) != nil {
+		t.Fatalf("create secret: %d %s", w.Code, w.Body.String())
+	}
+	return app, sec
 }
