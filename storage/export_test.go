@@ -43,3 +43,20 @@ func Describe(query string) (name, verb, table string) {
 	op := describe(query)
 	return op.name, op.verb, op.table
 }
+
+// AccessTokenRowBothWays reads the stored access token with signature sig
+// as getRequest scans it (joinedRequestRow.fields) and as sqlx's
+// reflection would, for a test that compares the two.
+func (s *Store) AccessTokenRowBothWays(ctx context.Context, sig string) (byHand, byReflection any, err error) {
+	var hand, refl joinedRequestRow
+	q := getRequestQuery(accessTable)
+	if err := s.run(ctx, q, true, func(st statement) error {
+		return st.QueryRowxContext(ctx, sig).Scan(hand.fields()...)
+	}); err != nil {
+		return nil, nil, err
+	}
+	if err := s.get(ctx, &refl, q, sig); err != nil {
+		return nil, nil, err
+	}
+	return hand, refl, nil
+}

@@ -324,6 +324,22 @@ type joinedRequestRow struct {
 	C Client `db:"c"`
 }
 
+// fields are the scan destinations of getRequest's columns, in their
+// order: every token lookup scans one such row, and sqlx's matching of
+// columns to fields by reflection was a measurable share of it
+// (TestJoinedRequestFields compares the two).
+func (row *joinedRequestRow) fields() []any {
+	c := &row.C
+	return []any{
+		&row.Signature, &row.RequestID, &row.ClientID, &row.Subject, &row.RequestedAt, &row.ExpiresAt,
+		&row.RequestedScopes, &row.GrantedScopes, &row.RequestedAudience, &row.GrantedAudience, &row.FormData,
+		&row.SessionData, &row.Active,
+		&c.ID, &c.Name, &c.IconURL, &c.RedirectURIs, &c.GrantTypes, &c.ResponseTypes, &c.Scopes, &c.Audience,
+		&c.TokenEndpointAuthMethod, &c.Public, &c.FirstParty, &c.Agent, &c.OwnerUserID, &c.CreatedAt, &c.UpdatedAt,
+		&c.Registration,
+	}
+}
+
 const joinedClientColumns = `c.id AS "c.id", c.name AS "c.name", c.icon_url AS "c.icon_url",
 	c.redirect_uris AS "c.redirect_uris", c.grant_types AS "c.grant_types",
 	c.response_types AS "c.response_types", c.scopes AS "c.scopes", c.audience AS "c.audience",
@@ -331,14 +347,22 @@ const joinedClientColumns = `c.id AS "c.id", c.name AS "c.name", c.icon_url AS "
 	c.first_party AS "c.first_party", c.agent AS "c.agent", c.owner_user_id AS "c.owner_user_id",
 	c.created_at AS "c.created_at", c.updated_at AS "c.updated_at", c.registration AS "c.registration"`
 
+// getRequestQuery reads one request of table t, joined with its client, in
+// the order of joinedRequestRow.fields.
+func getRequestQuery(t requestTable) string {
+	return `SELECT r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
+		r.requested_scopes, r.granted_scopes, r.requested_audience, r.granted_audience, r.form_data,
+		r.session_data, r.active, ` + joinedClientColumns + `
+		FROM ` + string(t) + ` r JOIN clients c ON c.id = r.client_id WHERE r.signature = ?`
+}
+
 // getRequest loads a request by signature. An inactive request is returned
 // together with inactiveErr, as fosite's reuse detection requires.
 func (s *Store) getRequest(ctx context.Context, t requestTable, signature string, session fosite.Session, inactiveErr error) (fosite.Requester, error) {
 	var row joinedRequestRow
-	err := s.getPrepared(ctx, &row, `SELECT r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
-		r.requested_scopes, r.granted_scopes, r.requested_audience, r.granted_audience, r.form_data,
-		r.session_data, r.active, `+joinedClientColumns+`
-		FROM `+string(t)+` r JOIN clients c ON c.id = r.client_id WHERE r.signature = ?`, signature)
+	err := s.run(ctx, getRequestQuery(t), true, func(st statement) error {
+		return st.QueryRowxContext(ctx, signature).Scan(row.fields()...)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("storage: %s: %w", t, ErrNotFound)
 	}

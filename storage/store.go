@@ -185,6 +185,7 @@ type statement interface {
 	ExecContext(ctx context.Context, args ...any) (sql.Result, error)
 	GetContext(ctx context.Context, dest any, args ...any) error
 	SelectContext(ctx context.Context, dest any, args ...any) error
+	QueryRowxContext(ctx context.Context, args ...any) *sqlx.Row
 }
 
 type direct struct {
@@ -202,6 +203,10 @@ func (d direct) GetContext(ctx context.Context, dest any, args ...any) error {
 
 func (d direct) SelectContext(ctx context.Context, dest any, args ...any) error {
 	return d.q.SelectContext(ctx, dest, d.query, args...)
+}
+
+func (d direct) QueryRowxContext(ctx context.Context, args ...any) *sqlx.Row {
+	return d.q.QueryRowxContext(ctx, d.query, args...)
 }
 
 // run is the one place every query of the store passes: it binds query
