@@ -119,9 +119,18 @@ func (cc *clientCache) cached(ctx context.Context, id string) *storage.Client {
 		return nil
 	}
 	c := e.client // the slices are shared and never written
-	storage.PinClient(ctx, &c)
+	t.pin(ctx, &c)
 	t.clientID, t.fromCache = c.ID, true
 	return &c
+}
+
+// pin pins c in ctx, and for an agent-token grant asks that the subject
+// token's lookup read the session's grant with it (one round trip a mint).
+func (t *tokenRequest) pin(ctx context.Context, c *storage.Client) {
+	storage.PinClient(ctx, c)
+	if form := t.r.PostForm; form.Get("grant_type") == protocol.GrantTypeAgentToken {
+		storage.PrefetchAgentGrant(ctx, form.Get(protocol.ParamOrganization), form.Get(protocol.ParamAgentSessionID))
+	}
 }
 
 // remember keeps c, just read from the database for a cacheable token
@@ -134,7 +143,7 @@ func (cc *clientCache) remember(ctx context.Context, c *storage.Client) {
 	if !ok || c.Registration != "" {
 		return
 	}
-	storage.PinClient(ctx, c)
+	t.pin(ctx, c)
 	t.clientID, t.fromCache = c.ID, false
 	now := cc.now()
 	cc.mu.Lock()

@@ -124,11 +124,15 @@ func mergeScopes(a, b []string) stringList {
 
 // AgentGrantScopes returns the scopes of the unexpired grant for (org, user,
 // client, session) at time at, or nil. It is the one indexed query an
-// agent-token mint makes (the binding's unique index). An empty clientID
+// agent-token mint makes (the binding's unique index), or none when the
+// subject token's lookup read the grant already (PrefetchAgentGrant). An empty clientID
 // finds nothing: no client is "no client".
 func (s *Store) AgentGrantScopes(ctx context.Context, org, userID, clientID, sessionID string, at time.Time) ([]string, error) {
 	if clientID == "" {
 		return nil, nil
+	}
+	if scopes, ok, err := prefetchedGrant(ctx, org, userID, clientID, sessionID, at); ok {
+		return scopes, err
 	}
 	if revision, pinned := pinnedRevision(ctx, clientID); pinned {
 		return s.pinnedAgentGrantScopes(ctx, org, userID, clientID, sessionID, at, revision)

@@ -356,13 +356,52 @@ func getRequestQuery(t requestTable) string {
 		FROM ` + string(t) + ` r JOIN clients c ON c.id = r.client_id WHERE r.signature = ?`
 }
 
+// getAccessTokenWithGrant is getRequest's query for an agent-token grant's
+// subject token (PrefetchAgentGrant): the token and its client, the grant
+// for (org, the token's subject, the pinned client, session) whatever its
+// expiry, and the pinned client's revision, in one statement. The grant's
+// unique binding and the clients' primary key keep it one row.
+func (s *Store) getAccessTokenWithGrant(ctx context.Context, signature string, row *joinedRequestRow, pin *clientPin) error {
+	var (
+		scopes   sql.Null[stringList]
+		expires  sql.NullTime
+		revision sql.NullInt64
+	)
+	query := `SELECT r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
+		r.requested_scopes, r.granted_scopes, r.requested_audience, r.granted_audience, r.form_data,
+		r.session_data, r.active, ` + joinedClientColumns + `, g.scopes, g.expires_at, p.revision
+		FROM ` + string(accessTable) + ` r JOIN clients c ON c.id = r.client_id
+		LEFT JOIN agent_grants g ON g.organization = ? AND g.user_id = r.subject AND g.client_id = ? AND g.agent_session_id = ?
+		LEFT JOIN clients p ON p.id = ?
+		WHERE r.signature = ?`
+	err := s.run(ctx, query, true, func(st statement) error {
+		return st.QueryRowxContext(ctx, pin.grant.org, pin.id, pin.grant.sessionID, pin.id, signature).
+			Scan(append(row.fields(), &scopes, &expires, &revision)...)
+	})
+	if err != nil {
+		return err
+	}
+	g := &pin.grant
+	g.fetched, g.userID = true, row.Subject
+	g.current = revision.Valid && revision.Int64 == pin.revision
+	if scopes.Valid && expires.Valid {
+		g.scopes, g.expires = scopes.V, expires.Time
+	}
+	return nil
+}
+
 // getRequest loads a request by signature. An inactive request is returned
 // together with inactiveErr, as fosite's reuse detection requires.
 func (s *Store) getRequest(ctx context.Context, t requestTable, signature string, session fosite.Session, inactiveErr error) (fosite.Requester, error) {
 	var row joinedRequestRow
-	err := s.run(ctx, getRequestQuery(t), true, func(st statement) error {
-		return st.QueryRowxContext(ctx, signature).Scan(row.fields()...)
-	})
+	var err error
+	if pin, ok := pendingPrefetch(ctx); ok && t == accessTable {
+		err = s.getAccessTokenWithGrant(ctx, signature, &row, pin)
+	} else {
+		err = s.run(ctx, getRequestQuery(t), true, func(st statement) error {
+			return st.QueryRowxContext(ctx, signature).Scan(row.fields()...)
+		})
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("storage: %s: %w", t, ErrNotFound)
 	}

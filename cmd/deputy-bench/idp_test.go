@@ -88,7 +88,7 @@ func TestIdpRoundTrips(t *testing.T) {
 			pluginWanted float64
 		}{
 			{"client_credentials", srv.cc, seed.cc, 1},
-			{"agent-token", *srv.agent, seed.agent, 2},
+			{"agent-token", *srv.agent, seed.agent, 1},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -178,8 +178,8 @@ func TestRunIdpCells(t *testing.T) {
 	// The clients come from the token endpoint's cache; deputy-idp's SQL
 	// Directory adds its query.
 	wantSQL := map[string]float64{
-		groupCCSQLite: 1, groupAgtSQLite: 2, groupIdpCCSQLite: 2, groupIdpAgtSQLite: 3,
-		groupCCPostgres: 1, groupAgtPostgres: 2, groupIdpCCPostgres: 2, groupIdpAgtPostgres: 3,
+		groupCCSQLite: 1, groupAgtSQLite: 1, groupIdpCCSQLite: 2, groupIdpAgtSQLite: 2,
+		groupCCPostgres: 1, groupAgtPostgres: 1, groupIdpCCPostgres: 2, groupIdpAgtPostgres: 2,
 	}
 	seen := map[string]bool{}
 	for _, r := range rep.Results {

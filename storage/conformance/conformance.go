@@ -40,6 +40,7 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Store) {
 		{"DeleteClient", testDeleteClient},
 		{"ClientRevisions", testClientRevisions},
 		{"PinnedClient", testPinnedClient},
+		{"PrefetchedGrant", testPrefetchedGrant},
 		{"ClientRegistrations", testClientRegistrations},
 		{"MetadataDocumentClients", testMetadataDocumentClients},
 		{"InvalidInput", testInvalidInput},

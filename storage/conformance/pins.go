@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -207,5 +208,79 @@ func testPinnedClient(t *testing.T, s Store) {
 	storage.PinClient(ctx, &storage.Client{ID: "pin-other", Revision: 999}) // no WithClientPin: no effect
 	if err := s.CreateAccessTokenSession(ctx, "pin-other-sig2", newRequest(other, "pin-other-req2", "bob", future)); err != nil {
 		t.Fatalf("token without a pin: %v", err)
+	}
+}
+
+// testPrefetchedGrant: an agent-token grant's subject-token lookup with a
+// prefetch (storage.PrefetchAgentGrant) returns the same token, and
+// AgentGrantScopes answers as it would have on its own: the binding's
+// scopes, nil for none or expired, ErrStaleClient for a platform changed
+// since it was pinned, and a plain lookup for any other binding.
+func testPrefetchedGrant(t *testing.T, s Store) {
+	ctx := context.Background()
+	web := newClient(t, s, "pf-web")
+	const sess = "pf-sess"
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, plat *storage.Client)
+		org     string // asked of AgentGrantScopes
+		user    string
+		session string
+		want    []string
+		wantErr error
+	}{
+		{"grant", func(*testing.T, *storage.Client) {}, "acme", "alice", sess, []string{"docs:write"}, nil},
+		{"no grant in that organization", func(*testing.T, *storage.Client) {}, "globex", "alice", sess, nil, nil},
+		{"another session", func(*testing.T, *storage.Client) {}, "acme", "alice", "other", nil, nil},
+		{"another user", func(t *testing.T, plat *storage.Client) {
+			if _, err := s.ApproveAgentGrant(ctx, "acme", "bob", plat.ID, sess, []string{"docs:read"}, future); err != nil {
+				t.Fatal(err)
+			}
+		}, "acme", "bob", sess, []string{"docs:read"}, nil},
+		{"platform changed", func(t *testing.T, plat *storage.Client) {
+			u := *plat
+			if err := s.UpdateClient(ctx, &u); err != nil {
+				t.Fatal(err)
+			}
+		}, "acme", "alice", sess, nil, storage.ErrStaleClient},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plat := newOwnedClient(t, s, "pf-plat-"+string(rune('a'+i)), "alice")
+			if _, err := s.ApproveAgentGrant(ctx, "acme", "alice", plat.ID, sess, []string{"docs:write"}, future); err != nil {
+				t.Fatal(err)
+			}
+			sig := "pf-sig-" + string(rune('a'+i))
+			want := newRequest(web, "pf-req-"+string(rune('a'+i)), "alice", future)
+			if err := s.CreateAccessTokenSession(ctx, sig, want); err != nil {
+				t.Fatal(err)
+			}
+			read, err := s.Client(ctx, plat.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.setup(t, read)
+			pinned := storage.WithClientPin(ctx)
+			storage.PinClient(pinned, read)
+			storage.PrefetchAgentGrant(pinned, "acme", sess)
+			got, err := s.GetAccessTokenSession(pinned, sig, session())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRequest(t, got, want)
+			scopes, err := s.AgentGrantScopes(pinned, tt.org, tt.user, plat.ID, tt.session, time.Now())
+			if !errors.Is(err, tt.wantErr) || fmt.Sprint(scopes) != fmt.Sprint(tt.want) {
+				t.Fatalf("AgentGrantScopes = %v, %v; want %v, %v", scopes, err, tt.want, tt.wantErr)
+			}
+			if tt.wantErr == nil && (tt.want == nil) != (scopes == nil) {
+				t.Fatalf("AgentGrantScopes = %#v, want %#v", scopes, tt.want)
+			}
+			// Past the grant's expiry the prefetched grant unlocks nothing.
+			if tt.wantErr == nil {
+				if late, err := s.AgentGrantScopes(pinned, tt.org, tt.user, plat.ID, tt.session, future.Add(time.Minute)); err != nil || late != nil {
+					t.Fatalf("AgentGrantScopes after expiry = %v, %v; want nil", late, err)
+				}
+			}
+		})
 	}
 }
