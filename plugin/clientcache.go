@@ -21,13 +21,15 @@ const maxCachedClients = 10_000
 
 // clientCache keeps deputy's own clients, with their secret hashes, in
 // memory for kit mode's token endpoint, so that a client_credentials token
-// costs one SQL round trip (the token insert) and an agent token two (the
-// subject token and the grant), not one more each for the client.
+// costs one SQL round trip (the token insert) and an agent token one (the
+// subject token, read with the session's grant: storage.PrefetchAgentGrant),
+// not one more each for the client.
 //
 // A remembered client is never trusted on its own: the request pins it
-// (storage.PinClient) and the statement that issues the token, the token
-// insert or the agent mint's grant lookup, checks in the database that the
-// client's row still has the revision that was remembered. Any change to
+// (storage.PinClient), and the database says whether the client's row still
+// has the revision that was remembered, in the statement the outcome rests
+// on: the token insert, or for an agent token the subject token's lookup,
+// whose answer the mint's grant check replays. Any change to
 // the client or its secrets, made through any replica, moves the revision
 // on, so the next token with the old copy is refused (storage.ErrStaleClient)
 // and the token endpoint reads the client again and retries (Plugin.token).

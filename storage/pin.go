@@ -47,10 +47,11 @@ func WithClientPin(ctx context.Context) context.Context {
 // PinClient records that the request in ctx (WithClientPin) acts on c as
 // read at c.Revision, which may be a copy held in memory. From then on the
 // store's token inserts for c, and its agent-grant lookups for c, succeed
-// only while the client's row still has that revision, checked in the same
-// statement: a secret deleted, an app narrowed or deleted through any
-// replica is then ErrStaleClient, not a token. Without WithClientPin it
-// does nothing.
+// only while the client's row still has that revision: checked in the
+// insert's own statement, and for a grant in its own query or in the
+// subject-token lookup that prefetched it (PrefetchAgentGrant). A secret
+// deleted, an app narrowed or deleted through any replica is then
+// ErrStaleClient, not a token. Without WithClientPin it does nothing.
 func PinClient(ctx context.Context, c *Client) {
 	if p, ok := ctx.Value(pinKey{}).(*clientPin); ok && c != nil {
 		*p = clientPin{id: c.ID, revision: c.Revision}
@@ -64,6 +65,12 @@ func PinClient(ctx context.Context, c *Client) {
 // from it when asked for exactly that binding, and ErrStaleClient when the
 // client had changed: the mint costs one round trip, not two. It does
 // nothing without a pin.
+//
+// The grant and the revision are then read at the subject token's lookup,
+// before the mint asks the Directory for the user's scopes, not after: a
+// revocation or a change of the platform committed while the Directory
+// answers takes effect at the next mint. Every mint still reflects one
+// moment within its own request.
 func PrefetchAgentGrant(ctx context.Context, org, sessionID string) {
 	if p, ok := ctx.Value(pinKey{}).(*clientPin); ok && p.id != "" {
 		p.grant = grantPrefetch{org: org, sessionID: sessionID}
@@ -107,8 +114,11 @@ func ForgetPin(ctx context.Context) {
 
 // ClientPinChecker is implemented by a Backend that honours client pins:
 // its token inserts and AgentGrantScopes for the client PinnedRevision
-// names succeed only while the client's row has that revision, and
-// return ErrStaleClient otherwise (the conformance suite's PinnedClient).
+// names succeed only while the client's row has that revision (read in the
+// same statement, or in the lookup that prefetched the grant), and return
+// ErrStaleClient otherwise (the conformance suite's PinnedClient and
+// PrefetchedGrant). A Backend may ignore PrefetchAgentGrant: it only saves
+// a round trip.
 // The plugin keeps clients in memory only over a Backend that says so.
 type ClientPinChecker interface {
 	ChecksClientPins() bool

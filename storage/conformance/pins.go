@@ -214,8 +214,10 @@ func testPinnedClient(t *testing.T, s Store) {
 // testPrefetchedGrant: an agent-token grant's subject-token lookup with a
 // prefetch (storage.PrefetchAgentGrant) returns the same token, and
 // AgentGrantScopes answers as it would have on its own: the binding's
-// scopes, nil for none or expired, ErrStaleClient for a platform changed
-// since it was pinned, and a plain lookup for any other binding.
+// scopes, nil for none or expired, ErrStaleClient for a platform changed or
+// deleted since it was pinned, and for any other binding (another user's
+// grant on the same platform and session, another platform's grant for the
+// same user and session) that binding's own grant.
 func testPrefetchedGrant(t *testing.T, s Store) {
 	ctx := context.Background()
 	web := newClient(t, s, "pf-web")
@@ -223,35 +225,52 @@ func testPrefetchedGrant(t *testing.T, s Store) {
 	tests := []struct {
 		name    string
 		setup   func(t *testing.T, plat *storage.Client)
-		org     string // asked of AgentGrantScopes
+		other   bool // ask for the other platform, not the pinned one
+		org     string
 		user    string
 		session string
 		want    []string
 		wantErr error
 	}{
-		{"grant", func(*testing.T, *storage.Client) {}, "acme", "alice", sess, []string{"docs:write"}, nil},
-		{"no grant in that organization", func(*testing.T, *storage.Client) {}, "globex", "alice", sess, nil, nil},
-		{"another session", func(*testing.T, *storage.Client) {}, "acme", "alice", "other", nil, nil},
-		{"another user", func(t *testing.T, plat *storage.Client) {
-			if _, err := s.ApproveAgentGrant(ctx, "acme", "bob", plat.ID, sess, []string{"docs:read"}, future); err != nil {
-				t.Fatal(err)
-			}
-		}, "acme", "bob", sess, []string{"docs:read"}, nil},
+		{"the binding", nil, false, "acme", "alice", sess, []string{"docs:write"}, nil},
+		{"another user's grant on the platform", nil, false, "acme", "aaron", sess, []string{"docs:read"}, nil},
+		{"another platform's grant", nil, true, "acme", "alice", sess, []string{"admin:read"}, nil},
+		{"no grant in that organization", nil, false, "globex", "alice", sess, nil, nil},
+		{"another session", nil, false, "acme", "alice", "other", nil, nil},
 		{"platform changed", func(t *testing.T, plat *storage.Client) {
 			u := *plat
 			if err := s.UpdateClient(ctx, &u); err != nil {
 				t.Fatal(err)
 			}
-		}, "acme", "alice", sess, nil, storage.ErrStaleClient},
+		}, false, "acme", "alice", sess, nil, storage.ErrStaleClient},
+		{"platform deleted", func(t *testing.T, plat *storage.Client) {
+			if err := s.DeleteClient(ctx, plat.ID); err != nil {
+				t.Fatal(err)
+			}
+		}, false, "acme", "alice", sess, nil, storage.ErrStaleClient},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			plat := newOwnedClient(t, s, "pf-plat-"+string(rune('a'+i)), "alice")
-			if _, err := s.ApproveAgentGrant(ctx, "acme", "alice", plat.ID, sess, []string{"docs:write"}, future); err != nil {
-				t.Fatal(err)
+			suffix := string(rune('a' + i))
+			plat := newOwnedClient(t, s, "pf-plat-"+suffix, "alice")
+			other := newOwnedClient(t, s, "pf-other-"+suffix, "alice")
+			for _, g := range []struct {
+				user, client string
+				scopes       []string
+			}{
+				// The others first, and aaron sorts before alice, so that
+				// a lookup that ignored the user or the client would find
+				// theirs before alice's, by insertion or by index order.
+				{"aaron", plat.ID, []string{"docs:read"}},
+				{"alice", other.ID, []string{"admin:read"}},
+				{"alice", plat.ID, []string{"docs:write"}},
+			} {
+				if _, err := s.ApproveAgentGrant(ctx, "acme", g.user, g.client, sess, g.scopes, future); err != nil {
+					t.Fatal(err)
+				}
 			}
-			sig := "pf-sig-" + string(rune('a'+i))
-			want := newRequest(web, "pf-req-"+string(rune('a'+i)), "alice", future)
+			sig := "pf-sig-" + suffix
+			want := newRequest(web, "pf-req-"+suffix, "alice", future)
 			if err := s.CreateAccessTokenSession(ctx, sig, want); err != nil {
 				t.Fatal(err)
 			}
@@ -259,7 +278,9 @@ func testPrefetchedGrant(t *testing.T, s Store) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tt.setup(t, read)
+			if tt.setup != nil {
+				tt.setup(t, read)
+			}
 			pinned := storage.WithClientPin(ctx)
 			storage.PinClient(pinned, read)
 			storage.PrefetchAgentGrant(pinned, "acme", sess)
@@ -268,16 +289,17 @@ func testPrefetchedGrant(t *testing.T, s Store) {
 				t.Fatal(err)
 			}
 			checkRequest(t, got, want)
-			scopes, err := s.AgentGrantScopes(pinned, tt.org, tt.user, plat.ID, tt.session, time.Now())
-			if !errors.Is(err, tt.wantErr) || fmt.Sprint(scopes) != fmt.Sprint(tt.want) {
-				t.Fatalf("AgentGrantScopes = %v, %v; want %v, %v", scopes, err, tt.want, tt.wantErr)
+			asked := plat.ID
+			if tt.other {
+				asked = other.ID
 			}
-			if tt.wantErr == nil && (tt.want == nil) != (scopes == nil) {
-				t.Fatalf("AgentGrantScopes = %#v, want %#v", scopes, tt.want)
+			scopes, err := s.AgentGrantScopes(pinned, tt.org, tt.user, asked, tt.session, time.Now())
+			if !errors.Is(err, tt.wantErr) || fmt.Sprint(scopes) != fmt.Sprint(tt.want) || (tt.want == nil) != (scopes == nil) {
+				t.Fatalf("AgentGrantScopes = %#v, %v; want %#v, %v", scopes, err, tt.want, tt.wantErr)
 			}
-			// Past the grant's expiry the prefetched grant unlocks nothing.
+			// Past the grants' expiry nothing is unlocked.
 			if tt.wantErr == nil {
-				if late, err := s.AgentGrantScopes(pinned, tt.org, tt.user, plat.ID, tt.session, future.Add(time.Minute)); err != nil || late != nil {
+				if late, err := s.AgentGrantScopes(pinned, tt.org, tt.user, asked, tt.session, future.Add(time.Minute)); err != nil || late != nil {
 					t.Fatalf("AgentGrantScopes after expiry = %v, %v; want nil", late, err)
 				}
 			}
