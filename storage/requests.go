@@ -57,25 +57,13 @@ var secretFormFields = []string{
 // or the map encoder's reflection and key sorting: the form is encoded with
 // every token.
 func appendSanitizedForm(dst []byte, form url.Values) []byte {
-	var keyBuf [16]string
-	keys := keyBuf[:0]
-	for k := range form {
-		if !slices.Contains(secretFormFields, k) {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	dst = append(dst, '{')
-	for i, k := range keys {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = jsonwrite.String(dst, k)
-		dst = append(dst, ':')
-		dst = jsonwrite.Strings(dst, form[k])
-	}
-	return append(dst, '}')
+	dst, _ = jsonwrite.Map(dst, form, notSecretFormField, appendStrings) // appendStrings never fails
+	return dst
 }
+
+func notSecretFormField(k string) bool { return !slices.Contains(secretFormFields, k) }
+
+func appendStrings(dst []byte, v []string) ([]byte, error) { return jsonwrite.Strings(dst, v), nil }
 
 // jsonAppender is a session that appends its own JSON, the same bytes as
 // encoding/json's (flows.Session): every token stores its session, and

@@ -15,13 +15,8 @@ import (
 func BenchmarkVerifyAgentToken(b *testing.B) {
 	for _, alg := range []string{AlgEdDSA, AlgES256} {
 		b.Run(alg, func(b *testing.B) {
-			s := storagetest.SQLite.Open(b)
 			ctx := context.Background()
-			k, err := NewKeyring(ctx, KeyringConfig{Store: s, SystemSecret: testSecret, Algorithm: alg})
-			if err != nil {
-				b.Fatal(err)
-			}
-			m := &Minter{Keys: k, Store: s, Directory: newDirectory(), Issuer: testIssuer}
+			m, k := benchMinter(b, alg)
 			tok, err := m.Mint(ctx, MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: agentClientID})
 			if err != nil {
 				b.Fatal(err)
@@ -40,13 +35,8 @@ func BenchmarkVerifyAgentToken(b *testing.B) {
 // BenchmarkMiddlewareAgentToken is the whole middleware path of a request
 // carrying an agent token.
 func BenchmarkMiddlewareAgentToken(b *testing.B) {
-	s := storagetest.SQLite.Open(b)
 	ctx := context.Background()
-	k, err := NewKeyring(ctx, KeyringConfig{Store: s, SystemSecret: testSecret})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := &Minter{Keys: k, Store: s, Directory: newDirectory(), Issuer: testIssuer}
+	m, k := benchMinter(b, AlgEdDSA)
 	tok, err := m.Mint(ctx, MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: agentClientID})
 	if err != nil {
 		b.Fatal(err)
@@ -70,13 +60,8 @@ func BenchmarkMiddlewareAgentToken(b *testing.B) {
 func BenchmarkMintAgentToken(b *testing.B) {
 	for _, alg := range []string{AlgEdDSA, AlgES256} {
 		b.Run(alg, func(b *testing.B) {
-			s := storagetest.SQLite.Open(b)
 			ctx := context.Background()
-			k, err := NewKeyring(ctx, KeyringConfig{Store: s, SystemSecret: testSecret, Algorithm: alg})
-			if err != nil {
-				b.Fatal(err)
-			}
-			m := &Minter{Keys: k, Store: s, Directory: newDirectory(), Issuer: testIssuer}
+			m, _ := benchMinter(b, alg)
 			req := MintRequest{UserID: testUser, Organization: testOrg, AgentSessionID: testSession, ClientID: agentClientID}
 			b.ReportAllocs()
 			for b.Loop() {
@@ -86,4 +71,16 @@ func BenchmarkMintAgentToken(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchMinter is a Minter signing with alg over a fresh SQLite store and an
+// in-memory Directory, and its keyring.
+func benchMinter(b *testing.B, alg string) (*Minter, *Keyring) {
+	b.Helper()
+	s := storagetest.SQLite.Open(b)
+	k, err := NewKeyring(context.Background(), KeyringConfig{Store: s, SystemSecret: testSecret, Algorithm: alg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &Minter{Keys: k, Store: s, Directory: newDirectory(), Issuer: testIssuer}, k
 }

@@ -2,7 +2,6 @@ package flows
 
 import (
 	"encoding/json"
-	"slices"
 	"time"
 
 	"github.com/ory/fosite"
@@ -131,25 +130,8 @@ func (s *Session) appendJSON(b []byte) ([]byte, error) {
 	b = append(b, `,"expires_at":`...)
 	if s.ExpiresAt == nil {
 		b = append(b, "null"...)
-	} else {
-		var keyBuf [8]fosite.TokenType
-		keys := keyBuf[:0]
-		for k := range s.ExpiresAt {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = jsonwrite.String(b, string(k))
-			b = append(b, ':')
-			if b, err = jsonwrite.Time(b, s.ExpiresAt[k]); err != nil {
-				return nil, err
-			}
-		}
-		b = append(b, '}')
+	} else if b, err = jsonwrite.Map(b, s.ExpiresAt, nil, jsonwrite.Time); err != nil {
+		return nil, err
 	}
 	b = append(b, `,"username":`...)
 	b = jsonwrite.String(b, s.Username)

@@ -7,6 +7,7 @@ package jsonwrite
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -52,4 +53,31 @@ func Time(dst []byte, t time.Time) ([]byte, error) {
 		return nil, err
 	}
 	return append(dst, '"'), nil
+}
+
+// Map appends m, not nil, as encoding/json writes a map with string keys:
+// keys sorted, each value appended by value. Keys keep reports false for
+// are left out (nil keeps every key). The error is value's.
+func Map[K ~string, V any](dst []byte, m map[K]V, keep func(K) bool, value func([]byte, V) ([]byte, error)) ([]byte, error) {
+	var keyBuf [16]K
+	keys := keyBuf[:0]
+	for k := range m {
+		if keep == nil || keep(k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = String(dst, string(k))
+		dst = append(dst, ':')
+		var err error
+		if dst, err = value(dst, m[k]); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, '}'), nil
 }

@@ -43,3 +43,23 @@ func TestTime(t *testing.T) {
 		}
 	}
 }
+
+type key string
+
+func TestMap(t *testing.T) {
+	for _, m := range []map[key][]string{{}, {"b": {"1"}, "a": nil, "<&>": {"x"}}, {"k\xff": {}, "é": {"2", "3"}}} {
+		want, _ := json.Marshal(m)
+		got, err := Map(nil, m, nil, func(dst []byte, v []string) ([]byte, error) { return Strings(dst, v), nil })
+		if err != nil || string(got) != string(want) {
+			t.Errorf("Map(%q) = %s (%v), want %s", m, got, err, want)
+		}
+	}
+	m := map[string]time.Time{"late": time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), "dropped": {}, "bad": time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	got, err := Map(nil, m, func(k string) bool { return k == "late" }, Time)
+	if want := `{"late":"2026-01-01T00:00:00Z"}`; err != nil || string(got) != want {
+		t.Errorf("Map keeping one key = %s (%v), want %s", got, err, want)
+	}
+	if _, err := Map(nil, m, nil, Time); err == nil {
+		t.Error("Map with a time encoding/json refuses: no error")
+	}
+}
