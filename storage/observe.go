@@ -36,7 +36,8 @@ type Health struct {
 	// InvalidInput counts those that failed with ErrInvalidInput.
 	InvalidInput uint64
 	// Other counts every other failure. A missing row is no failure, and
-	// neither is a caller that went away (context.Canceled).
+	// neither is a stale client pin (ErrStaleClient) or a caller that went
+	// away (context.Canceled).
 	Other uint64
 	// Available reports whether the last statement or ping reached the
 	// database (its outcome was not ErrUnavailable). True until the first
@@ -69,7 +70,7 @@ func (s *Store) observe(span trace.Span, err error) {
 	h := &s.health
 	kind := ""
 	switch {
-	case err == nil || errors.Is(err, sql.ErrNoRows) || errors.Is(err, ErrNotFound):
+	case err == nil || errors.Is(err, sql.ErrNoRows) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrStaleClient):
 	case errors.Is(err, ErrUnavailable):
 		kind = "unavailable"
 		h.unavailable.Add(1)

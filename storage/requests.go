@@ -279,6 +279,9 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 		row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
 		row.FormData, row.SessionData, row.Active}
 	revision, pinned := pinnedRevision(ctx, row.ClientID)
+	if t == accessTable && !s.inTx(ctx) {
+		return s.insertAccessToken(ctx, row, args, revision, pinned)
+	}
 	if !pinned {
 		_, err = s.execPrepared(ctx, `INSERT INTO `+string(t)+` (`+requestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 		if errors.Is(err, ErrConflict) {

@@ -32,6 +32,10 @@ type Store struct {
 	stmtMu sync.Mutex
 
 	health health // failures seen, for Health (observe.go)
+
+	// accessInserts and pinnedAccessInserts write concurrent access tokens
+	// together (batch.go).
+	accessInserts, pinnedAccessInserts insertBatcher
 }
 
 // Open connects to the database named by dsn and returns a Store. It does not
