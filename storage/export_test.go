@@ -61,28 +61,12 @@ func (s *Store) AccessTokenRowBothWays(ctx context.Context, sig string) (byHand,
 	return hand, refl, nil
 }
 
-// HoldAccessTokenInserts takes every slot of the access-token batcher
-// (pinned or not), so that the inserts made meanwhile queue. queued reports
-// how many wait; release hands them on as one batch, as a finishing
-// statement does, and waits for nothing.
+// HoldAccessTokenInserts makes the access-token inserts (pinned or not)
+// made meanwhile queue; queued reports how many wait, release hands them on
+// as one batch.
 func (s *Store) HoldAccessTokenInserts(pinned bool) (queued func() int, release func()) {
-	b := &s.accessInserts
 	if pinned {
-		b = &s.pinnedAccessInserts
+		return s.pinnedAccessInserts.Hold()
 	}
-	b.mu.Lock()
-	held := !b.busy
-	b.busy = true
-	b.mu.Unlock()
-	queued = func() int {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.queue)
-	}
-	release = func() {
-		if held {
-			b.handOver()
-		}
-	}
-	return queued, release
+	return s.accessInserts.Hold()
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"  // registers "postgres"
 	_ "modernc.org/sqlite" // registers "sqlite"
+
+	"github.com/deputyauth/deputy/internal/batch"
 )
 
 // Store is one handle on a deputy database. It is safe for concurrent use.
@@ -35,7 +37,7 @@ type Store struct {
 
 	// accessInserts and pinnedAccessInserts write concurrent access tokens
 	// together (batch.go).
-	accessInserts, pinnedAccessInserts insertBatcher
+	accessInserts, pinnedAccessInserts batch.Batcher[[]any]
 }
 
 // Open connects to the database named by dsn and returns a Store. It does not

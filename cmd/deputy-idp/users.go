@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/deputyauth/deputy/internal/batch"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
 )
@@ -44,6 +45,8 @@ var bcryptCost = bcrypt.DefaultCost
 // browser sessions.
 type users struct {
 	st *storage.Store
+	// directory runs concurrent Directory reads as one query (UserScopes).
+	directory batch.Batcher[*directoryCall]
 }
 
 // user is one account.
@@ -232,6 +235,88 @@ const (
 		WHERE u.id = ?`
 )
 
+// directoryCall is one UserScopes call: its arguments, and the rows its
+// query would have returned.
+type directoryCall struct {
+	userID, org string
+	rows        []directoryRow
+}
+
+// directoryOfUsers reads the accounts of several concurrent UserScopes calls
+// with all their memberships, in one query (the ids 2 to batch.Max
+// distinct ones); each call's rows are picked from it. A call is still
+// answered from a read made after it was made: the batch's query is sent
+// only once every call in it has arrived.
+var directoryOfUsers [batch.Max + 1]string
+
+func init() {
+	for n := 2; n <= batch.Max; n++ {
+		directoryOfUsers[n] = `SELECT u.id AS user_id, u.disabled, m.organization, m.scopes
+		FROM idp_users u LEFT JOIN idp_memberships m ON m.user_id = u.id
+		WHERE u.id IN (?` + strings.Repeat(", ?", n-1) + `)`
+	}
+}
+
+// directoryUserRow is a row of directoryOfUsers.
+type directoryUserRow struct {
+	UserID string `db:"user_id"`
+	directoryRow
+}
+
+// readDirectory answers calls, concurrent UserScopes calls (internal/batch),
+// with one query: a lone call's own, several calls' directoryOfUsers.
+func (u *users) readDirectory(ctx context.Context, calls []*directoryCall) error {
+	if len(calls) == 1 {
+		c := calls[0]
+		c.rows = nil
+		if c.org == "" {
+			return u.st.SelectPrepared(ctx, &c.rows, directoryAllOrgs, c.userID)
+		}
+		return u.st.SelectPrepared(ctx, &c.rows, directoryOneOrg, c.org, c.userID)
+	}
+	ids := make([]any, 0, len(calls))
+	seen := make(map[string]bool, len(calls))
+	for _, c := range calls {
+		if !seen[c.userID] {
+			seen[c.userID] = true
+			ids = append(ids, c.userID)
+		}
+	}
+	var rows []directoryUserRow
+	if len(ids) == 1 {
+		// One user: its memberships in every organization, as the union's query.
+		var one []directoryRow
+		if err := u.st.SelectPrepared(ctx, &one, directoryAllOrgs, ids...); err != nil {
+			return err
+		}
+		for _, r := range one {
+			rows = append(rows, directoryUserRow{UserID: calls[0].userID, directoryRow: r})
+		}
+	} else if err := u.st.SelectPrepared(ctx, &rows, directoryOfUsers[len(ids)], ids...); err != nil {
+		return err
+	}
+	for _, c := range calls {
+		// What c's own query would have returned: the account with each
+		// membership that matches (all of them for org ""), or the account
+		// alone with NULLs when none does; nothing for no account.
+		c.rows = nil
+		found, disabled := false, false
+		for _, r := range rows {
+			if r.UserID != c.userID {
+				continue
+			}
+			found, disabled = true, r.Disabled
+			if r.Organization.Valid && (c.org == "" || r.Organization.String == c.org) {
+				c.rows = append(c.rows, r.directoryRow)
+			}
+		}
+		if found && len(c.rows) == 0 {
+			c.rows = []directoryRow{{Disabled: disabled}}
+		}
+	}
+	return nil
+}
+
 // directoryRow is one row of the Directory's query: the account's state and
 // one membership, or none (NULLs) when it has none that matched.
 type directoryRow struct {
@@ -245,16 +330,11 @@ type directoryRow struct {
 // flow is not bound to one organization, and the agent-token grant narrows it
 // to one later.
 func (d Directory) UserScopes(ctx context.Context, userID, org string) ([]string, error) {
-	var rows []directoryRow
-	var err error
-	if org == "" {
-		err = d.users.st.SelectPrepared(ctx, &rows, directoryAllOrgs, userID)
-	} else {
-		err = d.users.st.SelectPrepared(ctx, &rows, directoryOneOrg, org, userID)
-	}
-	if err != nil {
+	call := &directoryCall{userID: userID, org: org}
+	if err := d.users.directory.Do(ctx, call, d.users.readDirectory); err != nil {
 		return nil, fmt.Errorf("load user scopes: %w", err)
 	}
+	rows := call.rows
 	if len(rows) == 0 {
 		return nil, scope.ErrUserNotFound
 	}

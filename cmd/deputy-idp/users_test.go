@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,14 +96,38 @@ func TestDirectoryUserScopes(t *testing.T) {
 			{"disabled user, not a member there", eve.ID, "globex", nil, scope.ErrUserDisabled},
 			{"disabled user without memberships", frank.ID, "acme", nil, scope.ErrUserDisabled},
 		}
+		check := func(how, name string, got []string, err error, want []string, wantErr error) {
+			t.Helper()
+			if !errors.Is(err, wantErr) {
+				t.Errorf("%s, %s: err = %v, want %v", how, name, err, wantErr)
+			} else if wantErr == nil && !reflect.DeepEqual(got, want) {
+				t.Errorf("%s, %s: scopes = %q, want %q", how, name, got, want)
+			}
+		}
 		for _, tt := range tests {
 			got, err := dir.UserScopes(ctx, tt.user, tt.org)
-			if !errors.Is(err, tt.wantErr) {
-				t.Errorf("%s: err = %v, want %v", tt.name, err, tt.wantErr)
-				continue
+			check("alone", tt.name, got, err, tt.want, tt.wantErr)
+		}
+		// Concurrent calls are answered by one query (internal/batch); each
+		// gets what it got alone: every case at once (several users), and
+		// carol's cases at once (one user).
+		for _, batch := range [][]int{{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {0, 1, 2, 3}} {
+			queued, release := u.directory.Hold()
+			got := make([][]string, len(batch))
+			errs := make([]error, len(batch))
+			var wg sync.WaitGroup
+			for i, k := range batch {
+				wg.Go(func() { got[i], errs[i] = dir.UserScopes(ctx, tests[k].user, tests[k].org) })
 			}
-			if tt.wantErr == nil && !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("%s: scopes = %q, want %q", tt.name, got, tt.want)
+			for deadline := time.Now().Add(10 * time.Second); queued() < len(batch); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("calls did not queue")
+				}
+			}
+			release()
+			wg.Wait()
+			for i, k := range batch {
+				check(fmt.Sprintf("in a batch of %d", len(batch)), tests[k].name, got[i], errs[i], tests[k].want, tests[k].wantErr)
 			}
 		}
 
@@ -152,6 +178,24 @@ func TestDirectoryOneQuery(t *testing.T) {
 				if c.RoundTrips() != 1 {
 					t.Errorf("UserScopes(%s, %q): %s, want one query", user, org, c)
 				}
+			}
+		}
+		// Concurrent calls, for two users and three organizations: one
+		// query for all of them.
+		for i := range 2 { // the first may prepare the statement
+			queued, release := u.directory.Hold()
+			var wg sync.WaitGroup
+			for _, org := range []string{"acme", "", "initech"} {
+				for _, user := range []string{carol.ID, "usr_nobody"} {
+					wg.Go(func() { dir.UserScopes(ctx, user, org) }) //nolint:errcheck // counted, not checked
+				}
+			}
+			for queued() < 6 {
+				time.Sleep(time.Millisecond)
+			}
+			c := qc.Measure(func() { release(); wg.Wait() })
+			if i == 1 && c.RoundTrips() != 1 {
+				t.Errorf("6 concurrent calls: %s, want one query", c)
 			}
 		}
 	})
