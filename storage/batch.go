@@ -156,3 +156,107 @@ func (s *Store) inTx(ctx context.Context) bool {
 	_, ok := ctx.Value(txKey{s}).(*sqlx.Tx)
 	return ok
 }
+
+// The agent mint's one read (getAccessTokenWithGrant) is batched the same
+// way: lookups that queue behind one in flight are answered by one query,
+// sent after all of them were made, that joins a VALUES list of their
+// arguments (the lookup's index, signature, organization, pinned client,
+// session) to the tables exactly as a lone lookup's query does.
+
+// grantLookup is one getAccessTokenWithGrant call and its row.
+type grantLookup struct {
+	signature string
+	pin       *clientPin
+
+	found    bool
+	row      joinedRequestRow
+	scopes   sql.Null[stringList]
+	expires  sql.NullTime
+	revision sql.NullInt64
+}
+
+// dest is where the columns of the lookup's row are scanned.
+func (l *grantLookup) dest() []any {
+	return append(l.row.fields(), &l.scopes, &l.expires, &l.revision)
+}
+
+// accessTokensWithGrant are the lookup's statements by number of lookups:
+// [1] a lone lookup's, the others a batch's, whose first column is the
+// index of the lookup a row answers.
+var accessTokensWithGrant [batch.Max + 1]string
+
+func init() {
+	const columns = `r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
+		r.requested_scopes, r.granted_scopes, r.requested_audience, r.granted_audience, r.form_data,
+		r.session_data, r.active, ` + joinedClientColumns + `, g.scopes, g.expires_at, p.revision`
+	accessTokensWithGrant[1] = `SELECT ` + columns + `
+		FROM ` + string(accessTable) + ` r JOIN clients c ON c.id = r.client_id
+		LEFT JOIN agent_grants g ON g.organization = ? AND g.user_id = r.subject AND g.client_id = ? AND g.agent_session_id = ?
+		LEFT JOIN clients p ON p.id = ?
+		WHERE r.signature = ?`
+	for k := 2; k <= batch.Max; k++ {
+		var q strings.Builder
+		q.WriteString(`WITH q (i, signature, organization, client_id, agent_session_id) AS (VALUES `)
+		for i := range k {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			fmt.Fprintf(&q, "(%d, ?, ?, ?, ?)", i)
+		}
+		q.WriteString(`)
+		SELECT q.i, ` + columns + `
+		FROM q JOIN ` + string(accessTable) + ` r ON r.signature = q.signature
+		JOIN clients c ON c.id = r.client_id
+		LEFT JOIN agent_grants g ON g.organization = q.organization AND g.user_id = r.subject
+			AND g.client_id = q.client_id AND g.agent_session_id = q.agent_session_id
+		LEFT JOIN clients p ON p.id = q.client_id`)
+		accessTokensWithGrant[k] = q.String()
+	}
+}
+
+// lookUpAccessTokensWithGrant runs the lookups of one batch. A lookup whose
+// token does not exist is left not found.
+func (s *Store) lookUpAccessTokensWithGrant(ctx context.Context, ls []*grantLookup) error {
+	for _, l := range ls {
+		l.found = false
+	}
+	if len(ls) == 1 {
+		l := ls[0]
+		err := s.withStmt(ctx, accessTokensWithGrant[1], func(st *sqlx.Stmt) error {
+			return st.QueryRowxContext(ctx, l.pin.grant.org, l.pin.id, l.pin.grant.sessionID, l.pin.id, l.signature).Scan(l.dest()...)
+		})
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		l.found = err == nil
+		return s.flavor.classify(err)
+	}
+	args := make([]any, 0, 4*len(ls))
+	for _, l := range ls {
+		args = append(args, l.signature, l.pin.grant.org, l.pin.id, l.pin.grant.sessionID)
+	}
+	err := s.withStmt(ctx, accessTokensWithGrant[len(ls)], func(st *sqlx.Stmt) error {
+		rows, err := st.QueryContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var (
+			i       int
+			scanned grantLookup
+		)
+		dest := append([]any{&i}, scanned.dest()...)
+		for rows.Next() {
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			if i < 0 || i >= len(ls) || ls[i].found {
+				return fmt.Errorf("storage: batched token lookup: unexpected row for lookup %d", i)
+			}
+			l := ls[i]
+			l.found, l.row, l.scopes, l.expires, l.revision = true, scanned.row, scanned.scopes, scanned.expires, scanned.revision
+		}
+		return rows.Err()
+	})
+	return s.flavor.classify(err)
+}

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -174,4 +175,145 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached")
 		}
 	}
+}
+
+// TestBatchedGrantLookups: the agent mint's subject-token lookups (with the
+// grant prefetch) made while one is in flight are answered by one query,
+// and each gets what it got alone: its own token (or ErrNotFound), and its
+// own binding's grant (organization, the token's user, the pinned
+// platform, session), ErrStaleClient for a platform changed since it was
+// pinned. Both dialects.
+func TestBatchedGrantLookups(t *testing.T) {
+	t.Parallel()
+	type lookup struct {
+		name, sig, platform, org, session string
+		wantSubject                       string // "" for no token
+		want                              []string
+		wantErr                           error // of AgentGrantScopes
+	}
+	lookups := []lookup{
+		{"alice's binding", "tok-alice", "plat", "acme", "sess", "alice", []string{"docs:write"}, nil},
+		{"aaron's binding", "tok-aaron", "plat", "acme", "sess", "aaron", []string{"docs:read"}, nil},
+		{"another platform", "tok-alice", "other", "acme", "sess", "alice", []string{"admin:read"}, nil},
+		{"another organization", "tok-alice", "plat", "globex", "sess", "alice", nil, nil},
+		{"another session", "tok-alice", "plat", "acme", "sess-2", "alice", []string{"docs:delete"}, nil},
+		{"no grant", "tok-aaron", "plat", "acme", "sess-2", "aaron", nil, nil},
+		{"platform changed since it was read", "tok-alice", "changed", "acme", "sess", "alice", nil, storage.ErrStaleClient},
+		{"no such token", "tok-nobody", "plat", "acme", "sess", "", nil, nil},
+		{"alice's binding again", "tok-alice", "plat", "acme", "sess", "alice", []string{"docs:write"}, nil},
+	}
+	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
+		t.Parallel()
+		ctx := context.Background()
+		s, qc, err := querycount.Open(ctx, b.NewDSN(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		future := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+		read := map[string]*storage.Client{}
+		for _, id := range []string{"web", "plat", "other", "changed"} {
+			if err := s.CreateClient(ctx, &storage.Client{ID: id}); err != nil {
+				t.Fatal(err)
+			}
+			if read[id], err = s.Client(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, g := range []struct {
+			user, client, session, scope string
+		}{
+			{"aaron", "plat", "sess", "docs:read"}, {"alice", "other", "sess", "admin:read"},
+			{"alice", "plat", "sess", "docs:write"}, {"alice", "plat", "sess-2", "docs:delete"},
+			{"alice", "changed", "sess", "docs:write"},
+		} {
+			if _, err := s.ApproveAgentGrant(ctx, "acme", g.user, g.client, g.session, []string{g.scope}, future); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, user := range []string{"alice", "aaron"} {
+			if err := s.CreateAccessTokenSession(ctx, "tok-"+user, batchRequest(read["web"], "req-"+user, user, future)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		changed := *read["changed"]
+		changed.Name = "renamed"
+		if err := s.UpdateClient(ctx, &changed); err != nil {
+			t.Fatal(err)
+		}
+
+		type outcome struct {
+			subject  string
+			lookup   error
+			scopes   []string
+			grantErr error
+		}
+		// The token lookup with its prefetch; the grant asked for after.
+		look := func(l lookup) (context.Context, func() outcome) {
+			pinned := storage.WithClientPin(ctx)
+			storage.PinClient(pinned, read[l.platform])
+			storage.PrefetchAgentGrant(pinned, l.org, l.session)
+			var o outcome
+			return pinned, func() outcome {
+				req, err := s.GetAccessTokenSession(pinned, l.sig, &fosite.DefaultSession{})
+				if err != nil {
+					o.lookup = err
+					return o
+				}
+				o.subject = req.GetSession().GetSubject()
+				return o
+			}
+		}
+		grant := func(pinned context.Context, l lookup, o *outcome) {
+			if o.lookup == nil {
+				o.scopes, o.grantErr = s.AgentGrantScopes(pinned, l.org, o.subject, l.platform, l.session, time.Now())
+			}
+		}
+		check := func(how string, l lookup, o outcome) {
+			t.Helper()
+			switch {
+			case l.wantSubject == "":
+				if !errors.Is(o.lookup, storage.ErrNotFound) {
+					t.Errorf("%s, %s: lookup %v, want ErrNotFound", how, l.name, o.lookup)
+				}
+			case o.lookup != nil || o.subject != l.wantSubject:
+				t.Errorf("%s, %s: lookup %q, %v; want %q", how, l.name, o.subject, o.lookup, l.wantSubject)
+			case !errors.Is(o.grantErr, l.wantErr) || !slices.Equal(o.scopes, l.want):
+				t.Errorf("%s, %s: grant %q, %v; want %q, %v", how, l.name, o.scopes, o.grantErr, l.want, l.wantErr)
+			}
+		}
+		for _, l := range lookups {
+			pinned, run := look(l)
+			o := run()
+			grant(pinned, l, &o)
+			check("alone", l, o)
+		}
+
+		for round := range 2 { // the first may prepare the statement
+			queued, release := s.HoldGrantLookups()
+			outcomes := make([]outcome, len(lookups))
+			ctxs := make([]context.Context, len(lookups))
+			var wg sync.WaitGroup
+			for i, l := range lookups {
+				pinned, run := look(l)
+				ctxs[i] = pinned
+				wg.Go(func() { outcomes[i] = run() })
+			}
+			waitFor(t, func() bool { return queued() == len(lookups) })
+			counts := qc.Measure(func() {
+				release()
+				wg.Wait()
+			})
+			if round == 1 && counts.RoundTrips() != 1 {
+				t.Errorf("%d lookups: %v, want one query", len(lookups), counts)
+			}
+			for i, l := range lookups {
+				grant(ctxs[i], l, &outcomes[i])
+				check("in a batch", l, outcomes[i])
+			}
+		}
+	})
 }

@@ -70,3 +70,10 @@ func (s *Store) HoldAccessTokenInserts(pinned bool) (queued func() int, release 
 	}
 	return s.accessInserts.Hold()
 }
+
+// HoldGrantLookups makes the agent mint's subject-token lookups made
+// meanwhile queue; queued reports how many wait, release hands them on as
+// one batch.
+func (s *Store) HoldGrantLookups() (queued func() int, release func()) {
+	return s.grantLookups.Hold()
+}

@@ -353,30 +353,22 @@ func getRequestQuery(t requestTable) string {
 // expiry, and the pinned client's revision, in one statement. The grant's
 // unique binding and the clients' primary key keep it one row.
 func (s *Store) getAccessTokenWithGrant(ctx context.Context, signature string, row *joinedRequestRow, pin *clientPin) error {
-	var (
-		scopes   sql.Null[stringList]
-		expires  sql.NullTime
-		revision sql.NullInt64
-	)
-	query := `SELECT r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
-		r.requested_scopes, r.granted_scopes, r.requested_audience, r.granted_audience, r.form_data,
-		r.session_data, r.active, ` + joinedClientColumns + `, g.scopes, g.expires_at, p.revision
-		FROM ` + string(accessTable) + ` r JOIN clients c ON c.id = r.client_id
-		LEFT JOIN agent_grants g ON g.organization = ? AND g.user_id = r.subject AND g.client_id = ? AND g.agent_session_id = ?
-		LEFT JOIN clients p ON p.id = ?
-		WHERE r.signature = ?`
-	err := s.run(ctx, query, true, func(st statement) error {
-		return st.QueryRowxContext(ctx, pin.grant.org, pin.id, pin.grant.sessionID, pin.id, signature).
-			Scan(append(row.fields(), &scopes, &expires, &revision)...)
-	})
+	l := &grantLookup{signature: signature, pin: pin}
+	ctx, span := s.startSpan(ctx, accessTokensWithGrant[1])
+	err := s.grantLookups.Do(ctx, l, s.lookUpAccessTokensWithGrant)
+	if err == nil && !l.found {
+		err = sql.ErrNoRows
+	}
+	s.observe(span, err)
 	if err != nil {
 		return err
 	}
+	*row = l.row
 	g := &pin.grant
 	g.fetched, g.userID = true, row.Subject
-	g.current = revision.Valid && revision.Int64 == pin.revision
-	if scopes.Valid && expires.Valid {
-		g.scopes, g.expires = scopes.V, expires.Time
+	g.current = l.revision.Valid && l.revision.Int64 == pin.revision
+	if l.scopes.Valid && l.expires.Valid {
+		g.scopes, g.expires = l.scopes.V, l.expires.Time
 	}
 	return nil
 }

@@ -38,6 +38,9 @@ type Store struct {
 	// accessInserts and pinnedAccessInserts write concurrent access tokens
 	// together (batch.go).
 	accessInserts, pinnedAccessInserts batch.Batcher[[]any]
+	// grantLookups reads the subject tokens of concurrent agent mints
+	// together (batch.go).
+	grantLookups batch.Batcher[*grantLookup]
 }
 
 // Open connects to the database named by dsn and returns a Store. It does not
