@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -84,6 +85,7 @@ type options struct {
 	timeout    time.Duration
 	idpBinary  string
 	idpProfile string
+	gogc       int
 }
 
 func main() {
@@ -112,11 +114,17 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "hard limit on the whole run")
 	fs.StringVar(&o.idpProfile, "idp-cpuprofile", "", "write a CPU profile of deputy-idp during each measured deputy-idp cell to PREFIX-<group>-<clients>.prof (from its debug listener)")
 	fs.StringVar(&o.idpBinary, "idp-binary", "", "a built deputy-idp to measure in the deputy-idp cells (default: go build ./cmd/deputy-idp into a temporary directory)")
+	fs.IntVar(&o.gogc, "gogc", 400, "GOGC of this process, which hosts the in-process cells (plugin, baseline, floor): deputy-idp's own default (it sets its own; the load generator keeps Go's); GOGC in the environment wins unless this flag is given; 0 leaves Go's setting")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "gogc" })
+	if os.Getenv("GOGC") != "" && !given {
+		o.gogc = 0 // the environment's, which Go applied at start
 	}
 	if o.duration <= 0 || o.duration > 10*time.Minute {
 		return nil, errors.New("-duration must be in (0, 10m]")
@@ -216,6 +224,8 @@ type machine struct {
 	SQLite     string `json:"sqlite,omitempty"`
 	// Load averages (1, 5, 15 min) when the run started and ended: the
 	// bench shares the machine with whatever else runs, and says so.
+	// GOGC is the in-process cells' collector setting (-gogc).
+	GOGC      string `json:"gogc"`
 	LoadStart string `json:"loadavg_start,omitempty"`
 	LoadEnd   string `json:"loadavg_end,omitempty"`
 }
@@ -241,6 +251,9 @@ func run(args []string, stdout io.Writer) error {
 	o, err := parseFlags(args)
 	if err != nil {
 		return err
+	}
+	if o.gogc != 0 {
+		debug.SetGCPercent(o.gogc)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -832,8 +845,8 @@ func firstOf(rs []*result, group string) *result {
 
 func printTable(w io.Writer, rep *report) {
 	m := rep.Machine
-	fmt.Fprintf(w, "\ndeputy-bench %s  —  %d CPUs (%s), GOMAXPROCS %d, %s, %s",
-		rep.When.Format(time.RFC3339), m.CPUs, m.CPUModel, m.GOMAXPROCS, m.Go, m.OS)
+	fmt.Fprintf(w, "\ndeputy-bench %s  —  %d CPUs (%s), GOMAXPROCS %d, GOGC %s, %s, %s",
+		rep.When.Format(time.RFC3339), m.CPUs, m.CPUModel, m.GOMAXPROCS, m.GOGC, m.Go, m.OS)
 	if m.Postgres != "" {
 		fmt.Fprintf(w, ", PostgreSQL %s", m.Postgres)
 	}
@@ -915,12 +928,23 @@ func optPct(p *float64) string {
 	return fmt.Sprintf("%.0f%%", *p*100)
 }
 
+// gcPercent is the process's GOGC as Go spells it.
+func gcPercent() string {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	if p < 0 {
+		return "off"
+	}
+	return strconv.Itoa(p)
+}
+
 func describeMachine() machine {
 	m := machine{
 		CPUs:       runtime.NumCPU(),
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		OS:         runtime.GOOS + "/" + runtime.GOARCH,
 		Go:         runtime.Version(),
+		GOGC:       gcPercent(),
 		CPUModel:   "unknown",
 		LoadStart:  loadAvg(),
 	}

@@ -69,6 +69,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	log := newLogger(stderr, lvl, *logJSON || common.json)
+	gogc, source := setGCPercent()
+	log.Info("garbage collector", "gogc", gogc, "from", source)
 	tracing := tracingConfigured()
 	if tracing {
 		shutdown, err := startTracing(ctx)
