@@ -174,7 +174,7 @@ func sqliteDSN(dsn string) (string, error) {
 	fmt.Fprintf(&b, "?_pragma=busy_timeout(%d)&", sqliteBusyTimeout.Milliseconds())
 	b.WriteString("_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_time_format=sqlite&_txlock=immediate")
 	if path != ":memory:" {
-		b.WriteString("&_pragma=journal_mode(WAL)")
+		fmt.Fprintf(&b, "&_pragma=journal_mode(WAL)&_pragma=wal_autocheckpoint(%d)", sqliteAutoCheckpoint)
 	}
 	return b.String(), nil
 }

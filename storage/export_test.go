@@ -77,3 +77,12 @@ func (s *Store) HoldAccessTokenInserts(pinned bool) (queued func() int, release 
 func (s *Store) HoldGrantLookups() (queued func() int, release func()) {
 	return s.grantLookups.Hold()
 }
+
+// BackgroundCheckpoints is how many background checkpoints copied part of
+// the SQLite log into the database; -1 when the store runs none.
+func (s *Store) BackgroundCheckpoints() int64 {
+	if s.checkpoints == nil {
+		return -1
+	}
+	return s.checkpoints.copied.Load()
+}

@@ -38,6 +38,10 @@ type Store struct {
 	// accessInserts and pinnedAccessInserts write concurrent access tokens
 	// together (batch.go).
 	accessInserts, pinnedAccessInserts batch.Batcher[[]any]
+	// checkpoints copies a file SQLite database's log into it in the
+	// background (checkpoint.go); nil otherwise.
+	checkpoints *checkpointer
+
 	// grantLookups reads the subject tokens of concurrent agent mints
 	// together (batch.go).
 	grantLookups batch.Batcher[*grantLookup]
@@ -78,7 +82,14 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("storage: connect %s: %w", f.dialect, f.classify(err))
 	}
-	return &Store{db: db, flavor: f}, nil
+	s := &Store{db: db, flavor: f}
+	if f.dialect == SQLite && !strings.Contains(driverDSN, ":memory:") {
+		if s.checkpoints, err = startCheckpointer(f.driver, driverDSN, checkpointInterval); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("storage: open %s: %w", f.dialect, err)
+		}
+	}
+	return s, nil
 }
 
 // An Option changes how Open builds the store.
@@ -136,6 +147,9 @@ func (s *Store) Close() error {
 		s.stmts.Delete(k)
 		return true
 	})
+	if s.checkpoints != nil {
+		s.checkpoints.Close()
+	}
 	return s.db.Close()
 }
 

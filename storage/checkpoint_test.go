@@ -1,0 +1,57 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ory/fosite"
+
+	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/storagetest"
+)
+
+// TestSQLiteCheckpointsInBackground: a file SQLite store's own connection
+// leaves the write-ahead log's checkpoints to a background connection (it
+// checkpoints itself only past a backstop of 10000 pages, not SQLite's
+// 1000), and the background connection does copy the log into the
+// database. PostgreSQL and in-memory SQLite stores run none.
+func TestSQLiteCheckpointsInBackground(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storagetest.SQLite.Open(t)
+	var pages int
+	if err := s.DB().QueryRowContext(ctx, `PRAGMA wal_autocheckpoint`).Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if pages != 10000 {
+		t.Errorf("the store's connection checkpoints every %d pages, want the 10000-page backstop", pages)
+	}
+	c := &storage.Client{ID: "app"}
+	if err := s.CreateClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if err := s.CreateAccessTokenSession(ctx, fmt.Sprint("sig-", i), batchRequest(c, fmt.Sprint("req-", i), "alice", time.Now().Add(time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.BackgroundCheckpoints() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no background checkpoint copied the log (%d)", s.BackgroundCheckpoints())
+		}
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "sig-199", &fosite.DefaultSession{}); err != nil {
+		t.Fatalf("after checkpoints: %v", err)
+	}
+
+	for name, other := range map[string]*storage.Store{
+		"postgres":      storagetest.Postgres.Open(t),
+		"sqlite memory": storagetest.OpenDSN(t, "sqlite::memory:"),
+	} {
+		if n := other.BackgroundCheckpoints(); n != -1 {
+			t.Errorf("%s: background checkpoints %d, want none (-1)", name, n)
+		}
+	}
+}
