@@ -15,6 +15,7 @@ import (
 
 	"github.com/ory/fosite"
 
+	"github.com/deputyauth/deputy/internal/jsonread"
 	"github.com/deputyauth/deputy/internal/jsonwrite"
 )
 
@@ -32,7 +33,7 @@ func (l stringList) Value() (driver.Value, error) {
 }
 
 // Scan reads a list as json.Unmarshal does; what Value writes is parsed
-// without it (plainJSON), the strings sharing one copy of the column.
+// without it (internal/jsonread), the strings sharing one copy of the column.
 func (l *stringList) Scan(src any) error {
 	var text string
 	switch v := src.(type) {
@@ -46,8 +47,8 @@ func (l *stringList) Scan(src any) error {
 	default:
 		return fmt.Errorf("storage: cannot scan %T into a string list", src)
 	}
-	p := plainJSON{s: text}
-	if vals, ok := p.strings(); ok && p.i == len(text) {
+	p := jsonread.New(text)
+	if vals, ok := p.Strings(); ok && p.Done() {
 		*l = vals
 		return nil
 	}

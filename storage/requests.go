@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/ory/fosite/handler/pkce"
 	fositestorage "github.com/ory/fosite/storage"
 
+	"github.com/deputyauth/deputy/internal/jsonread"
 	"github.com/deputyauth/deputy/internal/jsonwrite"
 )
 
@@ -96,91 +96,28 @@ func decodeForm(data string, form *url.Values) error {
 // parsePlainForm parses {"key":["value",...] or null,...} into form, and
 // reports false at the first thing it does not expect.
 func parsePlainForm(s string, form url.Values) bool {
-	p := plainJSON{s: s}
-	if !p.next('{') {
+	p := jsonread.New(s)
+	if !p.Next('{') {
 		return false
 	}
-	if p.next('}') {
-		return p.i == len(s)
+	if p.Next('}') {
+		return p.Done()
 	}
 	for {
-		k, ok := p.str()
-		if !ok || !p.next(':') {
+		k, ok := p.Str()
+		if !ok || !p.Next(':') {
 			return false
 		}
-		vals, ok := p.strings()
+		vals, ok := p.Strings()
 		if !ok {
 			return false
 		}
 		form[k] = vals
-		if p.next('}') {
-			return p.i == len(s)
+		if p.Next('}') {
+			return p.Done()
 		}
-		if !p.next(',') {
+		if !p.Next(',') {
 			return false
-		}
-	}
-}
-
-// plainJSON reads the compact, escape-free, ASCII JSON that deputy writes
-// (jsonwrite), its strings sharing s's memory. Every method reports false
-// at the first thing it does not expect, and the caller hands the whole
-// text to encoding/json instead.
-type plainJSON struct {
-	s string
-	i int
-}
-
-func (p *plainJSON) next(c byte) bool {
-	if p.i < len(p.s) && p.s[p.i] == c {
-		p.i++
-		return true
-	}
-	return false
-}
-
-func (p *plainJSON) str() (string, bool) {
-	if !p.next('"') {
-		return "", false
-	}
-	for j := p.i; j < len(p.s); j++ {
-		switch c := p.s[j]; {
-		case c == '"':
-			v := p.s[p.i:j]
-			p.i = j + 1
-			return v, true
-		case c < 0x20 || c >= 0x7f || c == '\\':
-			return "", false
-		}
-	}
-	return "", false
-}
-
-// strings reads ["value",...] (an empty array is an empty slice) or null
-// (nil), as json.Unmarshal fills a []string.
-func (p *plainJSON) strings() ([]string, bool) {
-	if strings.HasPrefix(p.s[p.i:], "null") {
-		p.i += len("null")
-		return nil, true
-	}
-	if !p.next('[') {
-		return nil, false
-	}
-	vals := []string{}
-	if p.next(']') {
-		return vals, true
-	}
-	for {
-		v, ok := p.str()
-		if !ok {
-			return nil, false
-		}
-		vals = append(vals, v)
-		if p.next(']') {
-			return vals, true
-		}
-		if !p.next(',') {
-			return nil, false
 		}
 	}
 }
@@ -262,12 +199,22 @@ func (row *requestRow) toRequest(client fosite.Client, session fosite.Session) (
 	if err := decodeForm(row.FormData, &r.Form); err != nil {
 		return nil, fmt.Errorf("storage: decode form of request %s: %w", row.RequestID, err)
 	}
-	if session != nil {
+	if d, ok := session.(sessionDecoder); ok {
+		if err := d.DecodeJSON(row.SessionData); err != nil {
+			return nil, fmt.Errorf("storage: decode session of request %s: %w", row.RequestID, err)
+		}
+	} else if session != nil {
 		if err := json.Unmarshal([]byte(row.SessionData), session); err != nil {
 			return nil, fmt.Errorf("storage: decode session of request %s: %w", row.RequestID, err)
 		}
 	}
 	return r, nil
+}
+
+// sessionDecoder is a session that decodes its stored JSON itself, exactly
+// as json.Unmarshal would (flows.Session, whose AppendJSON wrote it).
+type sessionDecoder interface {
+	DecodeJSON(data string) error
 }
 
 func (s *Store) createRequest(ctx context.Context, t requestTable, signature string, r fosite.Requester, expiryOf fosite.TokenType) error {

@@ -41,7 +41,11 @@ func filled(t *testing.T, v reflect.Value, text string) {
 	}
 }
 
-func TestSessionAppendJSON(t *testing.T) {
+// sessionCases are the sessions the JSON tests encode and decode.
+func sessionCases(t *testing.T) []struct {
+	name string
+	s    *Session
+} {
 	full := func(text string) *Session {
 		s := &Session{}
 		filled(t, reflect.ValueOf(s).Elem(), text)
@@ -67,7 +71,7 @@ func TestSessionAppendJSON(t *testing.T) {
 	farYear.Claims.AuthTime = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
 	farExpiry := NewSession("alice", "acme")
 	farExpiry.SetExpiresAt(fosite.AccessToken, time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC))
-	for _, tc := range []struct {
+	return []struct {
 		name string
 		s    *Session
 	}{
@@ -83,7 +87,11 @@ func TestSessionAppendJSON(t *testing.T) {
 		{"far year in claims", farYear},
 		{"far year in expiry", farExpiry},
 		{"cloned", NewSession("bob", "globex").Clone().(*Session)},
-	} {
+	}
+}
+
+func TestSessionAppendJSON(t *testing.T) {
+	for _, tc := range sessionCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			want, wantErr := json.Marshal(tc.s)
 			got, err := tc.s.AppendJSON([]byte("prefix"))
