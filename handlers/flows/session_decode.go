@@ -29,8 +29,7 @@ func (s *Session) DecodeJSON(data string) error {
 // decodedSession is what read found, applied to a session only once the
 // whole text was read.
 type decodedSession struct {
-	claims                            *jwt.IDTokenClaims // nil for null
-	headers                           bool               // {"extra":null}, not null
+	headers                           bool // {"extra":null}, not null
 	expiresNull                       bool
 	expires                           []expiry
 	username, subject, organization   string
