@@ -151,8 +151,11 @@ func (s *Store) execRows(ctx context.Context, query string, want int, args []any
 	return nil
 }
 
-// inTx reports whether ctx carries a transaction of this store.
-func (s *Store) inTx(ctx context.Context) bool {
+// InTransaction reports whether ctx carries a transaction of this store
+// (BeginTX, InTx). A statement made in one must not be batched with other
+// requests' (internal/batch): it would run on, and see, another request's
+// transaction, or wait for the connection its own holds.
+func (s *Store) InTransaction(ctx context.Context) bool {
 	_, ok := ctx.Value(txKey{s}).(*sqlx.Tx)
 	return ok
 }

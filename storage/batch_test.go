@@ -317,3 +317,58 @@ func TestBatchedGrantLookups(t *testing.T) {
 		}
 	})
 }
+
+// TestGrantLookupInTransaction: the mint's lookup made inside one of the
+// store's transactions is not batched with other requests' lookups: it
+// runs at once on its own transaction (even while a batch is held) and
+// sees that transaction's uncommitted grant.
+func TestGrantLookupInTransaction(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		ctx := context.Background()
+		future := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+		for _, id := range []string{"web", "plat"} {
+			if err := s.CreateClient(ctx, &storage.Client{ID: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		web, _ := s.Client(ctx, "web")
+		plat, err := s.Client(ctx, "plat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateAccessTokenSession(ctx, "tok", batchRequest(web, "req", "alice", future)); err != nil {
+			t.Fatal(err)
+		}
+		_, release := s.HoldGrantLookups()
+		defer release()
+		tx, err := s.BeginTX(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Rollback(tx) //nolint:errcheck // the test's own
+		if _, err := s.ApproveAgentGrant(tx, "acme", "alice", "plat", "sess", []string{"docs:write"}, future); err != nil {
+			t.Fatal(err)
+		}
+		pinned := storage.WithClientPin(tx)
+		storage.PinClient(pinned, plat)
+		storage.PrefetchAgentGrant(pinned, "acme", "sess")
+		done := make(chan error, 1)
+		var scopes []string
+		go func() {
+			_, err := s.GetAccessTokenSession(pinned, "tok", &fosite.DefaultSession{})
+			if err == nil {
+				scopes, err = s.AgentGrantScopes(pinned, "acme", "alice", "plat", "sess", time.Now())
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil || !slices.Equal(scopes, []string{"docs:write"}) {
+				t.Errorf("inside the transaction: %q, %v; want its own uncommitted grant", scopes, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a lookup inside a transaction waited for a batch")
+		}
+	})
+}

@@ -29,36 +29,53 @@ const (
 // checkpointer runs PASSIVE checkpoints on db until closed.
 type checkpointer struct {
 	db      *sql.DB
-	stop    chan struct{}
+	cancel  context.CancelFunc
 	stopped sync.Once
 	done    sync.WaitGroup
 	// copied counts the checkpoints that copied frames into the database.
 	copied atomic.Int64
 }
 
-// startCheckpointer opens a connection of its own on the driver's dsn and
-// checkpoints the database every interval.
-func startCheckpointer(driver, dsn string, interval time.Duration) (*checkpointer, error) {
-	db, err := sql.Open(driver, dsn)
+// startCheckpointer connects to the existing database the driver's dsn
+// names, on a connection of its own that never creates a file (mode=rw:
+// a database removed under it is an error, not a new empty one), and
+// checkpoints it every interval. A failure is logged when it starts and
+// when it ends, not every interval.
+func startCheckpointer(ctx context.Context, driver, dsn string, interval time.Duration) (*checkpointer, error) {
+	db, err := sql.Open(driver, dsn+"&mode=rw")
 	if err != nil {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
-	c := &checkpointer{db: db, stop: make(chan struct{})}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &checkpointer{db: db, cancel: cancel}
 	c.done.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
+		failing := false
 		for {
 			select {
-			case <-c.stop:
+			case <-ctx.Done():
 				return
 			case <-t.C:
-				_, n, err := c.checkpoint(context.Background())
-				if err != nil {
-					slog.Warn("storage: background checkpoint of the SQLite log", "err", err)
-				} else if n > 0 {
-					c.copied.Add(1)
-				}
+			}
+			_, n, err := c.checkpoint(ctx)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return
+			case err != nil && !failing:
+				failing = true
+				slog.Warn("storage: background checkpoints of the SQLite log are failing; the store's connection checkpoints past its backstop", "err", err)
+			case err == nil && failing:
+				failing = false
+				slog.Info("storage: background checkpoints of the SQLite log work again")
+			}
+			if err == nil && n > 0 {
+				c.copied.Add(1)
 			}
 		}
 	})
@@ -76,7 +93,7 @@ func (c *checkpointer) checkpoint(ctx context.Context) (logFrames, checkpointed 
 // Close stops the checkpoints and closes the connection; Store.Close may
 // be called more than once.
 func (c *checkpointer) Close() error {
-	c.stopped.Do(func() { close(c.stop) })
+	c.stopped.Do(c.cancel)
 	c.done.Wait()
 	return c.db.Close()
 }

@@ -2,7 +2,11 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -53,5 +57,19 @@ func TestSQLiteCheckpointsInBackground(t *testing.T) {
 		if n := other.BackgroundCheckpoints(); n != -1 {
 			t.Errorf("%s: background checkpoints %d, want none (-1)", name, n)
 		}
+	}
+}
+
+// TestCheckpointerNeverCreatesADatabase: the background connection opens
+// only a database that exists: where the file is gone it fails, and no
+// empty database appears in its place for it to checkpoint.
+func TestCheckpointerNeverCreatesADatabase(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "gone.db")
+	if err := storage.StartCheckpointer(context.Background(), "sqlite:"+path); err == nil {
+		t.Error("started on a database that does not exist")
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the checkpointer created %s: %v", path, err)
 	}
 }

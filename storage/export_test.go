@@ -86,3 +86,17 @@ func (s *Store) BackgroundCheckpoints() int64 {
 	}
 	return s.checkpoints.copied.Load()
 }
+
+// StartCheckpointer starts and stops a background checkpointer on the
+// SQLite database dsn (deputy's form) names.
+func StartCheckpointer(ctx context.Context, dsn string) error {
+	driverDSN, err := sqliteDSN(dsn)
+	if err != nil {
+		return err
+	}
+	c, err := startCheckpointer(ctx, "sqlite", driverDSN, checkpointInterval)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}

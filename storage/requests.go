@@ -226,7 +226,7 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 		row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
 		row.FormData, row.SessionData, row.Active}
 	revision, pinned := pinnedRevision(ctx, row.ClientID)
-	if t == accessTable && !s.inTx(ctx) {
+	if t == accessTable && !s.InTransaction(ctx) {
 		return s.insertAccessToken(ctx, row, args, revision, pinned)
 	}
 	if !pinned {
@@ -302,7 +302,12 @@ func getRequestQuery(t requestTable) string {
 func (s *Store) getAccessTokenWithGrant(ctx context.Context, signature string, row *joinedRequestRow, pin *clientPin) error {
 	l := &grantLookup{signature: signature, pin: pin}
 	ctx, span := s.startSpan(ctx, accessTokensWithGrant[1])
-	err := s.grantLookups.Do(ctx, l, s.lookUpAccessTokensWithGrant)
+	var err error
+	if s.InTransaction(ctx) {
+		err = s.lookUpAccessTokensWithGrant(ctx, []*grantLookup{l})
+	} else {
+		err = s.grantLookups.Do(ctx, l, s.lookUpAccessTokensWithGrant)
+	}
 	if err == nil && !l.found {
 		err = sql.ErrNoRows
 	}

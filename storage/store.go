@@ -83,8 +83,8 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("storage: connect %s: %w", f.dialect, f.classify(err))
 	}
 	s := &Store{db: db, flavor: f}
-	if f.dialect == SQLite && !strings.Contains(driverDSN, ":memory:") {
-		if s.checkpoints, err = startCheckpointer(f.driver, driverDSN, checkpointInterval); err != nil {
+	if f.dialect == SQLite && strings.TrimPrefix(dsn, "sqlite:") != ":memory:" {
+		if s.checkpoints, err = startCheckpointer(ctx, f.driver, driverDSN, checkpointInterval); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("storage: open %s: %w", f.dialect, err)
 		}

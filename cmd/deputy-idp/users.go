@@ -331,7 +331,13 @@ type directoryRow struct {
 // to one later.
 func (d Directory) UserScopes(ctx context.Context, userID, org string) ([]string, error) {
 	call := &directoryCall{userID: userID, org: org}
-	if err := d.users.directory.Do(ctx, call, d.users.readDirectory); err != nil {
+	var err error
+	if d.users.st.InTransaction(ctx) { // a transaction's reads are its own
+		err = d.users.readDirectory(ctx, []*directoryCall{call})
+	} else {
+		err = d.users.directory.Do(ctx, call, d.users.readDirectory)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("load user scopes: %w", err)
 	}
 	rows := call.rows

@@ -437,3 +437,44 @@ func TestHostMigrationsAdoptUnversionedTables(t *testing.T) {
 		mustUser(t, u, "newuser", false, map[string][]string{"acme": {"projects:read"}})
 	})
 }
+
+// TestDirectoryInTransaction: a UserScopes call made inside one of the
+// store's transactions is not batched with other requests' calls: it runs
+// at once on its own transaction (even while a batch is held) and sees that
+// transaction's uncommitted changes.
+func TestDirectoryInTransaction(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		u := hostUsers(t, s)
+		ctx := context.Background()
+		dir := Directory{users: u}
+		carol := mustUser(t, u, "carol", false, map[string][]string{"acme": {"projects:read"}})
+
+		_, release := u.directory.Hold()
+		defer release()
+		tx, err := s.BeginTX(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Rollback(tx) //nolint:errcheck // the test's own
+		if err := u.setMembership(tx, carol.ID, "acme", []string{"projects:read", "projects:write"}); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan []string, 1)
+		go func() {
+			scopes, err := dir.UserScopes(tx, carol.ID, "acme")
+			if err != nil {
+				t.Error(err)
+			}
+			got <- scopes
+		}()
+		select {
+		case scopes := <-got:
+			if !reflect.DeepEqual(scopes, []string{"projects:read", "projects:write"}) {
+				t.Errorf("inside the transaction: %q, want its own uncommitted write", scopes)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call inside a transaction waited for a batch")
+		}
+	})
+}

@@ -14,7 +14,9 @@ import (
 // OpenID Connect session (so a host can add ID tokens) plus the organization
 // the token is bound to. The token endpoint, the host's authorize endpoint
 // and every lookup must use this type, because fosite decodes a stored
-// session into whatever session the caller hands it.
+// session into whatever session the caller hands it. A type that embeds
+// Session inherits AppendJSON and DecodeJSON, which know only Session's
+// fields: it must define both itself.
 type Session struct {
 	openid.DefaultSession
 	// Organization the token is bound to; "" where the IdP has none.

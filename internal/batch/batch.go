@@ -75,6 +75,11 @@ func (b *Batcher[T]) Do(ctx context.Context, item T, run func(context.Context, [
 		out = <-c.done
 	}
 	switch {
+	case out.lead != nil && ctx.Err() != nil:
+		// Gone before its turn to lead: the others' batch must not run
+		// under a context that has ended, so the next of them leads it.
+		b.passLead(c, out.lead)
+		return ctx.Err()
 	case out.lead != nil:
 		return b.lead(c, out.lead, run)
 	case out.alone:
@@ -105,6 +110,17 @@ func (b *Batcher[T]) lead(self *call[T], batch []*call[T], run func(context.Cont
 	}()
 	err = ErrAborted
 	return run(self.ctx, items)
+}
+
+// passLead hands batch, without c, to its next caller; an empty batch
+// hands the queue on instead.
+func (b *Batcher[T]) passLead(c *call[T], batch []*call[T]) {
+	rest := slices.DeleteFunc(batch, func(q *call[T]) bool { return q == c })
+	if len(rest) == 0 {
+		b.handOver()
+		return
+	}
+	rest[0].done <- outcome[T]{lead: rest}
 }
 
 // dequeue removes c from the queue, reporting whether it was still there.

@@ -187,4 +187,52 @@ func TestBatcher(t *testing.T) {
 			t.Errorf("batches of %v, want [3]", r.sizes)
 		}
 	})
+
+	t.Run("a caller whose context ended when handed the lead passes it on", func(t *testing.T) {
+		var b batch.Batcher[*item]
+		r := &recorder{}
+		queued, release := b.Hold()
+		gone := &item{name: "gone"}
+		returned := make(chan error, 1)
+		// Its Done never fires, so it is still queued when the lead comes.
+		go func() { returned <- b.Do(endedContext{}, gone, r.run) }()
+		for deadline := time.Now().Add(10 * time.Second); queued() < 1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the call did not queue")
+			}
+		}
+		items := []*item{{name: "a"}, {name: "b"}}
+		errs := make([]error, len(items))
+		var wg sync.WaitGroup
+		for i, it := range items {
+			wg.Go(func() { errs[i] = b.Do(context.Background(), it, r.run) })
+		}
+		for deadline := time.Now().Add(10 * time.Second); queued() < 3; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("calls did not queue")
+			}
+		}
+		release()
+		wg.Wait()
+		if err := <-returned; !errors.Is(err, context.Canceled) || gone.done {
+			t.Errorf("the ended call: %v, run %v", err, gone.done)
+		}
+		for i, it := range items {
+			if errs[i] != nil || !it.done {
+				t.Errorf("%s: %v, %+v", it.name, errs[i], it)
+			}
+		}
+		if !slices.Equal(r.sizes, []int{2}) {
+			t.Errorf("batches of %v, want [2]", r.sizes)
+		}
+	})
 }
+
+// endedContext has ended (Err) but never says so on Done, so that a call
+// made with it stays queued until it is handed the lead.
+type endedContext struct{ context.Context }
+
+func (endedContext) Done() <-chan struct{}       { return nil }
+func (endedContext) Err() error                  { return context.Canceled }
+func (endedContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (endedContext) Value(any) any               { return nil }
