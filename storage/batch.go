@@ -66,10 +66,7 @@ func (s *Store) insertAccessToken(ctx context.Context, row *requestRow, args []a
 	b, exec, query := &s.accessInserts, s.execAccessTokens, accessTokenInserts[1]
 	if pinned {
 		b, exec, query = &s.pinnedAccessInserts, s.execPinnedAccessTokens, pinnedAccessTokenInserts[1]
-		args = append(args[:2:2], row.ClientID, revision)
-		args = append(args, row.Subject, row.RequestedAt, row.ExpiresAt,
-			row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
-			row.FormData, row.SessionData, row.Active)
+		args = append(args, row.ClientID, revision) // the lone statement's order
 	}
 	ctx, span := s.startSpan(ctx, query)
 	err := b.Do(ctx, args, exec)
@@ -113,18 +110,20 @@ func (s *Store) execPinnedAccessTokens(ctx context.Context, rows [][]any) error 
 	if len(rows) == 1 {
 		// Alone, the row is refused by a clause and not by an error, so
 		// that a stale pin is told apart from a failure.
-		a := rows[0]
-		args := make([]any, 0, len(a)+1)
-		args = append(args, a[0], a[1], a[2])
-		args = append(args, a[4:]...)
-		args = append(args, a[2], a[3])
-		err := s.execRows(ctx, pinnedAccessTokenInserts[1], 1, args)
+		err := s.execRows(ctx, pinnedAccessTokenInserts[1], 1, rows[0])
 		if errors.Is(err, errRowsMissing) {
-			return fmt.Errorf("storage: %s: client %q: %w", accessTable, a[2], ErrStaleClient)
+			return fmt.Errorf("storage: %s: client %q: %w", accessTable, rows[0][2], ErrStaleClient)
 		}
 		return err
 	}
-	return s.execRows(ctx, pinnedAccessTokenInserts[len(rows)], len(rows), concat(rows))
+	// Each row's arguments in pinnedAccessTokenRow's order: the client's
+	// id and pinned revision (the last two) take client_id's place.
+	args := make([]any, 0, len(rows)*len(rows[0]))
+	for _, r := range rows {
+		args = append(args, r[0], r[1], r[13], r[14])
+		args = append(args, r[3:13]...)
+	}
+	return s.execRows(ctx, pinnedAccessTokenInserts[len(rows)], len(rows), args)
 }
 
 // errRowsMissing: a statement inserted fewer rows than it was given.

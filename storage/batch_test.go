@@ -11,7 +11,6 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/deputyauth/deputy/storage"
-	"github.com/deputyauth/deputy/storage/querycount"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -57,14 +56,8 @@ func TestBatchedAccessTokens(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				ctx := context.Background()
-				s, qc, err := querycount.Open(ctx, b.NewDSN(t))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { s.Close() })
-				if err := s.Migrate(ctx); err != nil {
-					t.Fatal(err)
-				}
+				s, qc := b.OpenCounted(t)
+				var err error
 				future := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 				read := map[string]*storage.Client{}
 				for _, id := range []string{"current", "changed"} {
@@ -205,14 +198,8 @@ func TestBatchedGrantLookups(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		s, qc, err := querycount.Open(ctx, b.NewDSN(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		s, qc := b.OpenCounted(t)
+		var err error
 		future := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 		read := map[string]*storage.Client{}
 		for _, id := range []string{"web", "plat", "other", "changed"} {

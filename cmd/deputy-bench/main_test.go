@@ -29,14 +29,7 @@ func TestMain(m *testing.M) {
 func startCounted(t *testing.T, b storagetest.Backend) (*deputyServer, *querycount.Counter) {
 	t.Helper()
 	ctx := context.Background()
-	s, qc, err := querycount.Open(ctx, b.NewDSN(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, qc := b.OpenCounted(t)
 	srv, err := startDeputy(ctx, "127.0.0.1:0", &database{Backend: b.Name, Store: s, Counter: qc})
 	if err != nil {
 		t.Fatal(err)

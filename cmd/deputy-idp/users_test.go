@@ -18,7 +18,6 @@ import (
 
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
-	"github.com/deputyauth/deputy/storage/querycount"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
@@ -160,14 +159,7 @@ func TestDirectoryOneQuery(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, b storagetest.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		s, qc, err := querycount.Open(ctx, b.NewDSN(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		s, qc := b.OpenCounted(t)
 		u := hostUsers(t, s)
 		dir := Directory{users: u}
 		carol := mustUser(t, u, "carol", false, map[string][]string{"acme": {"projects:read"}, "globex": {"members:read"}})

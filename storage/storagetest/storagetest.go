@@ -25,6 +25,7 @@ import (
 	_ "github.com/lib/pq"
 
 	"github.com/deputyauth/deputy/storage"
+	"github.com/deputyauth/deputy/storage/querycount"
 )
 
 // Backend is one dialect a test can run on.
@@ -202,4 +203,21 @@ func Dump(t testing.TB, s *storage.Store) map[string]string {
 		out[table] = b.String()
 	}
 	return out
+}
+
+// OpenCounted makes a fresh, migrated store on b whose calls to the driver
+// qc counts (storage/querycount), closed when t ends.
+func (b Backend) OpenCounted(t testing.TB) (*storage.Store, *querycount.Counter) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, qc, err := querycount.Open(ctx, b.NewDSN(t))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return s, qc
 }
