@@ -21,9 +21,23 @@ import (
 // waits for, nor blocks, the store's readers and writer); the store's
 // connection checkpoints itself only past sqliteAutoCheckpoint pages, a
 // backstop should the background fall behind.
+//
+// That alone does not keep the log short. SQLite rewinds the log only when
+// a write begins after a checkpoint that copied all of it, and under a
+// steady stream of writes the background checkpoint, running beside the
+// writer, ends a few frames short nearly every time: the log grew until
+// the backstop fired inside a commit, which then waited for the fsync of
+// tens of megabytes, 20 to 50 ms for every request queued behind it
+// (docs/performance.md change 15). So when the log is still longer than
+// rewindAbove pages after a background checkpoint, the checkpointer
+// checkpoints once more while holding the store's connection, queued like a
+// statement: no write runs beside it, so it copies the few frames the
+// background one left and the next write rewinds the log. That short wait is taken where
+// the store chooses, once an interval at most.
 const (
 	checkpointInterval   = 200 * time.Millisecond
 	sqliteAutoCheckpoint = 10000 // pages, about 40 MB of log
+	rewindAbove          = 2000  // pages, about 8 MB of log
 )
 
 // checkpointer runs PASSIVE checkpoints on db until closed.
@@ -32,8 +46,18 @@ type checkpointer struct {
 	cancel  context.CancelFunc
 	stopped sync.Once
 	done    sync.WaitGroup
-	// copied counts the checkpoints that copied frames into the database.
-	copied atomic.Int64
+	// copied counts the checkpoints that copied frames into the database;
+	// finished, those finished on the store's connection.
+	copied, finished atomic.Int64
+}
+
+// checkpointPassive runs a PASSIVE checkpoint on db and returns the log's
+// size and how much of it is now in the database, in frames (-1 and -1
+// when the database is not in WAL mode).
+func checkpointPassive(ctx context.Context, db *sql.DB) (logFrames, checkpointed int, err error) {
+	var busy int
+	err = db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &checkpointed)
+	return logFrames, checkpointed, err
 }
 
 // startCheckpointer connects to the existing database the driver's dsn
@@ -41,7 +65,11 @@ type checkpointer struct {
 // a database removed under it is an error, not a new empty one), and
 // checkpoints it every interval. A failure is logged when it starts and
 // when it ends, not every interval.
-func startCheckpointer(ctx context.Context, driver, dsn string, interval time.Duration) (*checkpointer, error) {
+//
+// store is the store's own pool, whose connection is held while a
+// checkpoint that left more than rewindAbove pages of log is finished
+// (nil: never).
+func startCheckpointer(ctx context.Context, driver, dsn string, interval time.Duration, store *sql.DB) (*checkpointer, error) {
 	db, err := sql.Open(driver, dsn+"&mode=rw")
 	if err != nil {
 		return nil, err
@@ -63,7 +91,12 @@ func startCheckpointer(ctx context.Context, driver, dsn string, interval time.Du
 				return
 			case <-t.C:
 			}
-			_, n, err := c.checkpoint(ctx)
+			logFrames, n, err := checkpointPassive(ctx, c.db)
+			if err == nil && store != nil && logFrames > rewindAbove {
+				if err = c.finish(ctx, store); err == nil {
+					c.finished.Add(1)
+				}
+			}
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return
@@ -82,12 +115,18 @@ func startCheckpointer(ctx context.Context, driver, dsn string, interval time.Du
 	return c, nil
 }
 
-// checkpoint copies what it can of the log into the database and returns
-// the log's size and how much of it is now in the database, in frames.
-func (c *checkpointer) checkpoint(ctx context.Context) (logFrames, checkpointed int, err error) {
-	var busy int
-	err = c.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &checkpointed)
-	return logFrames, checkpointed, err
+// finish checkpoints again while it holds the store's connection, so that
+// no write of this store runs beside it: the checkpoint copies the whole log
+// and the store's next write rewinds it. Holding the connection, rather
+// than checkpointing on it, runs no statement of the store's own.
+func (c *checkpointer) finish(ctx context.Context, store *sql.DB) error {
+	conn, err := store.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, _, err = checkpointPassive(ctx, c.db)
+	return err
 }
 
 // Close stops the checkpoints and closes the connection; Store.Close may

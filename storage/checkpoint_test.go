@@ -60,6 +60,43 @@ func TestSQLiteCheckpointsInBackground(t *testing.T) {
 	}
 }
 
+// TestSQLiteLogRewoundUnderSteadyWrites: while a writer never pauses, the
+// background checkpoint, running beside it, rarely copies the whole log,
+// and SQLite rewinds the log only after one that did; the checkpointer
+// then finishes a checkpoint while holding the store's connection. Once it
+// has, the next write starts the log again from its beginning. Without the
+// finish the log only grows until the backstop checkpoints inside a commit.
+func TestSQLiteLogRewoundUnderSteadyWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storagetest.SQLite.Open(t)
+	c := &storage.Client{ID: "app"}
+	if err := s.CreateClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	write := func(i int) {
+		t.Helper()
+		if err := s.CreateAccessTokenSession(ctx, fmt.Sprint("sig-", i), batchRequest(c, fmt.Sprint("req-", i), "alice", time.Now().Add(time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	i := 0
+	for deadline := time.Now().Add(30 * time.Second); s.FinishedCheckpoints() < 1; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d writes in a row no checkpoint was finished on the store's connection", i)
+		}
+		write(i)
+	}
+	write(i)
+	var busy, logFrames, copied int
+	if err := s.DB().QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &copied); err != nil {
+		t.Fatal(err)
+	}
+	if logFrames >= storage.RewindAbove {
+		t.Errorf("after a finished checkpoint and one write the log holds %d pages, want it rewound (fewer than %d)", logFrames, storage.RewindAbove)
+	}
+}
+
 // TestCheckpointerNeverCreatesADatabase: the background connection opens
 // only a database that exists: where the file is gone it fails, and no
 // empty database appears in its place for it to checkpoint.

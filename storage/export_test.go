@@ -87,6 +87,20 @@ func (s *Store) BackgroundCheckpoints() int64 {
 	return s.checkpoints.copied.Load()
 }
 
+// FinishedCheckpoints is how many background checkpoints were finished
+// while holding the store's connection, to rewind a log the writer kept
+// growing; -1 when the store runs none.
+func (s *Store) FinishedCheckpoints() int64 {
+	if s.checkpoints == nil {
+		return -1
+	}
+	return s.checkpoints.finished.Load()
+}
+
+// RewindAbove is the log's length, in pages, past which a background
+// checkpoint is finished on the store's connection.
+const RewindAbove = rewindAbove
+
 // StartCheckpointer starts and stops a background checkpointer on the
 // SQLite database dsn (deputy's form) names.
 func StartCheckpointer(ctx context.Context, dsn string) error {
@@ -94,7 +108,7 @@ func StartCheckpointer(ctx context.Context, dsn string) error {
 	if err != nil {
 		return err
 	}
-	c, err := startCheckpointer(ctx, "sqlite", driverDSN, checkpointInterval)
+	c, err := startCheckpointer(ctx, "sqlite", driverDSN, checkpointInterval, nil)
 	if err != nil {
 		return err
 	}

@@ -84,7 +84,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	}
 	s := &Store{db: db, flavor: f}
 	if f.dialect == SQLite && strings.TrimPrefix(dsn, "sqlite:") != ":memory:" {
-		if s.checkpoints, err = startCheckpointer(ctx, f.driver, driverDSN, checkpointInterval); err != nil {
+		if s.checkpoints, err = startCheckpointer(ctx, f.driver, driverDSN, checkpointInterval, db.DB); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("storage: open %s: %w", f.dialect, err)
 		}

@@ -34,6 +34,7 @@ type loadResult struct {
 	Errors   int64
 	Elapsed  time.Duration
 	P50, P99 time.Duration
+	P999     time.Duration // p99.9: where a rare stall shows before the max
 	Max      time.Duration
 	Mean     time.Duration
 	// FirstError is the first failure seen, for the report.
@@ -134,6 +135,7 @@ func phase(ctx context.Context, ws []*worker, d time.Duration, o op) loadResult 
 		slices.Sort(all)
 		r.P50 = percentile(all, 0.50)
 		r.P99 = percentile(all, 0.99)
+		r.P999 = percentile(all, 0.999)
 		r.Max = all[len(all)-1]
 		var sum time.Duration
 		for _, v := range all {

@@ -175,6 +175,7 @@ type result struct {
 	TokensPerSec float64 `json:"tokens_per_sec"`
 	P50Ms        float64 `json:"p50_ms"`
 	P99Ms        float64 `json:"p99_ms"`
+	P999Ms       float64 `json:"p99_9_ms"`
 	MaxMs        float64 `json:"max_ms"`
 	MeanMs       float64 `json:"mean_ms"`
 	FirstError   string  `json:"first_error,omitempty"`
@@ -431,7 +432,7 @@ func (b *bench) measure(ctx context.Context, c cellSpec) {
 			Group: c.group, Cell: c.cell, Grant: c.grant, Backend: c.backend, Clients: n, Available: true,
 			Requests: lr.Requests, Errors: lr.Errors, Seconds: lr.Elapsed.Seconds(),
 			TokensPerSec: lr.TokensPerSec(),
-			P50Ms:        ms(lr.P50), P99Ms: ms(lr.P99), MaxMs: ms(lr.Max), MeanMs: ms(lr.Mean),
+			P50Ms:        ms(lr.P50), P99Ms: ms(lr.P99), P999Ms: ms(lr.P999), MaxMs: ms(lr.Max), MeanMs: ms(lr.Mean),
 			FirstError: lr.FirstError,
 		}
 		if c.counter != nil && countErr == nil && measured > 0 {
