@@ -49,13 +49,37 @@ func multiRowInsert(table, columns, row string, rows int) string {
 	return q.String()
 }
 
+// clientAtRevision is the pinned client's id while its row still has the
+// pinned revision, and no row once it has changed.
+//
+// FOR SHARE (PostgreSQL; SQLite's writes need no row lock) closes the
+// window between this statement's snapshot and its commit: a secret's or
+// an app's deletion, which bumps the row first and then deletes the
+// tokens, either waits for this insert to commit and then deletes its
+// token too, or has bumped the row first, and then this statement, having
+// waited for it, reads the new revision and inserts nothing. Without the
+// lock a token inserted in that window outlived its secret. One shared
+// lock per statement, so per batch of tokens: concurrent lockers of one
+// client row (and so PostgreSQL's MultiXacts, change 1) come only from
+// other processes' batches and from inserts inside transactions.
+const clientAtRevision = `SELECT id FROM clients WHERE id = ? AND revision = ? FOR SHARE`
+
+// pinnedInsert is the statement of one request row into t that goes in
+// only while its client is at the pinned revision: the thirteen columns,
+// then the client's id and revision. Refused by a clause, not an error, so
+// that a stale pin is told apart from a failure.
+func pinnedInsert(t requestTable) string {
+	return `INSERT INTO ` + string(t) + ` (` + requestColumns + `) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+		WHERE EXISTS (` + clientAtRevision + `)`
+}
+
 // accessTokenRow is one row of a batched access-token insert: unpinned,
 // the thirteen columns; pinned, client_id is read from clients at the
 // pinned revision, NULL (and so refused: the column is NOT NULL) once the
 // client has changed.
 const (
 	accessTokenRow       = `?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
-	pinnedAccessTokenRow = `?, ?, (SELECT id FROM clients WHERE id = ? AND revision = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
+	pinnedAccessTokenRow = `?, ?, (` + clientAtRevision + `), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
 )
 
 // insertAccessToken writes an access token outside a transaction, together
@@ -86,8 +110,7 @@ func init() {
 		pinnedAccessTokenInserts[k] = multiRowInsert(string(accessTable), requestColumns, pinnedAccessTokenRow, k)
 	}
 	accessTokenInserts[1] = multiRowInsert(string(accessTable), requestColumns, accessTokenRow, 1)
-	pinnedAccessTokenInserts[1] = `INSERT INTO ` + string(accessTable) + ` (` + requestColumns + `) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-		WHERE EXISTS (SELECT 1 FROM clients WHERE id = ? AND revision = ?)`
+	pinnedAccessTokenInserts[1] = pinnedInsert(accessTable)
 }
 
 func (s *Store) execAccessTokens(ctx context.Context, rows [][]any) error {

@@ -39,10 +39,10 @@ type flavor struct {
 	pool poolSettings
 	// bind is the sqlx placeholder style queries are rebound to.
 	bind int
-	// ddl rewrites PostgreSQL's DDL into the dialect's. Queries (as opposed
-	// to DDL) need no rewrite beyond placeholder binding: both dialects accept
-	// ON CONFLICT … DO UPDATE, RETURNING and boolean literals.
-	ddl []rewrite
+	// ddl rewrites PostgreSQL's DDL into the dialect's; dml its queries,
+	// before placeholder binding. Both dialects accept ON CONFLICT … DO
+	// UPDATE, RETURNING and boolean literals; row locks are PostgreSQL's.
+	ddl, dml []rewrite
 	// ping checks a new pool can connect.
 	ping func(ctx context.Context, db *sqlx.DB) error
 	// lock holds the lock that serialises migrations across processes, on
@@ -104,6 +104,12 @@ var sqliteFlavor = &flavor{
 	pool: poolSettings{maxOpen: 1, maxIdle: 1},
 	bind: sqlx.QUESTION,
 	ping: sqlitePing,
+	// A SQLite write takes the database's one write lock as its statement
+	// begins, before it reads anything, so a row it reads cannot change
+	// before it commits: a row lock has nothing to add, and SQLite has none.
+	dml: []rewrite{
+		{regexp.MustCompile(`\s+FOR SHARE\b`), ""},
+	},
 	ddl: []rewrite{
 		{regexp.MustCompile(`(?i)\btimestamptz\b`), "timestamp"},
 		{regexp.MustCompile(`(?i)\bbytea\b`), "blob"},
@@ -127,6 +133,14 @@ func flavorOf(dsn string) (*flavor, string, error) {
 		}
 	}
 	return nil, "", fmt.Errorf("storage: unsupported DSN %q: want postgres://… or sqlite:PATH", redactDSN(dsn))
+}
+
+// translateDML rewrites a query written for PostgreSQL into the dialect.
+func (f *flavor) translateDML(query string) string {
+	for _, r := range f.dml {
+		query = r.from.ReplaceAllString(query, r.to)
+	}
+	return query
 }
 
 // translateDDL rewrites a migration written for PostgreSQL into the dialect.
