@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -236,3 +237,34 @@ func (endedContext) Done() <-chan struct{}       { return nil }
 func (endedContext) Err() error                  { return context.Canceled }
 func (endedContext) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (endedContext) Value(any) any               { return nil }
+
+// TestCallsReleasedTogetherShareABatch: callers that become runnable at the
+// same moment (the requests one batch of an earlier step has just
+// answered) make one batch, not a lone one and then the rest: the first of
+// them yields once before it takes its batch, so the others queue behind
+// it. On one P the order is the scheduler's own, so the count is exact;
+// without the yield each call would run alone (n batches of one).
+func TestCallsReleasedTogetherShareABatch(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const n = 8
+	var b batch.Batcher[*item]
+	r := &recorder{}
+	start := make(chan struct{})
+	var ready, wg sync.WaitGroup
+	ready.Add(n)
+	for i := range n {
+		wg.Go(func() {
+			ready.Done()
+			<-start
+			if err := b.Do(context.Background(), &item{name: fmt.Sprint(i)}, r.run); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	ready.Wait()
+	close(start)
+	wg.Wait()
+	if want := []int{n}; !slices.Equal(r.sizes, want) {
+		t.Errorf("batches %v, want %v", r.sizes, want)
+	}
+}
