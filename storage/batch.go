@@ -50,37 +50,41 @@ func multiRowInsert(table, columns, row string, rows int) string {
 }
 
 // clientAtRevision is the pinned client's id while its row still has the
-// pinned revision, and no row once it has changed.
+// pinned revision, and no row once it has changed; lock is the flavor's
+// shareLock.
 //
-// FOR SHARE (PostgreSQL; SQLite's writes need no row lock) closes the
-// window between this statement's snapshot and its commit: a secret's or
-// an app's deletion, which bumps the row first and then deletes the
-// tokens, either waits for this insert to commit and then deletes its
-// token too, or has bumped the row first, and then this statement, having
-// waited for it, reads the new revision and inserts nothing. Without the
-// lock a token inserted in that window outlived its secret. One shared
-// lock per statement, so per batch of tokens: concurrent lockers of one
-// client row (and so PostgreSQL's MultiXacts, change 1) come only from
-// other processes' batches and from inserts inside transactions.
-const clientAtRevision = `SELECT id FROM clients WHERE id = ? AND revision = ? FOR SHARE`
+// FOR SHARE (PostgreSQL) closes the window between the statement's
+// snapshot and its commit: a secret's or an app's deletion, which bumps
+// the row first and then deletes the tokens, either waits for this insert
+// to commit and then deletes its token too, or has bumped the row first,
+// and then this statement, having waited for it, reads the new revision
+// and inserts nothing. Without the lock a token inserted in that window
+// outlived its secret. One shared lock per statement, so per batch of
+// tokens: concurrent lockers of one client row (and so PostgreSQL's
+// MultiXacts, change 1) come only from other processes' batches and from
+// inserts inside transactions.
+func clientAtRevision(lock string) string {
+	return `SELECT id FROM clients WHERE id = ? AND revision = ?` + lock
+}
 
 // pinnedInsert is the statement of one request row into t that goes in
 // only while its client is at the pinned revision: the thirteen columns,
 // then the client's id and revision. Refused by a clause, not an error, so
 // that a stale pin is told apart from a failure.
-func pinnedInsert(t requestTable) string {
+func pinnedInsert(t requestTable, lock string) string {
 	return `INSERT INTO ` + string(t) + ` (` + requestColumns + `) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-		WHERE EXISTS (` + clientAtRevision + `)`
+		WHERE EXISTS (` + clientAtRevision(lock) + `)`
 }
 
 // accessTokenRow is one row of a batched access-token insert: unpinned,
-// the thirteen columns; pinned, client_id is read from clients at the
-// pinned revision, NULL (and so refused: the column is NOT NULL) once the
-// client has changed.
-const (
-	accessTokenRow       = `?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
-	pinnedAccessTokenRow = `?, ?, (` + clientAtRevision + `), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
-)
+// the thirteen columns; pinned (pinnedAccessTokenRow), client_id is read
+// from clients at the pinned revision, NULL (and so refused: the column is
+// NOT NULL) once the client has changed.
+const accessTokenRow = `?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
+
+func pinnedAccessTokenRow(lock string) string {
+	return `?, ?, (` + clientAtRevision(lock) + `), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
+}
 
 // insertAccessToken writes an access token outside a transaction, together
 // with the concurrent ones (insertBatcher).
@@ -89,7 +93,7 @@ func (s *Store) insertAccessToken(ctx context.Context, row *requestRow, args []a
 	// covers the wait for the batch ahead too.
 	b, exec, query := &s.accessInserts, s.execAccessTokens, accessTokenInserts[1]
 	if pinned {
-		b, exec, query = &s.pinnedAccessInserts, s.execPinnedAccessTokens, pinnedAccessTokenInserts[1]
+		b, exec, query = &s.pinnedAccessInserts, s.execPinnedAccessTokens, pinnedAccessTokenInserts[s.flavor][1]
 		args = append(args, row.ClientID, revision) // the lone statement's order
 	}
 	ctx, span := s.startSpan(ctx, query)
@@ -101,16 +105,26 @@ func (s *Store) insertAccessToken(ctx context.Context, row *requestRow, args []a
 	return err
 }
 
-// The statements of insertAccessToken, by number of rows.
-var accessTokenInserts, pinnedAccessTokenInserts [batch.Max + 1]string
+// The statements of insertAccessToken, by number of rows; the pinned ones
+// by flavor too (its shareLock).
+var (
+	accessTokenInserts       [batch.Max + 1]string
+	pinnedAccessTokenInserts = map[*flavor]*[batch.Max + 1]string{}
+)
 
 func init() {
+	accessTokenInserts[1] = multiRowInsert(string(accessTable), requestColumns, accessTokenRow, 1)
 	for k := 2; k <= batch.Max; k++ {
 		accessTokenInserts[k] = multiRowInsert(string(accessTable), requestColumns, accessTokenRow, k)
-		pinnedAccessTokenInserts[k] = multiRowInsert(string(accessTable), requestColumns, pinnedAccessTokenRow, k)
 	}
-	accessTokenInserts[1] = multiRowInsert(string(accessTable), requestColumns, accessTokenRow, 1)
-	pinnedAccessTokenInserts[1] = pinnedInsert(accessTable)
+	for _, f := range flavors {
+		var pinned [batch.Max + 1]string
+		pinned[1] = pinnedInsert(accessTable, f.shareLock)
+		for k := 2; k <= batch.Max; k++ {
+			pinned[k] = multiRowInsert(string(accessTable), requestColumns, pinnedAccessTokenRow(f.shareLock), k)
+		}
+		pinnedAccessTokenInserts[f] = &pinned
+	}
 }
 
 func (s *Store) execAccessTokens(ctx context.Context, rows [][]any) error {
@@ -133,7 +147,7 @@ func (s *Store) execPinnedAccessTokens(ctx context.Context, rows [][]any) error 
 	if len(rows) == 1 {
 		// Alone, the row is refused by a clause and not by an error, so
 		// that a stale pin is told apart from a failure.
-		err := s.execRows(ctx, pinnedAccessTokenInserts[1], 1, rows[0])
+		err := s.execRows(ctx, pinnedAccessTokenInserts[s.flavor][1], 1, rows[0])
 		if errors.Is(err, errRowsMissing) {
 			return fmt.Errorf("storage: %s: client %q: %w", accessTable, rows[0][2], ErrStaleClient)
 		}
@@ -146,7 +160,7 @@ func (s *Store) execPinnedAccessTokens(ctx context.Context, rows [][]any) error 
 		args = append(args, r[0], r[1], r[13], r[14])
 		args = append(args, r[3:13]...)
 	}
-	return s.execRows(ctx, pinnedAccessTokenInserts[len(rows)], len(rows), args)
+	return s.execRows(ctx, pinnedAccessTokenInserts[s.flavor][len(rows)], len(rows), args)
 }
 
 // errRowsMissing: a statement inserted fewer rows than it was given.

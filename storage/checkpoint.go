@@ -29,11 +29,11 @@ import (
 // the backstop fired inside a commit, which then waited for the fsync of
 // tens of megabytes, 20 to 50 ms for every request queued behind it
 // (docs/performance.md change 15). So when the log is still longer than
-// rewindAbove pages after a background checkpoint, the checkpointer
-// checkpoints once more while holding the store's connection, queued like a
-// statement: no write runs beside it, so it copies the few frames the
-// background one left and the next write rewinds the log. That short wait is taken where
-// the store chooses, once an interval at most.
+// rewindAbove pages after a background checkpoint that did not copy all of
+// it, the checkpointer checkpoints once more while holding the store's
+// connection: no write runs beside it, so it copies the few frames the
+// background one left, and the next write rewinds the log. The store's
+// requests wait that short while, once an interval at most.
 const (
 	checkpointInterval   = 200 * time.Millisecond
 	sqliteAutoCheckpoint = 10000 // pages, about 40 MB of log
@@ -53,11 +53,11 @@ type checkpointer struct {
 
 // checkpointPassive runs a PASSIVE checkpoint on db and returns the log's
 // size and how much of it is now in the database, in frames (-1 and -1
-// when the database is not in WAL mode).
-func checkpointPassive(ctx context.Context, db *sql.DB) (logFrames, checkpointed int, err error) {
+// when the database is not in WAL mode), and whether it copied all of it.
+func checkpointPassive(ctx context.Context, db *sql.DB) (logFrames, checkpointed int, all bool, err error) {
 	var busy int
 	err = db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &checkpointed)
-	return logFrames, checkpointed, err
+	return logFrames, checkpointed, err == nil && busy == 0 && checkpointed == logFrames, err
 }
 
 // startCheckpointer connects to the existing database the driver's dsn
@@ -91,9 +91,12 @@ func startCheckpointer(ctx context.Context, driver, dsn string, interval time.Du
 				return
 			case <-t.C:
 			}
-			logFrames, n, err := checkpointPassive(ctx, c.db)
-			if err == nil && store != nil && logFrames > rewindAbove {
-				if err = c.finish(ctx, store); err == nil {
+			// A log copied whole is rewound by the next write already; an
+			// idle store's is left alone.
+			logFrames, n, all, err := checkpointPassive(ctx, c.db)
+			if err == nil && store != nil && logFrames > rewindAbove && !all {
+				var finished bool
+				if finished, err = c.finish(ctx, store); finished {
 					c.finished.Add(1)
 				}
 			}
@@ -117,16 +120,19 @@ func startCheckpointer(ctx context.Context, driver, dsn string, interval time.Du
 
 // finish checkpoints again while it holds the store's connection, so that
 // no write of this store runs beside it: the checkpoint copies the whole log
-// and the store's next write rewinds it. Holding the connection, rather
-// than checkpointing on it, runs no statement of the store's own.
-func (c *checkpointer) finish(ctx context.Context, store *sql.DB) error {
+// (finished; not when another process writes to the file too) and the
+// store's next write rewinds it. Holding the connection, rather than
+// checkpointing on it, runs no statement of the store's own. database/sql
+// hands a freed connection to any of its waiters, not the first, so the
+// frames written while this waits are copied while it holds it.
+func (c *checkpointer) finish(ctx context.Context, store *sql.DB) (finished bool, err error) {
 	conn, err := store.Conn(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close()
-	_, _, err = checkpointPassive(ctx, c.db)
-	return err
+	_, _, finished, err = checkpointPassive(ctx, c.db)
+	return finished, err
 }
 
 // Close stops the checkpoints and closes the connection; Store.Close may

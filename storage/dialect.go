@@ -39,10 +39,15 @@ type flavor struct {
 	pool poolSettings
 	// bind is the sqlx placeholder style queries are rebound to.
 	bind int
-	// ddl rewrites PostgreSQL's DDL into the dialect's; dml its queries,
-	// before placeholder binding. Both dialects accept ON CONFLICT … DO
-	// UPDATE, RETURNING and boolean literals; row locks are PostgreSQL's.
-	ddl, dml []rewrite
+	// ddl rewrites PostgreSQL's DDL into the dialect's. Queries (as opposed
+	// to DDL) need no rewrite beyond placeholder binding: both dialects accept
+	// ON CONFLICT … DO UPDATE, RETURNING and boolean literals.
+	ddl []rewrite
+	// shareLock is the clause that share-locks the rows a sub-SELECT reads
+	// until the statement's transaction ends (storage/batch.go's
+	// clientAtRevision), or "" where a write cannot race one: SQLite takes
+	// its one write lock as a write statement begins, before it reads.
+	shareLock string
 	// ping checks a new pool can connect.
 	ping func(ctx context.Context, db *sqlx.DB) error
 	// lock holds the lock that serialises migrations across processes, on
@@ -74,9 +79,10 @@ var postgresFlavor = &flavor{
 	// Enough connections to keep both cores busy while requests wait on the
 	// network, few enough that several replicas fit under PostgreSQL's
 	// default max_connections of 100.
-	pool: poolSettings{maxOpen: 20, maxIdle: 20, idleTime: 5 * time.Minute, lifetime: 30 * time.Minute},
-	bind: sqlx.DOLLAR,
-	ping: func(ctx context.Context, db *sqlx.DB) error { return db.PingContext(ctx) },
+	pool:      poolSettings{maxOpen: 20, maxIdle: 20, idleTime: 5 * time.Minute, lifetime: 30 * time.Minute},
+	bind:      sqlx.DOLLAR,
+	shareLock: " FOR SHARE",
+	ping:      func(ctx context.Context, db *sqlx.DB) error { return db.PingContext(ctx) },
 	// Replicas migrating one schema at start take an advisory lock: the
 	// first applies, the rest wait and then find nothing to do. The key is
 	// mixed with the schema's name, because advisory locks are per
@@ -104,12 +110,6 @@ var sqliteFlavor = &flavor{
 	pool: poolSettings{maxOpen: 1, maxIdle: 1},
 	bind: sqlx.QUESTION,
 	ping: sqlitePing,
-	// A SQLite write takes the database's one write lock as its statement
-	// begins, before it reads anything, so a row it reads cannot change
-	// before it commits: a row lock has nothing to add, and SQLite has none.
-	dml: []rewrite{
-		{regexp.MustCompile(`\s+FOR SHARE\b`), ""},
-	},
 	ddl: []rewrite{
 		{regexp.MustCompile(`(?i)\btimestamptz\b`), "timestamp"},
 		{regexp.MustCompile(`(?i)\bbytea\b`), "blob"},
@@ -133,14 +133,6 @@ func flavorOf(dsn string) (*flavor, string, error) {
 		}
 	}
 	return nil, "", fmt.Errorf("storage: unsupported DSN %q: want postgres://… or sqlite:PATH", redactDSN(dsn))
-}
-
-// translateDML rewrites a query written for PostgreSQL into the dialect.
-func (f *flavor) translateDML(query string) string {
-	for _, r := range f.dml {
-		query = r.from.ReplaceAllString(query, r.to)
-	}
-	return query
 }
 
 // translateDDL rewrites a migration written for PostgreSQL into the dialect.
@@ -226,7 +218,11 @@ const sqliteBusyTimeout = 5 * time.Second
 // connection to a database that does not accept any right now (ALTER
 // DATABASE … ALLOW_CONNECTIONS false, as during maintenance). A 55000 that is
 // not FATAL (object_not_in_prerequisite_state in a statement) is the query's
-// fault, not the database's.
+// fault, not the database's. Also 40P01 deadlock_detected and 40001
+// serialization_failure: PostgreSQL aborted the transaction to let another
+// finish, and the same request tried again succeeds (a pinned token insert
+// inside a transaction that already locked one of the client's tokens can
+// meet the client's deletion that way: change 16 in docs/performance.md).
 //
 // Invalid input: class 22 (data exception), such as a NUL byte in a string
 // (22021) or invalid UTF-8, which PostgreSQL's text type cannot hold though
@@ -243,7 +239,8 @@ func pqErrorKind(err error) error {
 	switch {
 	case code == "55000" && e.Fatal(),
 		strings.HasPrefix(code, "08"),
-		code == "57P01", code == "57P02", code == "57P03", code == "53300", code == "25006":
+		code == "57P01", code == "57P02", code == "57P03", code == "53300", code == "25006",
+		code == "40P01", code == "40001":
 		return ErrUnavailable
 	case strings.HasPrefix(code, "22"), code == "54000":
 		return ErrInvalidInput

@@ -51,19 +51,7 @@ func TestTokenRacingItsClientsChange(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			s := storagetest.Postgres.Open(t)
-			c := &storage.Client{ID: "app", GrantTypes: []string{"client_credentials"}, Scopes: []string{"docs:read"}}
-			c.SetOwner("alice")
-			if err := s.CreateClient(ctx, c); err != nil {
-				t.Fatal(err)
-			}
-			secret, err := s.CreateClientSecret(ctx, c.ID, []byte("race-hash"), "dpy_cs_r")
-			if err != nil {
-				t.Fatal(err)
-			}
-			current, err := s.Client(ctx, c.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			current, secret := newAppWithSecret(t, s)
 
 			key := rand.Int64N(1 << 40)
 			for _, q := range []string{
@@ -140,7 +128,7 @@ func TestTokenRacingItsClientsChange(t *testing.T) {
 			}
 
 			deleted := make(chan error, 1)
-			go func() { deleted <- tc.delete(ctx, s, c.ID, secret.ID) }()
+			go func() { deleted <- tc.delete(ctx, s, current.ID, secret.ID) }()
 			var deleteErr error
 			deleteDone := false
 			waitFor(t, func() bool {
@@ -179,10 +167,139 @@ func TestTokenRacingItsClientsChange(t *testing.T) {
 	}
 }
 
+// newAppWithSecret makes an owned client_credentials app with one secret
+// and returns the app as read back (at its current revision).
+func newAppWithSecret(t *testing.T, s *storage.Store) (*storage.Client, *storage.ClientSecret) {
+	t.Helper()
+	ctx := context.Background()
+	c := &storage.Client{ID: "app", GrantTypes: []string{"client_credentials"}, Scopes: []string{"docs:read"}}
+	c.SetOwner("alice")
+	if err := s.CreateClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := s.CreateClientSecret(ctx, c.ID, []byte("race-hash"), "dpy_cs_r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	current, err := s.Client(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return current, secret
+}
+
 func deleteSecret(ctx context.Context, s *storage.Store, clientID, secretID string) error {
 	return s.DeleteClientSecret(ctx, clientID, secretID)
 }
 
 func deleteApp(ctx context.Context, s *storage.Store, clientID, _ string) error {
 	return s.DeleteClient(ctx, clientID)
+}
+
+// TestTokenInsertAfterItsClientChanged: the other order. A change of the
+// client (here its revision bumped in a transaction not yet committed) is
+// under way when a pinned insert runs: the insert waits for it and, once
+// it commits, reads the new revision and writes nothing. Without the row
+// lock the insert reads the old revision from its snapshot and its token
+// goes in.
+func TestTokenInsertAfterItsClientChanged(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storagetest.Postgres.Open(t)
+	current, _ := newAppWithSecret(t, s)
+	tx, err := s.BeginTX(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Rollback(tx) //nolint:errcheck // a no-op after Commit
+	if _, err := s.Exec(tx, `UPDATE clients SET revision = revision + 1 WHERE id = ?`, current.ID); err != nil {
+		t.Fatal(err)
+	}
+	pinned := storage.WithClientPin(ctx)
+	storage.PinClient(pinned, current)
+	inserted := make(chan error, 1)
+	go func() {
+		inserted <- s.CreateAccessTokenSession(pinned, "sig", batchRequest(current, "req", "alice", time.Now().Add(time.Hour)))
+	}()
+	var insertErr error
+	insertDone := false
+	waitFor(t, func() bool {
+		select {
+		case insertErr = <-inserted:
+			insertDone = true
+			return true
+		default:
+		}
+		var waiting bool
+		err := s.DB().QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'transactionid' AND NOT l.granted AND a.datname = current_database())`).Scan(&waiting)
+		return err == nil && waiting
+	})
+	if err := s.Commit(tx); err != nil {
+		t.Fatal(err)
+	}
+	if !insertDone {
+		insertErr = <-inserted
+	}
+	if !errors.Is(insertErr, storage.ErrStaleClient) {
+		t.Errorf("insert under a change that then committed: %v, want ErrStaleClient", insertErr)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "sig", &fosite.DefaultSession{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("token: %v, want not found", err)
+	}
+}
+
+// TestPinnedInsertInATransactionMeetsADeletion: a transaction that has
+// locked one of the client's tokens (revoking it, as a refresh does) and
+// then makes a pinned insert, against the secret's deletion, which holds
+// the client's row and wants that token: a deadlock PostgreSQL breaks by
+// aborting one side. That side hears ErrUnavailable (try again), never an
+// unclassified error, and no token outlives the secret either way.
+func TestPinnedInsertInATransactionMeetsADeletion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storagetest.Postgres.Open(t)
+	current, secret := newAppWithSecret(t, s)
+	request := func(id string) *fosite.Request {
+		r := batchRequest(current, id, "alice", time.Now().Add(time.Hour))
+		r.Form = url.Values{protocol.SecretIDFormKey: {secret.ID}}
+		return r
+	}
+	if err := s.InTx(ctx, func(ctx context.Context) error { return s.CreateAccessTokenSession(ctx, "old", request("req-old")) }); err != nil {
+		t.Fatal(err)
+	}
+	pinned := storage.WithClientPin(ctx)
+	storage.PinClient(pinned, current)
+	tx, err := s.BeginTX(pinned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Rollback(tx) //nolint:errcheck // a no-op after Commit
+	if err := s.RevokeAccessToken(tx, "req-old"); err != nil {
+		t.Fatal(err)
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- s.DeleteClientSecret(ctx, current.ID, secret.ID) }()
+	waitFor(t, func() bool { // the deletion waits for the revoked token
+		var waiting bool
+		err := s.DB().QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'transactionid' AND NOT l.granted AND a.datname = current_database()
+			AND a.query LIKE 'DELETE FROM oauth2_access_tokens%')`).Scan(&waiting)
+		return err == nil && waiting
+	})
+	insertErr := s.CreateAccessTokenSession(tx, "new", request("req-new"))
+	if insertErr == nil {
+		insertErr = s.Commit(tx)
+	}
+	deleteErr := <-deleted
+	for name, err := range map[string]error{"insert": insertErr, "deletion": deleteErr} {
+		if err != nil && !errors.Is(err, storage.ErrUnavailable) {
+			t.Errorf("%s: %v, want nil or ErrUnavailable", name, err)
+		}
+	}
+	if deleteErr == nil {
+		if _, err := s.GetAccessTokenSession(ctx, "new", &fosite.DefaultSession{}); !errors.Is(err, fosite.ErrNotFound) {
+			t.Errorf("token after its secret's deletion: %v, want not found", err)
+		}
+	}
 }

@@ -239,7 +239,7 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 	// The client was read earlier, maybe from a cache (PinClient): the row
 	// goes in only if the client's row still has that revision, decided by
 	// the database in this one statement.
-	res, err := s.execPrepared(ctx, pinnedInsert(t), append(args, row.ClientID, revision)...)
+	res, err := s.execPrepared(ctx, pinnedInsert(t, s.flavor.shareLock), append(args, row.ClientID, revision)...)
 	if errors.Is(err, ErrConflict) {
 		return fmt.Errorf("storage: %s: %w", t, ErrConflict)
 	}

@@ -127,16 +127,15 @@ func (s *Store) Dialect() Dialect { return s.flavor.dialect }
 // placeholders.
 func (s *Store) DB() *sqlx.DB { return s.db }
 
-// rebind rewrites a query into the dialect (its flavor's dml rewrites and
-// placeholder style), caching the result.
+// rebind rewrites "?" placeholders into the dialect's style, caching the result.
 func (s *Store) rebind(query string) string {
-	if s.flavor.bind == sqlx.QUESTION && len(s.flavor.dml) == 0 {
+	if s.flavor.bind == sqlx.QUESTION {
 		return query // as written
 	}
 	if q, ok := s.rebound.Load(query); ok {
 		return q.(string)
 	}
-	q := sqlx.Rebind(s.flavor.bind, s.flavor.translateDML(query))
+	q := sqlx.Rebind(s.flavor.bind, query)
 	s.rebound.Store(query, q)
 	return q
 }

@@ -68,7 +68,14 @@ func (b *Batcher[T]) Do(ctx context.Context, item T, run func(context.Context, [
 		// lone call and then the rest (docs/performance.md change 17). A
 		// lone call pays one trip through the scheduler.
 		runtime.Gosched()
-		return b.lead(c, b.take(c), run)
+		batch := b.take(c)
+		if ctx.Err() != nil {
+			// Ended while it yielded: the others' batch must not run
+			// under it, as when a queued caller is handed the lead.
+			b.passLead(c, batch)
+			return ctx.Err()
+		}
+		return b.lead(c, batch, run)
 	}
 	c.done = make(chan outcome[T], 1)
 	b.queue = append(b.queue, c)

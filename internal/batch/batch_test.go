@@ -240,10 +240,12 @@ func (endedContext) Value(any) any               { return nil }
 
 // TestCallsReleasedTogetherShareABatch: callers that become runnable at the
 // same moment (the requests one batch of an earlier step has just
-// answered) make one batch, not a lone one and then the rest: the first of
+// answered) share a batch rather than each running alone: the first of
 // them yields once before it takes its batch, so the others queue behind
-// it. On one P the order is the scheduler's own, so the count is exact;
-// without the yield each call would run alone (n batches of one).
+// it. On one P, without the yield, each call runs alone (n batches of
+// one); with it, one batch, or two when the scheduler's fairness check of
+// its global queue brings the yielding caller back before all the others
+// have queued.
 func TestCallsReleasedTogetherShareABatch(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	const n = 8
@@ -264,7 +266,11 @@ func TestCallsReleasedTogetherShareABatch(t *testing.T) {
 	ready.Wait()
 	close(start)
 	wg.Wait()
-	if want := []int{n}; !slices.Equal(r.sizes, want) {
-		t.Errorf("batches %v, want %v", r.sizes, want)
+	total := 0
+	for _, size := range r.sizes {
+		total += size
+	}
+	if len(r.sizes) > 2 || total != n {
+		t.Errorf("batches %v, want all %d calls in one or two", r.sizes, n)
 	}
 }
