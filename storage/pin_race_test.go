@@ -129,22 +129,9 @@ func TestTokenRacingItsClientsChange(t *testing.T) {
 
 			deleted := make(chan error, 1)
 			go func() { deleted <- tc.delete(ctx, s, current.ID, secret.ID) }()
-			var deleteErr error
-			deleteDone := false
-			waitFor(t, func() bool {
-				select {
-				case deleteErr = <-deleted:
-					deleteDone = true
-					return true
-				default:
-				}
-				if !insertXID.Valid {
-					return false
-				}
-				var waiting bool
-				err := s.DB().QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
-					WHERE locktype = 'transactionid' AND NOT granted AND transactionid::text = $1)`, insertXID.String).Scan(&waiting)
-				return err == nil && waiting
+			deleteDone, deleteErr := finishedOrBlocked(t, deleted, func() bool {
+				return insertXID.Valid && holds(s, `SELECT EXISTS (SELECT 1 FROM pg_locks
+					WHERE locktype = 'transactionid' AND NOT granted AND transactionid::text = $1)`, insertXID.String)
 			})
 			release()
 			for range sigs {
@@ -165,6 +152,29 @@ func TestTokenRacingItsClientsChange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// finishedOrBlocked waits until the call behind done has returned (true,
+// and its error) or blocked says it waits for a lock (false).
+func finishedOrBlocked(t *testing.T, done <-chan error, blocked func() bool) (finished bool, err error) {
+	t.Helper()
+	waitFor(t, func() bool {
+		select {
+		case err = <-done:
+			finished = true
+			return true
+		default:
+			return blocked()
+		}
+	})
+	return finished, err
+}
+
+// holds reports whether query, one boolean, is true on s's database.
+func holds(s *storage.Store, query string, args ...any) bool {
+	var b bool
+	err := s.DB().QueryRowContext(context.Background(), query, args...).Scan(&b)
+	return err == nil && b
 }
 
 // newAppWithSecret makes an owned client_credentials app with one secret
@@ -221,19 +231,9 @@ func TestTokenInsertAfterItsClientChanged(t *testing.T) {
 	go func() {
 		inserted <- s.CreateAccessTokenSession(pinned, "sig", batchRequest(current, "req", "alice", time.Now().Add(time.Hour)))
 	}()
-	var insertErr error
-	insertDone := false
-	waitFor(t, func() bool {
-		select {
-		case insertErr = <-inserted:
-			insertDone = true
-			return true
-		default:
-		}
-		var waiting bool
-		err := s.DB().QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-			WHERE l.locktype = 'transactionid' AND NOT l.granted AND a.datname = current_database())`).Scan(&waiting)
-		return err == nil && waiting
+	insertDone, insertErr := finishedOrBlocked(t, inserted, func() bool {
+		return holds(s, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'transactionid' AND NOT l.granted AND a.datname = current_database())`)
 	})
 	if err := s.Commit(tx); err != nil {
 		t.Fatal(err)
@@ -281,11 +281,9 @@ func TestPinnedInsertInATransactionMeetsADeletion(t *testing.T) {
 	deleted := make(chan error, 1)
 	go func() { deleted <- s.DeleteClientSecret(ctx, current.ID, secret.ID) }()
 	waitFor(t, func() bool { // the deletion waits for the revoked token
-		var waiting bool
-		err := s.DB().QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		return holds(s, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 			WHERE l.locktype = 'transactionid' AND NOT l.granted AND a.datname = current_database()
-			AND a.query LIKE 'DELETE FROM oauth2_access_tokens%')`).Scan(&waiting)
-		return err == nil && waiting
+			AND a.query LIKE 'DELETE FROM oauth2_access_tokens%')`)
 	})
 	insertErr := s.CreateAccessTokenSession(tx, "new", request("req-new"))
 	if insertErr == nil {
