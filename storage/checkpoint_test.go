@@ -32,14 +32,9 @@ func TestSQLiteCheckpointsInBackground(t *testing.T) {
 	if pages != 10000 {
 		t.Errorf("the store's connection checkpoints every %d pages, want the 10000-page backstop", pages)
 	}
-	c := &storage.Client{ID: "app"}
-	if err := s.CreateClient(ctx, c); err != nil {
-		t.Fatal(err)
-	}
+	c := newApp(t, s)
 	for i := range 200 {
-		if err := s.CreateAccessTokenSession(ctx, fmt.Sprint("sig-", i), batchRequest(c, fmt.Sprint("req-", i), "alice", time.Now().Add(time.Hour))); err != nil {
-			t.Fatal(err)
-		}
+		writeToken(ctx, t, s, c, i)
 	}
 	for deadline := time.Now().Add(10 * time.Second); s.BackgroundCheckpoints() < 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -69,17 +64,8 @@ func TestSQLiteCheckpointsInBackground(t *testing.T) {
 func TestSQLiteLogRewoundUnderSteadyWrites(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := storagetest.SQLite.Open(t)
-	c := &storage.Client{ID: "app"}
-	if err := s.CreateClient(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	write := func(i int) {
-		t.Helper()
-		if err := s.CreateAccessTokenSession(ctx, fmt.Sprint("sig-", i), batchRequest(c, fmt.Sprint("req-", i), "alice", time.Now().Add(time.Hour))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, c := sqliteWithApp(t)
+	write := func(i int) { t.Helper(); writeToken(ctx, t, s, c, i) }
 	i := 0
 	for deadline := time.Now().Add(30 * time.Second); s.FinishedCheckpoints() < 1; i++ {
 		if time.Now().After(deadline) {
@@ -108,5 +94,62 @@ func TestCheckpointerNeverCreatesADatabase(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the checkpointer created %s: %v", path, err)
+	}
+}
+
+// TestIdleLogLeftAlone: a long log that a background checkpoint copied
+// whole is rewound by the store's next write anyway, so the checkpointer
+// does not take the store's connection for it: an idle store after one
+// large commit sees background checkpoints and no finishing ones.
+func TestIdleLogLeftAlone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, c := sqliteWithApp(t)
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		for i := range 30000 {
+			writeToken(ctx, t, s, c, i)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var busy, logFrames, copied int
+	if err := s.DB().QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &copied); err != nil {
+		t.Fatal(err)
+	}
+	if logFrames <= storage.RewindAbove {
+		t.Fatalf("the commit left %d pages of log, want more than %d for this test", logFrames, storage.RewindAbove)
+	}
+	before := s.BackgroundCheckpoints()
+	waitFor(t, func() bool { return s.BackgroundCheckpoints() >= before+3 })
+	if n := s.FinishedCheckpoints(); n != 0 {
+		t.Errorf("an idle store's log copied whole: %d finishing checkpoints, want none", n)
+	}
+}
+
+// sqliteWithApp opens a file SQLite store holding one client.
+func sqliteWithApp(t *testing.T) (*storage.Store, *storage.Client) {
+	t.Helper()
+	s := storagetest.SQLite.Open(t)
+	return s, newApp(t, s)
+}
+
+// newApp creates the client "app" in s.
+func newApp(t *testing.T, s *storage.Store) *storage.Client {
+	t.Helper()
+	c := &storage.Client{ID: "app"}
+	if err := s.CreateClient(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// writeToken stores access token i of c (in the transaction ctx carries,
+// if any).
+func writeToken(ctx context.Context, t *testing.T, s *storage.Store, c *storage.Client, i int) {
+	t.Helper()
+	if err := s.CreateAccessTokenSession(ctx, fmt.Sprint("sig-", i), batchRequest(c, fmt.Sprint("req-", i), "alice", time.Now().Add(time.Hour))); err != nil {
+		t.Fatal(err)
 	}
 }

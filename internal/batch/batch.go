@@ -157,9 +157,17 @@ func (b *Batcher[T]) dequeue(c *call[T]) bool {
 func (b *Batcher[T]) take(c *call[T]) []*call[T] {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := min(len(b.queue), Max-1)
+	return b.popLocked(c, Max-1)
+}
+
+// popLocked removes up to n calls from the head of the queue and returns
+// them after first (nil: none), with b.mu held.
+func (b *Batcher[T]) popLocked(first *call[T], n int) []*call[T] {
+	n = min(len(b.queue), n)
 	batch := make([]*call[T], 0, n+1)
-	batch = append(batch, c)
+	if first != nil {
+		batch = append(batch, first)
+	}
 	batch = append(batch, b.queue[:n]...)
 	rest := copy(b.queue, b.queue[n:])
 	clear(b.queue[rest:])
@@ -170,17 +178,12 @@ func (b *Batcher[T]) take(c *call[T]) []*call[T] {
 // handOver starts the next batch from the queue, or frees the slot.
 func (b *Batcher[T]) handOver() {
 	b.mu.Lock()
-	n := min(len(b.queue), Max)
-	if n == 0 {
+	if len(b.queue) == 0 {
 		b.busy = false
 		b.mu.Unlock()
 		return
 	}
-	next := make([]*call[T], n)
-	copy(next, b.queue)
-	rest := copy(b.queue, b.queue[n:])
-	clear(b.queue[rest:])
-	b.queue = b.queue[:rest]
+	next := b.popLocked(nil, Max)
 	b.mu.Unlock()
 	next[0].done <- outcome[T]{lead: next}
 }

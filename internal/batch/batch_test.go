@@ -274,3 +274,25 @@ func TestCallsReleasedTogetherShareABatch(t *testing.T) {
 		t.Errorf("batches %v, want all %d calls in one or two", r.sizes, n)
 	}
 }
+
+// TestCallWhoseContextEndedRunsNothing: a caller that finds no batch in
+// flight but whose context has ended by the time it would lead (here:
+// before it called) runs nothing, neither its own call nor others', and
+// hears its context's error.
+func TestCallWhoseContextEndedRunsNothing(t *testing.T) {
+	t.Parallel()
+	var b batch.Batcher[*item]
+	r := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.Do(ctx, &item{name: "gone"}, r.run); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Do: %v, want context.Canceled", err)
+	}
+	if len(r.sizes) != 0 {
+		t.Errorf("batches %v, want none run", r.sizes)
+	}
+	// The slot is free again: the next call runs.
+	if err := b.Do(context.Background(), &item{name: "next"}, r.run); err != nil || !slices.Equal(r.sizes, []int{1}) {
+		t.Errorf("next call: %v, batches %v; want it run alone", err, r.sizes)
+	}
+}
