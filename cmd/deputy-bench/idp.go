@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/deputyauth/deputy/internal/protocol"
@@ -42,14 +41,11 @@ import (
 
 // idpProcess is one running deputy-idp serve.
 type idpProcess struct {
-	bin     string
-	env     []string
-	cmd     *exec.Cmd
-	base    string // http://127.0.0.1:PORT, the public listener
-	debug   string // http://127.0.0.1:PORT, the debug listener
-	logs    *logTail
-	exited  chan struct{}
-	waitErr error
+	*process
+	bin   string
+	env   []string
+	base  string // http://127.0.0.1:PORT, the public listener
+	debug string // http://127.0.0.1:PORT, the debug listener
 }
 
 // idpBinary returns the deputy-idp to measure: -idp-binary, or one built
@@ -174,32 +170,15 @@ func startIdp(ctx context.Context, bin, dsn string) (*idpProcess, error) {
 			"DATABASE_URL="+dsn,
 			"DEPUTY_SYSTEM_SECRET="+hex.EncodeToString(secret[:]),
 		),
-		logs:   newLogTail(debugLogPattern),
-		exited: make(chan struct{}),
 	}
 	banner := newLogTail(bannerPattern)
-	p.cmd = exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--no-demo")
-	p.cmd.Env = append(p.env, debugListenEnv+"=127.0.0.1:0")
-	stdout, err := p.cmd.StdoutPipe()
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--no-demo")
+	cmd.Env = append(p.env, debugListenEnv+"=127.0.0.1:0")
+	proc, err := startProcess(cmd, banner, newLogTail(debugLogPattern))
 	if err != nil {
 		return nil, err
 	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start deputy-idp: %w", err)
-	}
-	var drained sync.WaitGroup
-	drained.Add(2)
-	go func() { defer drained.Done(); banner.drain(stdout) }()
-	go func() { defer drained.Done(); p.logs.drain(stderr) }()
-	go func() {
-		drained.Wait() // Wait closes the pipes: read them to the end first
-		p.waitErr = p.cmd.Wait()
-		close(p.exited)
-	}()
+	p.process = proc
 
 	deadline := time.NewTimer(2 * time.Minute)
 	defer deadline.Stop()
@@ -233,23 +212,6 @@ func startIdp(ctx context.Context, bin, dsn string) (*idpProcess, error) {
 
 // debugListenEnv is deputy-idp's (cmd/deputy-idp/debug.go).
 const debugListenEnv = "DEPUTY_DEBUG_LISTEN"
-
-// stop ends the server as an orchestrator would (SIGTERM, then SIGKILL
-// after its 15 s grace and some).
-func (p *idpProcess) stop() {
-	if p.cmd.Process == nil {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may be gone already
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill() //nolint:errcheck
-		<-p.exited
-	}
-}
-
-func (p *idpProcess) pid() int { return p.cmd.Process.Pid }
 
 // Counts reads the server's query counts from its debug listener.
 func (p *idpProcess) Counts(ctx context.Context) (querycount.Counts, error) {

@@ -46,6 +46,7 @@ const defaultPostgres = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=dis
 // Cell groups, in the order they run and print.
 const (
 	groupBaseline       = "baseline"
+	groupHydra          = "hydra"
 	groupFloor          = "floor"
 	groupCCPostgres     = "cc-postgres"
 	groupCCSQLite       = "cc-sqlite"
@@ -59,13 +60,14 @@ const (
 )
 
 var allGroups = []string{
-	groupBaseline, groupFloor, groupCCPostgres, groupCCSQLite, groupAgtPostgres, groupAgtSQLite,
+	groupBaseline, groupHydra, groupFloor, groupCCPostgres, groupCCSQLite, groupAgtPostgres, groupAgtSQLite,
 	groupIdpCCPostgres, groupIdpCCSQLite, groupIdpAgtPostgres, groupIdpAgtSQLite, groupVerify,
 }
 
 // Cells: what serves the requests of a row.
 const (
 	cellBaseline = "baseline"
+	cellHydra    = "hydra" // Ory Hydra, default configuration, its own process
 	cellFloor    = "floor"
 	cellPlugin   = "plugin"     // plugin.New in this process, fixed Directory
 	cellIdp      = "deputy-idp" // the shipped binary, its own process
@@ -73,19 +75,20 @@ const (
 )
 
 type options struct {
-	duration   time.Duration
-	warmup     time.Duration
-	clients    []int
-	postgres   string
-	listen     string
-	jsonOut    string
-	cpuProfile string
-	groups     []string
-	sqlSamples int
-	timeout    time.Duration
-	idpBinary  string
-	idpProfile string
-	gogc       int
+	duration    time.Duration
+	warmup      time.Duration
+	clients     []int
+	postgres    string
+	listen      string
+	jsonOut     string
+	cpuProfile  string
+	groups      []string
+	sqlSamples  int
+	timeout     time.Duration
+	idpBinary   string
+	hydraBinary string
+	idpProfile  string
+	gogc        int
 }
 
 func main() {
@@ -114,6 +117,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "hard limit on the whole run")
 	fs.StringVar(&o.idpProfile, "idp-cpuprofile", "", "write a CPU profile of deputy-idp during each measured deputy-idp cell to PREFIX-<group>-<clients>.prof (from its debug listener)")
 	fs.StringVar(&o.idpBinary, "idp-binary", "", "a built deputy-idp to measure in the deputy-idp cells (default: go build ./cmd/deputy-idp into a temporary directory)")
+	fs.StringVar(&o.hydraBinary, "hydra-binary", "", "a built Ory Hydra to measure in the hydra cells (default: go build the version pinned in "+hydraModule+" into a temporary directory)")
 	fs.IntVar(&o.gogc, "gogc", 400, "GOGC of this process, which hosts the in-process cells (plugin, baseline, floor): deputy-idp's own default (it sets its own; the load generator keeps Go's); GOGC in the environment wins unless this flag is given; 0 leaves Go's setting")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -162,7 +166,7 @@ func parseFlags(args []string) (*options, error) {
 // result is one row of the table.
 type result struct {
 	Group     string `json:"group"`
-	Cell      string `json:"cell"`    // baseline, floor, plugin, deputy-idp, verify
+	Cell      string `json:"cell"`    // baseline, hydra, floor, plugin, deputy-idp, verify
 	Grant     string `json:"grant"`   // client_credentials, agent-token, insert; what is verified for verify
 	Backend   string `json:"backend"` // memory, postgres, sqlite
 	Clients   int    `json:"clients"`
@@ -207,10 +211,11 @@ type result struct {
 	PGCPUPerRequestUs  *float64 `json:"postgres_cpu_us_per_request,omitempty"`
 	LogLinesPerRequest *float64 `json:"log_lines_per_request,omitempty"`
 
-	// Ratios of tokens/s to the baseline's, the floor's and (deputy-idp
-	// rows) the plugin cell's of the same grant and backend, at the same
-	// client count.
+	// Ratios of tokens/s to the baseline's, Hydra's (client_credentials
+	// rows), the floor's and (deputy-idp rows) the plugin cell's of the
+	// same grant and backend, at the same client count.
 	VsBaseline *float64 `json:"vs_baseline,omitempty"`
+	VsHydra    *float64 `json:"vs_hydra,omitempty"`
 	VsFloor    *float64 `json:"vs_floor,omitempty"`
 	VsPlugin   *float64 `json:"vs_plugin,omitempty"`
 }
@@ -223,6 +228,7 @@ type machine struct {
 	Go         string `json:"go"`
 	Postgres   string `json:"postgres,omitempty"`
 	SQLite     string `json:"sqlite,omitempty"`
+	Hydra      string `json:"hydra,omitempty"` // its module version
 	// Load averages (1, 5, 15 min) when the run started and ended: the
 	// bench shares the machine with whatever else runs, and says so.
 	// GOGC is the in-process cells' collector setting (-gogc).
@@ -543,6 +549,12 @@ func (b *bench) runAll(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if b.want(groupHydra) {
+		b.runHydra(ctx)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 
 	// The shipped binary: built once, started once per backend.
 	var idpBin string
@@ -655,12 +667,16 @@ func ratios(rs []*result) {
 		return nil
 	}
 	for _, r := range rs {
-		if !r.Available || r.Cell == cellBaseline || r.Cell == cellVerify {
+		if !r.Available || r.Cell == cellBaseline || r.Cell == cellHydra || r.Cell == cellVerify {
 			continue
 		}
 		if base := ref(cellBaseline, "", "", r.Clients); base != nil {
 			v := r.TokensPerSec / base.TokensPerSec
 			r.VsBaseline = &v
+		}
+		if h := ref(cellHydra, r.Grant, r.Backend, r.Clients); h != nil {
+			v := r.TokensPerSec / h.TokensPerSec
+			r.VsHydra = &v
 		}
 		if r.Cell == cellFloor {
 			continue
@@ -687,7 +703,8 @@ func find(rs []*result, group string, clients int) *result {
 	return nil
 }
 
-// targets checks the numbers of issues 5 and 14 against the rows.
+// targets checks the numbers of the design and of issues 5 and 14
+// against the rows.
 func targets(rs []*result) []target {
 	ratios(rs)
 	var ts []target
@@ -717,6 +734,12 @@ func targets(rs []*result) []target {
 	cc := find(rs, groupCCPostgres, 8)
 	add("client_credentials on PostgreSQL vs baseline, 8 clients", "≥ 20×", cc,
 		func(r *result) *float64 { return r.VsBaseline }, times, func(v float64) bool { return v >= 20 })
+	// The design's comparison: Ory Hydra's default configuration, for the
+	// binary users run and for the plugin.
+	idpCC := find(rs, groupIdpCCPostgres, 8)
+	vsHydra := func(r *result) *float64 { return r.VsHydra }
+	add("client_credentials on PostgreSQL vs Ory Hydra, deputy-idp, 8 clients", "≥ 8×", idpCC, vsHydra, times, func(v float64) bool { return v >= 8 })
+	add("client_credentials on PostgreSQL vs Ory Hydra, plugin, 8 clients", "≥ 8×", cc, vsHydra, times, func(v float64) bool { return v >= 8 })
 	add("client_credentials on PostgreSQL vs floor, 8 clients", "≥ 60%", cc,
 		func(r *result) *float64 { return r.VsFloor }, pct, func(v float64) bool { return v >= 0.60 })
 	for _, g := range []struct{ group, name string }{
@@ -732,6 +755,7 @@ func targets(rs []*result) []target {
 		{groupAgtPostgres, "agent-token mint p99, plugin, PostgreSQL, 8 clients"},
 		{groupCCSQLite, "client_credentials p99, plugin, SQLite, 8 clients"},
 		{groupAgtSQLite, "agent-token mint p99, plugin, SQLite, 8 clients"},
+		{groupIdpCCPostgres, "client_credentials p99, deputy-idp, PostgreSQL, 8 clients"},
 	} {
 		add(g.name, "< 5 ms", find(rs, g.group, 8), p99, millis, func(v float64) bool { return v < 5 })
 	}
@@ -854,14 +878,17 @@ func printTable(w io.Writer, rep *report) {
 	if m.SQLite != "" {
 		fmt.Fprintf(w, ", SQLite %s", m.SQLite)
 	}
+	if m.Hydra != "" {
+		fmt.Fprintf(w, ", Ory Hydra %s", m.Hydra)
+	}
 	fmt.Fprintf(w, "\n%s warm-up + %s measured per cell, closed-loop clients (a load-generator process) over HTTP/1.1 keep-alive on loopback; load average %s at start, %s at end\n\n",
 		rep.Warmup, rep.Duration, m.LoadStart, m.LoadEnd)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "cell\tgrant\tbackend\tclients\ttokens/s\tp50 ms\tp99 ms\terrors\tSQL/tok\twire/tok\tGo µs/tok\tPG µs/tok\tloadgen µs\tvs plugin\tvs baseline\tvs floor\tns/op\tallocs/op\t")
+	fmt.Fprintln(tw, "cell\tgrant\tbackend\tclients\ttokens/s\tp50 ms\tp99 ms\terrors\tSQL/tok\twire/tok\tGo µs/tok\tPG µs/tok\tloadgen µs\tvs plugin\tvs baseline\tvs hydra\tvs floor\tns/op\tallocs/op\t")
 	for _, r := range rep.Results {
 		if !r.Available {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t\t\t\t\t\t\t\t\t\t\t\t\t\t\n", r.Cell, r.Grant, r.Backend, r.Clients, "n/a")
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\n", r.Cell, r.Grant, r.Backend, r.Clients, "n/a")
 			continue
 		}
 		if r.Cell == cellVerify {
@@ -871,20 +898,20 @@ func printTable(w io.Writer, rep *report) {
 			if r.AllocsPerOp != nil {
 				allocs = strconv.FormatInt(*r.AllocsPerOp, 10)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t-\t-\t-\t%d\t%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t-\t-\t-\t%d\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\t\n",
 				r.Cell, r.Grant, r.Backend, r.Clients, r.Errors,
 				optf(r.SQLPerRequest, "%.0f"), optf(r.WirePerRequest, "%.0f"),
 				optf(r.NsPerOp, "%.0f"), allocs)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.Cell, r.Grant, r.Backend, r.Clients, r.TokensPerSec, r.P50Ms, r.P99Ms, r.Errors,
 			optf(r.SQLPerRequest, "%.0f"), optf(r.WirePerRequest, "%.0f"),
 			optf(r.CPUPerRequestUs, "%.0f"), optf(r.PGCPUPerRequestUs, "%.0f"), optf(r.LoadgenCPUPerReqUs, "%.0f"),
-			optPct(r.VsPlugin), optf(r.VsBaseline, "%.1f×"), optPct(r.VsFloor), "-", "-")
+			optPct(r.VsPlugin), optf(r.VsBaseline, "%.1f×"), optf(r.VsHydra, "%.1f×"), optPct(r.VsFloor), "-", "-")
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "  Go µs/tok: CPU of the server's process per token (plugin, baseline: the bench's own process; deputy-idp: its process; floor: the bench, which is its own client); loadgen µs: the load generator's")
+	fmt.Fprintln(w, "  Go µs/tok: CPU of the server's process per token (plugin, baseline: the bench's own process; deputy-idp, hydra: its process; floor: the bench, which is its own client); loadgen µs: the load generator's")
 	if slices.ContainsFunc(rep.Results, func(r *result) bool { return r.Group == groupVerify }) {
 		fmt.Fprintln(w, "  verify: one verification per op, in-process (testing.Benchmark, one goroutine, no HTTP); SQL/tok is per verification; the agent rows touch no database (keys in memory)")
 	}
@@ -899,7 +926,7 @@ func printTable(w io.Writer, rep *report) {
 		fmt.Fprintln(w, "  "+n)
 	}
 
-	fmt.Fprintln(w, "\ntargets (issues 5 and 14)")
+	fmt.Fprintln(w, "\ntargets (the design, issues 5 and 14)")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, t := range rep.Targets {
 		verdict := "-"

@@ -137,7 +137,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-postgres", "postgres://u@192.0.2.7:5432/db"}, "not a loopback"},
 		{[]string{"-clients", "0"}, "-clients"},
 		{[]string{"-clients", "1,x"}, "-clients"},
-		{[]string{"-cells", "hydra"}, "unknown group"},
+		{[]string{"-cells", "hydra,idp-cc-postgres", "-hydra-binary", "/opt/hydra"}, ""},
+		{[]string{"-cells", "keycloak"}, "unknown group"},
 		{[]string{"-duration", "0s"}, "-duration"},
 		{[]string{"-duration", "11m"}, "-duration"},
 		{[]string{"extra"}, "unexpected arguments"},
@@ -224,11 +225,12 @@ func TestTargetsRatios(t *testing.T) {
 	t.Parallel()
 	rs := []*result{
 		{Group: groupBaseline, Cell: cellBaseline, Clients: 8, Available: true, TokensPerSec: 10},
+		{Group: groupHydra, Cell: cellHydra, Grant: "client_credentials", Backend: "postgres", Clients: 8, Available: true, TokensPerSec: 50},
 		{Group: groupFloor, Cell: cellFloor, Clients: 8, Available: true, TokensPerSec: 1000},
 		{Group: groupCCPostgres, Cell: cellPlugin, Grant: "client_credentials", Backend: "postgres", Clients: 8, Available: true, TokensPerSec: 700, P99Ms: 4,
 			SQLPerRequest: f(2), CPUPerRequestUs: f(250)},
 		{Group: groupAgtPostgres, Cell: cellPlugin, Grant: "agent-token", Backend: "postgres", Clients: 8, Note: "not available: x"},
-		{Group: groupIdpCCPostgres, Cell: cellIdp, Grant: "client_credentials", Backend: "postgres", Clients: 8, Available: true, TokensPerSec: 560,
+		{Group: groupIdpCCPostgres, Cell: cellIdp, Grant: "client_credentials", Backend: "postgres", Clients: 8, Available: true, TokensPerSec: 560, P99Ms: 5,
 			SQLPerRequest: f(3), CPUPerRequestUs: f(180)},
 		{Group: groupIdpCCSQLite, Cell: cellIdp, Grant: "client_credentials", Backend: "sqlite", Clients: 8, Available: true, TokensPerSec: 900,
 			SQLPerRequest: f(4)},
@@ -251,7 +253,10 @@ func TestTargetsRatios(t *testing.T) {
 	yes, no := true, false
 	check("client_credentials on PostgreSQL vs baseline, 8 clients", &yes, "70.0×")
 	check("client_credentials on PostgreSQL vs floor, 8 clients", &yes, "70%")
+	check("client_credentials on PostgreSQL vs Ory Hydra, plugin, 8 clients", &yes, "14.0×")
+	check("client_credentials on PostgreSQL vs Ory Hydra, deputy-idp, 8 clients", &yes, "11.2×")
 	check("client_credentials p99, plugin, PostgreSQL, 8 clients", &yes, "4.00 ms")
+	check("client_credentials p99, deputy-idp, PostgreSQL, 8 clients", &no, "5.00 ms")
 	check("agent-token mint p99, plugin, PostgreSQL, 8 clients", nil, "not measured")
 	check("client_credentials Go CPU per token, plugin, PostgreSQL, 8 clients", &no, "250 µs")
 	check("client_credentials Go CPU per token, deputy-idp, PostgreSQL, 8 clients", &yes, "180 µs")
@@ -260,14 +265,17 @@ func TestTargetsRatios(t *testing.T) {
 	// No plugin row to compare with: not judged.
 	check("deputy-idp SQL round trips per token, client_credentials, SQLite", nil, "not measured")
 	check("deputy-idp tokens/s vs plugin, client_credentials, SQLite, 8 clients", nil, "not measured")
-	rs[2].TokensPerSec = 150
-	rs[4].SQLPerRequest = f(4)
+	rs[3].TokensPerSec = 150
+	rs[5].SQLPerRequest = f(4)
+	rs[1].TokensPerSec = 100
 	ts = targets(rs)
 	for _, tg := range ts {
 		byName[tg.Name] = tg
 	}
 	check("client_credentials on PostgreSQL vs baseline, 8 clients", &no, "15.0×")
 	check("client_credentials on PostgreSQL vs floor, 8 clients", &no, "15%")
+	check("client_credentials on PostgreSQL vs Ory Hydra, plugin, 8 clients", &no, "1.5×")
+	check("client_credentials on PostgreSQL vs Ory Hydra, deputy-idp, 8 clients", &no, "5.6×")
 	check("deputy-idp SQL round trips per token, client_credentials, PostgreSQL", &no, "4")
 	check("deputy-idp tokens/s vs plugin, client_credentials, PostgreSQL, 8 clients", &yes, "373%")
 }
