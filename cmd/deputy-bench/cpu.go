@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,16 +116,24 @@ func (m *cpuMeter) serverCPU() (time.Duration, bool) {
 func (m *cpuMeter) start(ctx context.Context) {
 	if m.PGStore != nil && m.PGStore.Dialect() == storage.Postgres {
 		m.pids = pgBackends(ctx, m.PGStore, m.PGApp)
+		slices.Sort(m.pids)
 		m.PGMeasured = len(m.pids) > 0
 		m.pg0 = procCPU(m.pids)
 	}
 	m.server0, m.ServerMeasured = m.serverCPU()
 }
 
-func (m *cpuMeter) stop() {
+// stop ends the measurement. The backends' CPU counts only when the pool
+// kept the same connections throughout: a backend that ended took its time
+// with it, and one that started is not in the sum (a pool that closes idle
+// connections under load, as Hydra's does, changes them).
+func (m *cpuMeter) stop(ctx context.Context) {
 	v, ok := m.serverCPU()
 	m.Server, m.ServerMeasured = v-m.server0, m.ServerMeasured && ok
 	if m.PGMeasured {
 		m.PG = procCPU(m.pids) - m.pg0
+		now := pgBackends(ctx, m.PGStore, m.PGApp)
+		slices.Sort(now)
+		m.PGMeasured = slices.Equal(now, m.pids)
 	}
 }

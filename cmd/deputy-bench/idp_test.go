@@ -122,7 +122,7 @@ func TestIdpRoundTrips(t *testing.T) {
 					before, err = proc.Counts(ctx)
 					cpu.start(ctx)
 					return func() {
-						cpu.stop()
+						cpu.stop(ctx)
 						after, err = proc.Counts(ctx)
 					}
 				})

@@ -390,7 +390,7 @@ func (b *bench) measure(ctx context.Context, c cellSpec) {
 			}
 			cpu.start(ctx)
 			return func() {
-				cpu.stop()
+				cpu.stop(ctx)
 				if endProfile != nil {
 					endProfile()
 				}
