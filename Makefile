@@ -27,8 +27,10 @@ lint:
 # endpoints over loopback HTTP — deputy mounted in-process (plugin cells) and
 # the deputy-idp binary, built into a temporary directory and started with
 # `serve` in its own process (deputy-idp cells) — against the baseline and
-# the floor. Needs the PostgreSQL of DEPUTY_BENCH_POSTGRES (fresh schemas are
-# made and dropped). BENCHFLAGS narrows it, e.g. BENCHFLAGS='-cells idp-cc-postgres,cc-postgres -clients 8'.
+# the floor, and Ory Hydra in its default configuration (built from
+# cmd/deputy-bench/hydra/go.mod; its first build downloads its modules). Needs
+# the PostgreSQL of DEPUTY_BENCH_POSTGRES (fresh schemas, and a database for
+# Hydra, are made and dropped). BENCHFLAGS narrows it, e.g. BENCHFLAGS='-cells idp-cc-postgres,cc-postgres -clients 8'.
 DEPUTY_BENCH_POSTGRES ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 BENCHFLAGS ?=
 bench:

@@ -116,24 +116,31 @@ func (m *cpuMeter) serverCPU() (time.Duration, bool) {
 func (m *cpuMeter) start(ctx context.Context) {
 	if m.PGStore != nil && m.PGStore.Dialect() == storage.Postgres {
 		m.pids = pgBackends(ctx, m.PGStore, m.PGApp)
-		slices.Sort(m.pids)
 		m.PGMeasured = len(m.pids) > 0
 		m.pg0 = procCPU(m.pids)
 	}
 	m.server0, m.ServerMeasured = m.serverCPU()
 }
 
-// stop ends the measurement. The backends' CPU counts only when the pool
-// kept the same connections throughout: a backend that ended took its time
-// with it, and one that started is not in the sum (a pool that closes idle
-// connections under load, as Hydra's does, changes them).
+// stop ends the measurement. A backend that ended during the phase took
+// its CPU time with it, so the backends' figure counts only when every
+// backend of the start is still there; one that started during the phase
+// is added whole (its time is all inside the phase). Hydra's pool, which
+// opens and closes connections under load, usually ends some.
 func (m *cpuMeter) stop(ctx context.Context) {
 	v, ok := m.serverCPU()
 	m.Server, m.ServerMeasured = v-m.server0, m.ServerMeasured && ok
-	if m.PGMeasured {
-		m.PG = procCPU(m.pids) - m.pg0
-		now := pgBackends(ctx, m.PGStore, m.PGApp)
-		slices.Sort(now)
-		m.PGMeasured = slices.Equal(now, m.pids)
+	if !m.PGMeasured {
+		return
 	}
+	m.PG = procCPU(m.pids) - m.pg0
+	now := pgBackends(ctx, m.PGStore, m.PGApp)
+	var started []int
+	for _, pid := range now {
+		if !slices.Contains(m.pids, pid) {
+			started = append(started, pid)
+		}
+	}
+	m.PG += procCPU(started)
+	m.PGMeasured = len(now)-len(started) == len(m.pids)
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/deputyauth/deputy/storage"
@@ -48,10 +49,27 @@ func newPostgres(ctx context.Context, base string) (*database, error) {
 	return d, nil
 }
 
+// scratchKind is what createScratch makes on the server: a schema (deputy's
+// tables, found through search_path) or a database (Hydra keeps its tables
+// in its database's default schema).
+type scratchKind int
+
+const (
+	scratchSchema scratchKind = iota
+	scratchDatabase
+)
+
 // createSchema makes a fresh, empty schema on the server at base and
 // returns the URL of a connection whose search_path is that schema and
 // whose application_name is app, and the function that drops the schema.
 func createSchema(ctx context.Context, base, app string) (string, func(), error) {
+	return createScratch(ctx, base, app, scratchSchema)
+}
+
+// createScratch makes a fresh, empty schema or database on the server at
+// base (the latter needs the CREATEDB privilege) and returns the URL of a
+// connection to it named app, and the function that drops it.
+func createScratch(ctx context.Context, base, app string, kind scratchKind) (string, func(), error) {
 	if err := checkURLLoopback(ctx, base); err != nil {
 		return "", nil, fmt.Errorf("-postgres: %w", err)
 	}
@@ -68,11 +86,16 @@ func createSchema(ctx context.Context, base, app string) (string, func(), error)
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", nil, err
 	}
-	schema := "deputy_bench_" + hex.EncodeToString(rnd[:])
-	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
-		return "", nil, fmt.Errorf("postgres at %s: create schema: %w", redact(base), err)
+	name := "deputy_bench_" + hex.EncodeToString(rnd[:])
+	object, drop := "SCHEMA", `DROP SCHEMA `+name+` CASCADE`
+	if kind == scratchDatabase {
+		// FORCE (PostgreSQL 13) ends the connections a server left behind.
+		object, drop = "DATABASE", `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`
 	}
-	drop := func() {
+	if _, err := admin.ExecContext(ctx, `CREATE `+object+` `+name); err != nil {
+		return "", nil, fmt.Errorf("postgres at %s: create %s: %w", redact(base), strings.ToLower(object), err)
+	}
+	dropIt := func() {
 		db, err := sql.Open("postgres", base)
 		if err != nil {
 			return
@@ -80,15 +103,19 @@ func createSchema(ctx context.Context, base, app string) (string, func(), error)
 		defer db.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := db.ExecContext(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			fmt.Fprintf(os.Stderr, "deputy-bench: drop schema %s: %v\n", schema, err)
+		if _, err := db.ExecContext(ctx, drop); err != nil {
+			fmt.Fprintf(os.Stderr, "deputy-bench: %s: %v\n", drop, err)
 		}
 	}
 	q := u.Query()
-	q.Set("search_path", schema)
+	if kind == scratchDatabase {
+		u.Path = "/" + name
+	} else {
+		q.Set("search_path", name)
+	}
 	q.Set("application_name", app)
 	u.RawQuery = q.Encode()
-	return u.String(), drop, nil
+	return u.String(), dropIt, nil
 }
 
 // newSQLite makes a database file in a fresh temporary directory; Close

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"debug/buildinfo"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,13 +31,13 @@ import (
 // run as well as the plugin.
 //
 // Hydra is the version pinned in cmd/deputy-bench/hydra/go.mod, built with
-// the go command (or -hydra-binary), started as its quickstart starts it
-// (`hydra migrate sql up`, then `hydra serve all`) on a fresh PostgreSQL
-// database, with only what it refuses to start without: a DSN, a system
-// secret, its ports and an issuer URL. The issuer is https, as Hydra
-// requires outside --dev (which this bench does not use); TLS is
-// terminated in front of Hydra in such a deployment, so Hydra itself
-// serves plain HTTP on loopback, like deputy-idp. Everything else is
+// the go command (or -hydra-binary), started in production mode (`hydra
+// migrate sql up`, then `hydra serve all`, no --dev) on a fresh PostgreSQL
+// database, with what it refuses to start without (a DSN, a system secret,
+// an issuer URL) and loopback addresses for its two listeners. The issuer
+// is https, as Hydra requires outside --dev; TLS is terminated in front of
+// Hydra in such a deployment, so Hydra itself serves plain HTTP on
+// loopback, like deputy-idp. Everything else is
 // Hydra's default, its PBKDF2 secret hasher and its request logs at info
 // among them. --sqa-opt-out stops its usage reports, which this machine
 // could not send anyway. Its one client is created through its admin API
@@ -114,18 +114,24 @@ type hydraProcess struct {
 	public, admin string // http://127.0.0.1:PORT
 }
 
-// hydraEnv is this process's environment without anything Hydra would
-// read as its configuration (every key of its configuration can come
-// from the environment), plus env.
+// hydraConfigKeys are the top-level keys of Hydra's configuration
+// (spec/config.json of the pinned version): each can come from the
+// environment, as KEY or KEY_SUB_…
+var hydraConfigKeys = []string{"CGROUPS", "CLIENTS", "DB", "DEV", "DSN", "FEATURE_FLAGS", "HSM", "LOG",
+	"OAUTH2", "OIDC", "PROFILING", "SECRETS", "SERVE", "SQA", "STRATEGIES", "TRACING", "TTL", "URLS",
+	"VERSION", "WEBFINGER"}
+
+// hydraEnv is this process's environment without anything that would
+// configure Hydra away from its defaults (its configuration keys, and the
+// Go runtime's settings, which a developer's GOGC=… make bench would
+// otherwise pass on), plus env.
 func hydraEnv(env ...string) []string {
-	prefixes := []string{"DSN", "SERVE_", "URLS_", "SECRETS_", "OAUTH2_", "OIDC_", "TTL_", "STRATEGIES_",
-		"LOG_", "TRACING_", "WEBFINGER_", "CGROUPS_", "DB_", "SQA_", "DEV", "FEATURE_", "CLIENTS_", "HSM_", "CONFIG"}
 	var out []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		skip := false
-		for _, p := range prefixes {
-			skip = skip || strings.HasPrefix(k, p)
+		skip := slices.Contains([]string{"GOGC", "GOMAXPROCS", "GOMEMLIMIT", "GODEBUG", "GOTRACEBACK"}, k)
+		for _, c := range hydraConfigKeys {
+			skip = skip || k == c || strings.HasPrefix(k, c+"_")
 		}
 		if !skip {
 			out = append(out, kv)
@@ -134,14 +140,29 @@ func hydraEnv(env ...string) []string {
 	return append(out, env...)
 }
 
-// freeLoopbackPort returns a port nothing listens on now.
-func freeLoopbackPort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// freeLoopbackPorts returns n distinct ports nothing listens on now (all
+// held open until all are chosen). Hydra binds them a moment later: a
+// port taken in between makes it exit with its reason, which the bench
+// reports.
+func freeLoopbackPorts(n int) ([]int, error) {
+	var (
+		ports []int
+		held  []net.Listener
+	)
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // startHydra migrates a fresh database at dsn with bin and serves it,
@@ -151,27 +172,25 @@ func startHydra(ctx context.Context, bin, dsn string) (*hydraProcess, error) {
 	if _, err := rand.Read(secret[:]); err != nil {
 		return nil, err
 	}
-	publicPort, err := freeLoopbackPort()
-	if err != nil {
-		return nil, err
-	}
-	adminPort, err := freeLoopbackPort()
-	if err != nil {
-		return nil, err
-	}
-	env := hydraEnv(
-		"DSN="+dsn,
-		"SECRETS_SYSTEM="+hex.EncodeToString(secret[:]),
-		"URLS_SELF_ISSUER=https://127.0.0.1:"+strconv.Itoa(publicPort)+"/",
-		"SERVE_PUBLIC_HOST=127.0.0.1", "SERVE_PUBLIC_PORT="+strconv.Itoa(publicPort),
-		"SERVE_ADMIN_HOST=127.0.0.1", "SERVE_ADMIN_PORT="+strconv.Itoa(adminPort),
-	)
+	env := hydraEnv("DSN="+dsn, "SECRETS_SYSTEM="+hex.EncodeToString(secret[:]))
 	migrate := exec.CommandContext(ctx, bin, "migrate", "sql", "up", "--read-from-env", "--yes")
 	migrate.Env = env
 	if out, err := migrate.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("hydra migrate sql up: %w: %s", err, lastLines(string(out), 10))
 	}
 
+	// Chosen now, after the migration's seconds, so that they are fresh
+	// when Hydra binds them.
+	ports, err := freeLoopbackPorts(2)
+	if err != nil {
+		return nil, err
+	}
+	publicPort, adminPort := strconv.Itoa(ports[0]), strconv.Itoa(ports[1])
+	env = append(env,
+		"URLS_SELF_ISSUER=https://127.0.0.1:"+publicPort+"/",
+		"SERVE_PUBLIC_HOST=127.0.0.1", "SERVE_PUBLIC_PORT="+publicPort,
+		"SERVE_ADMIN_HOST=127.0.0.1", "SERVE_ADMIN_PORT="+adminPort,
+	)
 	logs := newLogTail()
 	cmd := exec.Command(bin, "serve", "all", "--sqa-opt-out")
 	cmd.Env = env
@@ -181,8 +200,8 @@ func startHydra(ctx context.Context, bin, dsn string) (*hydraProcess, error) {
 	}
 	h := &hydraProcess{
 		process: proc,
-		public:  "http://127.0.0.1:" + strconv.Itoa(publicPort),
-		admin:   "http://127.0.0.1:" + strconv.Itoa(adminPort),
+		public:  "http://127.0.0.1:" + publicPort,
+		admin:   "http://127.0.0.1:" + adminPort,
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -267,49 +286,6 @@ func (h *hydraProcess) createClient(ctx context.Context, scope string) (tokenSpe
 	}, nil
 }
 
-// createDatabase makes a fresh database on the server at base (Hydra
-// keeps its tables in its database's default schema) and returns the URL
-// of a connection to it named app, and the function that drops it.
-func createDatabase(ctx context.Context, base, app string) (string, func(), error) {
-	if err := checkURLLoopback(ctx, base); err != nil {
-		return "", nil, fmt.Errorf("-postgres: %w", err)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		return "", nil, err
-	}
-	admin, err := sql.Open("postgres", base)
-	if err != nil {
-		return "", nil, err
-	}
-	defer admin.Close()
-	var rnd [6]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return "", nil, err
-	}
-	name := "deputy_bench_hydra_" + hex.EncodeToString(rnd[:])
-	if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+name); err != nil {
-		return "", nil, fmt.Errorf("postgres at %s: create database: %w", redact(base), err)
-	}
-	drop := func() {
-		db, err := sql.Open("postgres", base)
-		if err != nil {
-			return
-		}
-		defer db.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := db.ExecContext(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
-			fmt.Fprintf(os.Stderr, "deputy-bench: drop database %s: %v\n", name, err)
-		}
-	}
-	u.Path = "/" + name
-	q := u.Query()
-	q.Set("application_name", app)
-	u.RawQuery = q.Encode()
-	return u.String(), drop, nil
-}
-
 // runHydra measures the hydra cells: Hydra's client_credentials on
 // PostgreSQL.
 func (b *bench) runHydra(ctx context.Context) {
@@ -324,7 +300,7 @@ func (b *bench) runHydra(ctx context.Context) {
 	defer cleanup()
 	b.rep.Machine.Hydra = hydraVersion(bin)
 	b.logf("hydra %s on postgres: migrating, starting…", b.rep.Machine.Hydra)
-	dsn, drop, err := createDatabase(ctx, b.o.postgres, hydraApp)
+	dsn, drop, err := createScratch(ctx, b.o.postgres, hydraApp, scratchDatabase)
 	if err != nil {
 		fail(err)
 		return

@@ -108,7 +108,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measured time per cell")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before each cell")
 	fs.StringVar(&clients, "clients", "1,8,32", "comma-separated concurrent client counts")
-	fs.StringVar(&o.postgres, "postgres", defaultPostgres, "PostgreSQL server URL (loopback only); each run makes and drops a fresh schema")
+	fs.StringVar(&o.postgres, "postgres", defaultPostgres, "PostgreSQL server URL (loopback only); each run makes and drops fresh schemas (and, for the hydra cells, a database: CREATEDB needed)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "loopback address the in-process servers listen on")
 	fs.StringVar(&o.jsonOut, "json-out", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (narrow it with -cells)")
@@ -655,7 +655,8 @@ func (b *bench) runFloor(ctx context.Context, pg *database) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// ratios fills VsBaseline, VsFloor and VsPlugin of every available row.
+// ratios fills VsBaseline, VsHydra, VsFloor and VsPlugin of every
+// available row.
 func ratios(rs []*result) {
 	ref := func(cell, grant, backend string, n int) *result {
 		for _, r := range rs {

@@ -3,8 +3,11 @@ module github.com/deputyauth/deputy/cmd/deputy-bench/hydra
 // Ory Hydra at a pinned version, built by deputy-bench for its hydra cells
 // (the design compares deputy with Hydra's default configuration). A
 // module of its own so that Hydra's dependencies stay out of deputy's.
-// The replace is Hydra's own (its go.mod), which go build does not take
-// from a dependency.
+// The replace of pop is Hydra's own (its go.mod), which go build does not
+// take from a dependency; its other, of its API client to a directory of
+// its repository, concerns only its CLI and cannot be copied: the
+// published client module serves instead. Built with this machine's Go
+// (1.26), newer than the one Hydra's release was built with.
 
 go 1.26
 
