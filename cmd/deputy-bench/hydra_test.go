@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -73,21 +71,8 @@ func TestRunHydraCell(t *testing.T) {
 		}
 		t.Skip("opt-in: needs DEPUTY_BENCH_HYDRA_BINARY and DEPUTY_TEST_DATABASE_URL (.ci/run sets both)")
 	}
-	out := filepath.Join(t.TempDir(), "bench.json")
-	var table strings.Builder
-	err := run([]string{"-clients", "2", "-duration", "500ms", "-warmup", "0s", "-hydra-binary", bin,
-		"-postgres", pg, "-cells", groupHydra + "," + groupCCPostgres, "-json-out", out}, &table)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, table.String())
-	}
-	buf, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep report
-	if err := json.Unmarshal(buf, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, table := runBench(t, "-clients", "2", "-duration", "500ms", "-warmup", "0s", "-hydra-binary", bin,
+		"-postgres", pg, "-cells", groupHydra+","+groupCCPostgres)
 	if rep.Machine.Hydra == "" {
 		t.Error("the report does not name Hydra's version")
 	}
@@ -101,7 +86,7 @@ func TestRunHydraCell(t *testing.T) {
 		}
 	}
 	if hydra == nil || !hydra.Available || hydra.Requests == 0 || hydra.Errors != 0 {
-		t.Fatalf("hydra row: %+v\n%s", hydra, table.String())
+		t.Fatalf("hydra row: %+v\n%s", hydra, table)
 	}
 	// Its backends' CPU is read only when its pool kept its connections
 	// (Hydra's opens and closes them under load), so it is not required.

@@ -161,20 +161,7 @@ func TestRunIdpCells(t *testing.T) {
 	} else if os.Getenv("DEPUTY_REQUIRE_POSTGRES") == "1" {
 		t.Fatal("DEPUTY_REQUIRE_POSTGRES=1 but DEPUTY_TEST_DATABASE_URL is not set")
 	}
-	out := filepath.Join(t.TempDir(), "bench.json")
-	args = append(args, "-cells", strings.Join(cells, ","), "-json-out", out)
-	var table strings.Builder
-	if err := run(args, &table); err != nil {
-		t.Fatalf("run: %v\n%s", err, table.String())
-	}
-	buf, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep report
-	if err := json.Unmarshal(buf, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, table := runBench(t, append(args, "-cells", strings.Join(cells, ","))...)
 	// The clients come from the token endpoint's cache; deputy-idp's SQL
 	// Directory adds its query.
 	wantSQL := map[string]float64{
@@ -215,7 +202,27 @@ func TestRunIdpCells(t *testing.T) {
 			t.Errorf("no row for %s", g)
 		}
 	}
-	if !strings.Contains(table.String(), "deputy-idp SQL round trips per token") {
-		t.Errorf("the table lacks the deputy-idp targets:\n%s", table.String())
+	if !strings.Contains(table, "deputy-idp SQL round trips per token") {
+		t.Errorf("the table lacks the deputy-idp targets:\n%s", table)
 	}
+}
+
+// runBench runs the bench with args, as make bench does, and returns its
+// JSON report and its table.
+func runBench(t *testing.T, args ...string) (report, string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "bench.json")
+	var table strings.Builder
+	if err := run(append(args, "-json-out", out), &table); err != nil {
+		t.Fatalf("run: %v\n%s", err, table.String())
+	}
+	buf, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(buf, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep, table.String()
 }
