@@ -6,10 +6,11 @@ module github.com/deputyauth/deputy/cmd/deputy-bench/hydra
 // The replace of pop is Hydra's own (its go.mod), which go build does not
 // take from a dependency; its other, of its API client to a directory of
 // its repository, concerns only its CLI and cannot be copied: the
-// published client module serves instead. Built with this machine's Go
+// published client module serves instead. `go 1.25.0` as deputy's own
+// go.mod, so that no toolchain is fetched for it; built with this machine's Go
 // (1.26), newer than the one Hydra's release was built with.
 
-go 1.26
+go 1.25.0
 
 tool github.com/ory/hydra/v2
 
