@@ -18,7 +18,7 @@ import (
 
 // TestSQLiteCheckpointsInBackground: a file SQLite store's own connection
 // leaves the write-ahead log's checkpoints to a background connection (it
-// checkpoints itself only past a backstop of 10000 pages, not SQLite's
+// checkpoints itself only past a backstop of 30000 pages, not SQLite's
 // 1000), and the background connection does copy the log into the
 // database. PostgreSQL and in-memory SQLite stores run none.
 func TestSQLiteCheckpointsInBackground(t *testing.T) {
@@ -29,8 +29,8 @@ func TestSQLiteCheckpointsInBackground(t *testing.T) {
 	if err := s.DB().QueryRowContext(ctx, `PRAGMA wal_autocheckpoint`).Scan(&pages); err != nil {
 		t.Fatal(err)
 	}
-	if pages != 10000 {
-		t.Errorf("the store's connection checkpoints every %d pages, want the 10000-page backstop", pages)
+	if pages != 30000 {
+		t.Errorf("the store's connection checkpoints every %d pages, want the 30000-page backstop", pages)
 	}
 	c := newApp(t, s)
 	for i := range 200 {
