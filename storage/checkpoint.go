@@ -40,7 +40,11 @@ import (
 // slow machine one interval wrote up to 9,200 pages, so a backstop of
 // 10,000 still fired inside commits now and then (docs/performance.md
 // change 18). The log is rewound every interval, so it reaches the
-// backstop only when the background checkpoints fail (they log a warning).
+// backstop only when the background checkpoints fail (logged) or cannot
+// copy all of it because another process holds a read transaction on the
+// file or writes to it (not logged); the commit that crosses it then
+// copies up to 120 MB itself, and the -wal file keeps that size until the
+// store closes.
 const (
 	checkpointInterval   = 200 * time.Millisecond
 	sqliteAutoCheckpoint = 30000 // pages, about 120 MB of log
