@@ -48,6 +48,7 @@ const (
 	groupBaseline       = "baseline"
 	groupHydra          = "hydra"
 	groupFloor          = "floor"
+	groupHTTPFloor      = "http-floor"
 	groupCCPostgres     = "cc-postgres"
 	groupCCSQLite       = "cc-sqlite"
 	groupAgtPostgres    = "agent-postgres"
@@ -60,18 +61,19 @@ const (
 )
 
 var allGroups = []string{
-	groupBaseline, groupHydra, groupFloor, groupCCPostgres, groupCCSQLite, groupAgtPostgres, groupAgtSQLite,
+	groupBaseline, groupHydra, groupFloor, groupHTTPFloor, groupCCPostgres, groupCCSQLite, groupAgtPostgres, groupAgtSQLite,
 	groupIdpCCPostgres, groupIdpCCSQLite, groupIdpAgtPostgres, groupIdpAgtSQLite, groupVerify,
 }
 
 // Cells: what serves the requests of a row.
 const (
-	cellBaseline = "baseline"
-	cellHydra    = "hydra" // Ory Hydra, default configuration, its own process
-	cellFloor    = "floor"
-	cellPlugin   = "plugin"     // plugin.New in this process, fixed Directory
-	cellIdp      = "deputy-idp" // the shipped binary, its own process
-	cellVerify   = "verify"
+	cellBaseline  = "baseline"
+	cellHydra     = "hydra" // Ory Hydra, default configuration, its own process
+	cellFloor     = "floor"
+	cellHTTPFloor = "http-floor" // a handler that does no work, in this process
+	cellPlugin    = "plugin"     // plugin.New in this process, fixed Directory
+	cellIdp       = "deputy-idp" // the shipped binary, its own process
+	cellVerify    = "verify"
 )
 
 type options struct {
@@ -166,7 +168,7 @@ func parseFlags(args []string) (*options, error) {
 // result is one row of the table.
 type result struct {
 	Group     string `json:"group"`
-	Cell      string `json:"cell"`    // baseline, hydra, floor, plugin, deputy-idp, verify
+	Cell      string `json:"cell"`    // baseline, hydra, floor, http-floor, plugin, deputy-idp, verify
 	Grant     string `json:"grant"`   // client_credentials, agent-token, insert; what is verified for verify
 	Backend   string `json:"backend"` // memory, postgres, sqlite
 	Clients   int    `json:"clients"`
@@ -556,6 +558,13 @@ func (b *bench) runAll(ctx context.Context) error {
 		return ctx.Err()
 	}
 
+	if b.want(groupHTTPFloor) {
+		b.runHTTPFloor(ctx)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
 	// The shipped binary: built once, started once per backend.
 	var idpBin string
 	if b.wantIdp("postgres") || b.wantIdp("sqlite") {
@@ -668,7 +677,7 @@ func ratios(rs []*result) {
 		return nil
 	}
 	for _, r := range rs {
-		if !r.Available || r.Cell == cellBaseline || r.Cell == cellHydra || r.Cell == cellVerify {
+		if !r.Available || r.Cell == cellBaseline || r.Cell == cellHydra || r.Cell == cellHTTPFloor || r.Cell == cellVerify {
 			continue
 		}
 		if base := ref(cellBaseline, "", "", r.Clients); base != nil {
@@ -724,6 +733,16 @@ func targets(rs []*result) []target {
 		}
 		ts = append(ts, t)
 	}
+	// Shown, not judged: no target is set for them.
+	info := func(name string, r *result, value func(*result) *float64, show func(float64) string) {
+		t := target{Name: name, Want: "(for reference)", Measured: "not measured"}
+		if r != nil && r.Available {
+			if v := value(r); v != nil {
+				t.Value, t.Measured = *v, show(*v)
+			}
+		}
+		ts = append(ts, t)
+	}
 	times := func(v float64) string { return fmt.Sprintf("%.1f×", v) }
 	pct := func(v float64) string { return fmt.Sprintf("%.0f%%", v*100) }
 	millis := func(v float64) string { return fmt.Sprintf("%.2f ms", v) }
@@ -760,6 +779,12 @@ func targets(rs []*result) []target {
 	} {
 		add(g.name, "< 5 ms", find(rs, g.group, 8), p99, millis, func(v float64) bool { return v < 5 })
 	}
+	// What the p99 and Go CPU targets stand on here: the tail of a request
+	// that does no work over HTTP, and of an INSERT alone.
+	httpFloor := find(rs, groupHTTPFloor, 8)
+	info("p99, HTTP floor (a handler that does no work), 8 clients", httpFloor, p99, millis)
+	info("Go CPU per request, HTTP floor, 8 clients", httpFloor, goCPU, micros)
+	info("p99, floor (an INSERT alone, no HTTP), PostgreSQL, 8 clients", find(rs, groupFloor, 8), p99, millis)
 	for _, g := range []struct {
 		group, name string
 		limit       float64
@@ -826,16 +851,6 @@ func targets(rs []*result) []target {
 	add("agent-token verification (verifier, EdDSA)", "< 100 µs/op", agentV, nsAsMicros, microsOp, func(v float64) bool { return v < 100 })
 	add("agent-token verification (through the Middleware)", "< 100 µs/op", agentMW, nsAsMicros, microsOp, func(v float64) bool { return v < 100 })
 	add("agent-token verifier allocations", "≤ 20 allocs/op", agentV, allocs, perOp, func(v float64) bool { return v <= 20 })
-	// Shown, not judged: no target is set for them.
-	info := func(name string, r *result, value func(*result) *float64, show func(float64) string) {
-		t := target{Name: name, Want: "(for reference)", Measured: "not measured"}
-		if r != nil && r.Available {
-			if v := value(r); v != nil {
-				t.Value, t.Measured = *v, show(*v)
-			}
-		}
-		ts = append(ts, t)
-	}
 	// The Middleware's own allocations (the header parsing, the request
 	// with the Identity in its context) come on top of the verifier's.
 	info("agent-token allocations through the Middleware (verifier's + middleware's)", agentMW, allocs, perOp)
@@ -912,7 +927,10 @@ func printTable(w io.Writer, rep *report) {
 			optPct(r.VsPlugin), optf(r.VsBaseline, "%.1f×"), optf(r.VsHydra, "%.1f×"), optPct(r.VsFloor), "-", "-")
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "  Go µs/tok: CPU of the server's process per token (plugin, baseline: the bench's own process; deputy-idp, hydra: its process; floor: the bench, which is its own client); loadgen µs: the load generator's")
+	fmt.Fprintln(w, "  Go µs/tok: CPU of the server's process per token (plugin, baseline, http-floor: the bench's own process; deputy-idp, hydra: its process; floor: the bench, which is its own client); loadgen µs: the load generator's")
+	if slices.ContainsFunc(rep.Results, func(r *result) bool { return r.Group == groupHTTPFloor }) {
+		fmt.Fprintln(w, "  http-floor: a handler in the bench's process that reads the form and answers a token-sized response, checking and storing nothing: HTTP alone")
+	}
 	if slices.ContainsFunc(rep.Results, func(r *result) bool { return r.Group == groupVerify }) {
 		fmt.Fprintln(w, "  verify: one verification per op, in-process (testing.Benchmark, one goroutine, no HTTP); SQL/tok is per verification; the agent rows touch no database (keys in memory)")
 	}

@@ -226,7 +226,8 @@ func TestTargetsRatios(t *testing.T) {
 	rs := []*result{
 		{Group: groupBaseline, Cell: cellBaseline, Clients: 8, Available: true, TokensPerSec: 10},
 		{Group: groupHydra, Cell: cellHydra, Grant: "client_credentials", Backend: "postgres", Clients: 8, Available: true, TokensPerSec: 50},
-		{Group: groupFloor, Cell: cellFloor, Clients: 8, Available: true, TokensPerSec: 1000},
+		{Group: groupFloor, Cell: cellFloor, Clients: 8, Available: true, TokensPerSec: 1000, P99Ms: 6.5},
+		{Group: groupHTTPFloor, Cell: cellHTTPFloor, Clients: 8, Available: true, TokensPerSec: 9000, P99Ms: 3.25, CPUPerRequestUs: f(56)},
 		{Group: groupCCPostgres, Cell: cellPlugin, Grant: "client_credentials", Backend: "postgres", Clients: 8, Available: true, TokensPerSec: 700, P99Ms: 4,
 			SQLPerRequest: f(2), CPUPerRequestUs: f(250)},
 		{Group: groupAgtPostgres, Cell: cellPlugin, Grant: "agent-token", Backend: "postgres", Clients: 8, Note: "not available: x"},
@@ -262,11 +263,18 @@ func TestTargetsRatios(t *testing.T) {
 	check("client_credentials Go CPU per token, deputy-idp, PostgreSQL, 8 clients", &yes, "180 µs")
 	check("deputy-idp SQL round trips per token, client_credentials, PostgreSQL", &yes, "3")
 	check("deputy-idp tokens/s vs plugin, client_credentials, PostgreSQL, 8 clients", &yes, "80%")
+	// The floors are shown for reference, not judged.
+	check("p99, HTTP floor (a handler that does no work), 8 clients", nil, "3.25 ms")
+	check("Go CPU per request, HTTP floor, 8 clients", nil, "56 µs")
+	check("p99, floor (an INSERT alone, no HTTP), PostgreSQL, 8 clients", nil, "6.50 ms")
+	if r := rs[3]; r.VsBaseline != nil || r.VsFloor != nil || r.VsHydra != nil {
+		t.Errorf("http-floor row has ratios: %v %v %v", r.VsBaseline, r.VsFloor, r.VsHydra)
+	}
 	// No plugin row to compare with: not judged.
 	check("deputy-idp SQL round trips per token, client_credentials, SQLite", nil, "not measured")
 	check("deputy-idp tokens/s vs plugin, client_credentials, SQLite, 8 clients", nil, "not measured")
-	rs[3].TokensPerSec = 150
-	rs[5].SQLPerRequest = f(4)
+	rs[4].TokensPerSec = 150
+	rs[6].SQLPerRequest = f(4)
 	rs[1].TokensPerSec = 100
 	ts = targets(rs)
 	for _, tg := range ts {
