@@ -153,7 +153,8 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// Ping checks the database answers; /healthz uses it.
+// Ping checks the database answers: readiness (deputy-idp's /readyz,
+// Plugin.Ready for a host) uses it.
 func (s *Store) Ping(ctx context.Context) error {
 	err := s.flavor.classify(s.db.PingContext(ctx))
 	s.observe(nil, err)

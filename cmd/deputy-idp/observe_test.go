@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -415,23 +416,7 @@ func TestServeExportsTraces(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs testkit.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--no-demo", "--database-url", storagetest.SQLite.NewDSN(t)}, &out, &errs)
-	}()
-	var base string
-	for base == "" {
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited %d: %s", code, errs.String())
-		default:
-		}
-		if m := bannerPattern.FindStringSubmatch(out.String()); m != nil {
-			base = m[1]
-		}
-		time.Sleep(5 * time.Millisecond) // polling, not a timing assertion
-	}
+	base, errs, done := runServe(ctx, t)
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	req, _ := http.NewRequest(http.MethodPost, base+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -446,8 +431,8 @@ func TestServeExportsTraces(t *testing.T) {
 		t.Errorf("token with unknown credentials: %d", resp.StatusCode)
 	}
 	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("serve exited %d: %s", code, errs.String())
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -459,6 +444,61 @@ func TestServeExportsTraces(t *testing.T) {
 	}
 	if !strings.Contains(errs.String(), "exporting traces over OTLP/HTTP") {
 		t.Errorf("serve did not say where traces go: %s", errs.String())
+	}
+}
+
+// runServe runs the serve command as a user does, on a fresh SQLite file
+// and a free port, with args added, until ctx ends. It returns where it
+// serves, what it writes to stderr (its log), and the command's end: nil
+// for exit code 0.
+func runServe(ctx context.Context, t *testing.T, args ...string) (string, *testkit.Buffer, <-chan error) {
+	t.Helper()
+	var out, errs testkit.Buffer
+	done := make(chan error, 1)
+	go func() {
+		args := append([]string{"serve", "--listen", "127.0.0.1:0", "--no-demo", "--database-url", storagetest.SQLite.NewDSN(t)}, args...)
+		if code := run(ctx, args, &out, &errs); code != 0 {
+			done <- fmt.Errorf("exit code %d: %s", code, errs.String())
+			return
+		}
+		done <- nil
+	}()
+	return waitFor(t, &out, bannerPattern, done), &errs, done
+}
+
+// TestServeLogLevel: --log-level and DEPUTY_LOG_LEVEL decide what serve
+// writes; at the default (info) a successful request writes nothing, at
+// debug one line. (Not parallel: one case sets the environment.)
+func TestServeLogLevel(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		env       string
+		wantDebug bool
+	}{
+		{"default", nil, "", false},
+		{"--log-level debug", []string{"--log-level", "debug"}, "", true},
+		{"DEPUTY_LOG_LEVEL=debug", nil, "debug", true},
+		{"the flag wins over the environment", []string{"--log-level", "warn"}, "debug", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("DEPUTY_LOG_LEVEL", tt.env)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			base, errs, done := runServe(ctx, t, tt.args...)
+			if resp, _ := get(t, http.DefaultClient, base+"/healthz"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("/healthz: %d", resp.StatusCode)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("serve: %v", err)
+			}
+			got := strings.Contains(errs.String(), "level=DEBUG msg=request method=GET path=/healthz status=200")
+			if got != tt.wantDebug {
+				t.Errorf("debug request line written: %v, want %v; log:\n%s", got, tt.wantDebug, errs.String())
+			}
+		})
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -528,18 +527,7 @@ func TestServeLifecycle(t *testing.T) {
 			Out:         &out,
 		})
 	}()
-	var base string
-	for base == "" {
-		select {
-		case err := <-done:
-			t.Fatalf("serve returned early: %v", err)
-		default:
-		}
-		if m := bannerPattern.FindStringSubmatch(out.String()); m != nil {
-			base = m[1]
-		}
-		time.Sleep(5 * time.Millisecond) // polling, not a timing assertion
-	}
+	base := waitFor(t, &out, bannerPattern, done)
 	if !strings.Contains(out.String(), demoAlicePassword) {
 		t.Errorf("banner does not print the demo passwords")
 	}

@@ -34,8 +34,11 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 		SystemSecret: systemSecret,
 		Issuer:       h.issuer,
 		MountPath:    "/deputy", // where p.Handler() is mounted below
-		LoginURL:     "/login",
-		Agents:       true,
+		// deputy logs (internal errors, warnings, agent-grant decisions)
+		// through the IdP's logger, at the IdP's level.
+		Logger:   h.log.With("component", "deputy"),
+		LoginURL: "/login",
+		Agents:   true,
 		// Tokens of this IdP carry fosite-example's session.
 		NewSession: func() fosite.Session { return newSession("") },
 		// MCP clients register themselves (RFC 7591 at
