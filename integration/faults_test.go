@@ -581,7 +581,8 @@ func TestDatabaseFaults(t *testing.T) {
 	base := longTestPostgres(t)
 	admin := openAdmin(t, base)
 	dbName, dsn := newDatabase(t, admin, base, "deputy_fault_")
-	tg := startServer(t, dsn, newSecret(t))
+	metrics := "http://" + freeAddr(t)
+	tg := startReplica(t, dsn, newSecret(t), "", "--metrics-listen", strings.TrimPrefix(metrics, "http://"))
 	db := openDB(t, dsn)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -770,9 +771,12 @@ func TestDatabaseFaults(t *testing.T) {
 	if status := readiness(t, plain, tg.URL); status != http.StatusOK {
 		t.Errorf("/readyz before the outage: %d, want 200", status)
 	}
+	if v := databaseAvailable(t, plain, metrics); v != "1" {
+		t.Errorf("deputy_database_available before the outage: %q, want 1", v)
+	}
 	allowConnections(false)
 	killed := 0
-	readyDown, liveDown := 0, 0
+	readyDown, liveDown, metricDown := 0, 0, 0
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
 		killed += terminate()
 		// Readiness says the database is away; liveness that the process
@@ -783,6 +787,10 @@ func TestDatabaseFaults(t *testing.T) {
 		if status, _, _, _ := send(plain, mustRequest(t, http.MethodGet, tg.URL+"/healthz")); status != http.StatusOK {
 			liveDown++
 		}
+		// And the metric operators alert on says so too.
+		if databaseAvailable(t, plain, metrics) == "0" {
+			metricDown++
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if readyDown == 0 {
@@ -790,6 +798,9 @@ func TestDatabaseFaults(t *testing.T) {
 	}
 	if liveDown != 0 {
 		t.Errorf("/healthz failed %d times during the outage: liveness must not depend on the database", liveDown)
+	}
+	if metricDown == 0 {
+		t.Error("deputy_database_available never read 0 on /metrics while the database refused connections")
 	}
 	tokenDown, apprDown := tokenStats.unavailCount()-tokenBefore, apprStats.unavailCount()-apprBefore
 	allowConnections(true)
@@ -815,6 +826,10 @@ func TestDatabaseFaults(t *testing.T) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// Readiness checked the database just now: the metric follows.
+	if v := databaseAvailable(t, plain, metrics); v != "1" {
+		t.Errorf("deputy_database_available after recovery: %q, want 1", v)
 	}
 	time.Sleep(500 * time.Millisecond)
 	stopWorkers()
@@ -847,6 +862,22 @@ func readiness(t *testing.T, c *http.Client, base string) int {
 	t.Helper()
 	status, _, _, _ := send(c, mustRequest(t, http.MethodGet, base+"/readyz"))
 	return status
+}
+
+// databaseAvailable is the value of deputy_database_available on the
+// metrics listener at metricsURL ("" when /metrics does not answer it).
+func databaseAvailable(t *testing.T, c *http.Client, metricsURL string) string {
+	t.Helper()
+	status, _, body, _ := send(c, mustRequest(t, http.MethodGet, metricsURL+"/metrics"))
+	if status != http.StatusOK {
+		return ""
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, "deputy_database_available "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func mustRequest(t *testing.T, method, url string) *http.Request {
