@@ -774,9 +774,21 @@ func TestDatabaseFaults(t *testing.T) {
 	if v := databaseAvailable(t, plain, metrics); v != "1" {
 		t.Errorf("deputy_database_available before the outage: %q, want 1", v)
 	}
+	// A valid token, held through the outage by a client of the sample API.
+	status, _, body, err := tokenRequest(ctx, plain, tg.URL, aliceApp.ID, aliceApp.Secret, "projects:read")
+	var held struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err != nil || status != http.StatusOK || json.Unmarshal(body, &held) != nil {
+		t.Fatalf("token before the outage: %d %v %s", status, err, body)
+	}
+	if status := apiStatus(t, plain, tg.URL, held.AccessToken); status != http.StatusOK {
+		t.Fatalf("API with a fresh token before the outage: %d", status)
+	}
 	allowConnections(false)
 	killed := 0
 	readyDown, liveDown, metricDown := 0, 0, 0
+	apiDown, apiRefused := 0, map[int]int{}
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
 		killed += terminate()
 		// Readiness says the database is away; liveness that the process
@@ -791,6 +803,15 @@ func TestDatabaseFaults(t *testing.T) {
 		if databaseAvailable(t, plain, metrics) == "0" {
 			metricDown++
 		}
+		// The resource middleware cannot check the token: 503, never a
+		// 401 that would make the client throw a valid token away.
+		switch status := apiStatus(t, plain, tg.URL, held.AccessToken); status {
+		case http.StatusServiceUnavailable:
+			apiDown++
+		case http.StatusOK: // a backend not yet terminated
+		default:
+			apiRefused[status]++
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if readyDown == 0 {
@@ -801,6 +822,9 @@ func TestDatabaseFaults(t *testing.T) {
 	}
 	if metricDown == 0 {
 		t.Error("deputy_database_available never read 0 on /metrics while the database refused connections")
+	}
+	if apiDown == 0 || len(apiRefused) != 0 {
+		t.Errorf("the sample API with a valid token during the outage: %d answers 503, others by status %v; want 503s and nothing else", apiDown, apiRefused)
 	}
 	tokenDown, apprDown := tokenStats.unavailCount()-tokenBefore, apprStats.unavailCount()-apprBefore
 	allowConnections(true)
@@ -830,6 +854,9 @@ func TestDatabaseFaults(t *testing.T) {
 	// Readiness checked the database just now: the metric follows.
 	if v := databaseAvailable(t, plain, metrics); v != "1" {
 		t.Errorf("deputy_database_available after recovery: %q, want 1", v)
+	}
+	if status := apiStatus(t, plain, tg.URL, held.AccessToken); status != http.StatusOK {
+		t.Errorf("API with the token held through the outage, after it: %d, want 200", status)
 	}
 	time.Sleep(500 * time.Millisecond)
 	stopWorkers()
@@ -861,6 +888,16 @@ func TestDatabaseFaults(t *testing.T) {
 func readiness(t *testing.T, c *http.Client, base string) int {
 	t.Helper()
 	status, _, _, _ := send(c, mustRequest(t, http.MethodGet, base+"/readyz"))
+	return status
+}
+
+// apiStatus is the status of a GET of the sample API with token (0 when
+// it could not be sent).
+func apiStatus(t *testing.T, c *http.Client, base, token string) int {
+	t.Helper()
+	req := mustRequest(t, http.MethodGet, base+"/api/orgs/"+demoOrg+"/projects")
+	req.Header.Set("Authorization", "Bearer "+token)
+	status, _, _, _ := send(c, req)
 	return status
 }
 

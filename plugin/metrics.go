@@ -97,6 +97,7 @@ var (
 	refusalReasons = [...]string{
 		resource.RefusedNoToken, resource.RefusedBadRequest, resource.RefusedInvalidToken,
 		resource.RefusedVerifierError, resource.RefusedInsufficientScope, resource.RefusedWrongResource,
+		resource.RefusedUnavailable,
 	}
 )
 
@@ -226,6 +227,8 @@ func (m *metrics) refused(kind, reason string) {
 		r = 4
 	case resource.RefusedWrongResource:
 		r = 5
+	case resource.RefusedUnavailable:
+		r = 6
 	}
 	m.refusalCells[k][r].get(m.refusals, refusalKinds[k], refusalReasons[r]).Inc()
 }

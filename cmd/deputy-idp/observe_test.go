@@ -22,6 +22,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
@@ -177,6 +178,42 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		// A code used twice (fosite then revokes what it issued).
 		if _, err := oc.Exchange(ctx, code, oauth2.VerifierOption(verifier)); err == nil {
 			t.Fatal("a code was exchanged twice")
+		}
+
+		// The same secrets again with the database gone: internal errors
+		// are logged with detail (ERROR), and the detail must not be a
+		// request's secret either.
+		errorsBefore := strings.Count(logs.String(), "level=ERROR")
+		if err := idp.srv.st.DB().Close(); err != nil {
+			t.Fatal(err)
+		}
+		failing := []struct {
+			path, id, secret string
+			form             url.Values
+		}{
+			{"/oauth2/token", appID, secret, url.Values{"grant_type": {"client_credentials"}, "scope": {"projects:read"}}},
+			{"/oauth2/introspect", appID, secret, url.Values{"token": {tok.AccessToken}}},
+			{"/oauth2/token", oc.ClientID, oc.ClientSecret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {user.RefreshToken}}},
+			{"/oauth2/token", oc.ClientID, oc.ClientSecret, url.Values{
+				"grant_type": {protocol.GrantTypeAgentToken}, "subject_token": {refreshed.AccessToken},
+				"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "agent_session_id": {"sess-logs"}, "organization": {demoOrg},
+			}},
+		}
+		for _, f := range failing {
+			if st, body := oauthForm(t, idp, f.path, f.id, f.secret, f.form); st < 500 {
+				t.Errorf("%s (%s) with the database closed: %d %s, want 5xx", f.path, f.form.Get("grant_type"), st, body)
+			}
+		}
+		// A token that may be valid is not called invalid because the
+		// database is away.
+		if resp, _ := callAPI(t, idp, http.MethodGet, tok.AccessToken); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("API with the database closed: %d, want 503", resp.StatusCode)
+		}
+		if resp := postForm(t, idp.browser(t), idp.URL+"/login", url.Values{"username": {"alice"}, "password": {demoAlicePassword}}); resp.StatusCode < 500 {
+			t.Errorf("login with the database closed: %d, want 5xx", resp.StatusCode)
+		}
+		if n := strings.Count(logs.String(), "level=ERROR") - errorsBefore; n < len(failing)+2 {
+			t.Errorf("%d ERROR lines for %d failed requests: the failures were not logged with detail", n, len(failing)+2)
 		}
 
 		out := logs.String()

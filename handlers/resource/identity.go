@@ -22,8 +22,16 @@ const (
 // valid here: malformed, expired, wrongly signed, revoked, another
 // organization's. The middleware answers it with 401 invalid_token; any other
 // error is internal (logged, and still 401 to the caller, never a 500 for
-// token text).
+// token text), except ErrUnavailable.
 var ErrInvalidToken = errors.New("deputy: invalid token")
+
+// ErrUnavailable is what a verifier returns (wrapped) when it cannot decide
+// now because what it reads cannot be reached (deputy's verifiers: its
+// database, storage.ErrUnavailable). The middleware answers 503 with
+// Retry-After: a 401 invalid_token would tell the client to throw away a
+// token that may well be valid and start authorization again, during the
+// outage, as OAuth and MCP clients do on a 401.
+var ErrUnavailable = errors.New("deputy: token verifier unavailable")
 
 // Identity is who a verified token speaks for.
 type Identity struct {

@@ -95,9 +95,14 @@ const (
 	// no particular resource where the middleware wants its own (401
 	// invalid_token).
 	RefusedWrongResource = "wrong_resource"
-	// RefusedVerifierError: the verifier failed (the database, a bug); the
-	// caller is answered 401 invalid_token and the error is logged.
+	// RefusedVerifierError: the verifier failed (a bug, an error it could
+	// not classify); the caller is answered 401 invalid_token and the error
+	// is logged.
 	RefusedVerifierError = "verifier_error"
+	// RefusedUnavailable: the verifier could not decide now (ErrUnavailable:
+	// the database cannot be reached); 503 with Retry-After, the error
+	// logged.
+	RefusedUnavailable = "unavailable"
 	// RefusedInsufficientScope: a valid token without a required scope (403).
 	RefusedInsufficientScope = "insufficient_scope"
 )
@@ -219,13 +224,19 @@ func (m *Middleware) authenticate(w http.ResponseWriter, r *http.Request, requir
 		if strings.HasPrefix(token, protocol.AgentTokenPrefix) {
 			kind = KindAgent
 		}
-		if !errors.Is(err, ErrInvalidToken) {
+		switch {
+		case errors.Is(err, ErrInvalidToken):
+			m.refused(kind, RefusedInvalidToken)
+		case errors.Is(err, ErrUnavailable):
+			m.logger().ErrorContext(r.Context(), "deputy: verifying a bearer token: unavailable", "err", err)
+			m.refused(kind, RefusedUnavailable)
+			m.unavailable(w)
+			return nil, false
+		default:
 			// An internal failure: log it, but the caller still only learns
 			// that the token did not pass, never a 500 for token text.
 			m.logger().ErrorContext(r.Context(), "deputy: verifying a bearer token", "err", err)
 			m.refused(kind, RefusedVerifierError)
-		} else {
-			m.refused(kind, RefusedInvalidToken)
 		}
 		unauthorized("invalid_token", "")
 		return nil, false
@@ -316,6 +327,21 @@ func (m *Middleware) challenge(w http.ResponseWriter, status int, errorCode, des
 	if status != http.StatusForbidden {
 		w.WriteHeader(status)
 	}
+}
+
+// retryAfterUnavailable is the Retry-After, in seconds, of the 503 for
+// ErrUnavailable: the one deputy's other endpoints send in an outage.
+const retryAfterUnavailable = "5"
+
+// unavailable answers a request whose token could not be verified now:
+// no challenge (the token was not found wanting), RFC 6749's error code.
+func (m *Middleware) unavailable(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Retry-After", retryAfterUnavailable)
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"the token could not be checked now; try again shortly"}` + "\n"))
 }
 
 func (m *Middleware) refused(kind, reason string) {

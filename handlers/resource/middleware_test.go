@@ -126,9 +126,28 @@ func TestMiddlewareChallengesAndRouting(t *testing.T) {
 		}
 	})
 	t.Run("verifier internal error is a 401, not a 500", func(t *testing.T) {
-		rec := run(&Middleware{Org: org, Opaque: &opaqueStub{err: errors.New("database down")}}, []string{readScope}, "Bearer dpy_at_good")
-		if rec.Code != 401 {
-			t.Errorf("%d", rec.Code)
+		var reasons []string
+		m := &Middleware{Org: org, Opaque: &opaqueStub{err: errors.New("a bug")}, OnRefuse: func(_, reason string) { reasons = append(reasons, reason) }}
+		rec := run(m, []string{readScope}, "Bearer dpy_at_good")
+		if rec.Code != 401 || strings.Join(reasons, ",") != RefusedVerifierError {
+			t.Errorf("%d, refusals %v", rec.Code, reasons)
+		}
+	})
+	t.Run("verifier that cannot decide now is a 503 with Retry-After, not a 401", func(t *testing.T) {
+		var reasons []string
+		m := &Middleware{Org: org, Opaque: &opaqueStub{err: fmt.Errorf("lookup: %w: connection refused", ErrUnavailable)}, OnRefuse: func(_, reason string) { reasons = append(reasons, reason) }}
+		rec := run(m, []string{readScope}, "Bearer dpy_at_good")
+		var body struct{ Error string }
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" || body.Error != "temporarily_unavailable" {
+			t.Errorf("%d Retry-After %q body %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+		}
+		// Not a challenge: the client is not told to get another token.
+		if h := rec.Header().Get("WWW-Authenticate"); h != "" {
+			t.Errorf("WWW-Authenticate %q on a 503", h)
+		}
+		if strings.Join(reasons, ",") != RefusedUnavailable {
+			t.Errorf("refusals %v, want %s", reasons, RefusedUnavailable)
 		}
 	})
 	t.Run("verifier panic is a 401, not a 500", func(t *testing.T) {
