@@ -9,6 +9,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/ory/fosite"
 
@@ -108,6 +109,19 @@ func addDeputy(ctx context.Context, h *host, st *storage.Store, systemSecret []b
 
 	// The apps API, the consent pages and API, JWKS, and deputy's metadata.
 	h.mux.Handle("/deputy/", p.Handler())
+	// Readiness: 503 while deputy's database does not answer (liveness
+	// must not ask, or an outage would restart every replica).
+	h.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := p.Ready(ctx); err != nil {
+			h.log.Error("readiness: deputy's database", "err", err)
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
 
 	// A sample API that deputy's tokens and agent tokens for it may call,
 	// and its RFC 9728 metadata, where its challenges point.

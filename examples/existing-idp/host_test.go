@@ -650,3 +650,52 @@ func TestClientAuthLimitAtHostEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestReadinessInHost: the host's /readyz asks deputy (Plugin.Ready) and
+// answers 503 once deputy's database is gone, and deputy's middleware
+// answers a token of deputy's app 503 then, not 401: the client keeps a
+// token that may be valid.
+func TestReadinessInHost(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
+		e := startIdP(t, st)
+		bob := e.signIn("bob", "bob-password")
+		var app plugin.App
+		if c := bob.json(http.MethodPost, "/deputy/api/apps", map[string]any{
+			"name": "bob's exporter", "grantTypes": []string{"client_credentials"}, "scopes": []string{"projects:read"},
+		}, &app); c != http.StatusCreated {
+			t.Fatalf("create app: %d", c)
+		}
+		var sec plugin.Secret
+		if c := bob.json(http.MethodPost, "/deputy/api/apps/"+app.ID+"/secrets", nil, &sec); c != http.StatusCreated {
+			t.Fatalf("create secret: %d", c)
+		}
+		tok, err := e.ccToken(app.ID, sec.Secret, "projects:read")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := func() int {
+			resp, err := http.Get(e.url + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if c := ready(); c != http.StatusOK {
+			t.Fatalf("/readyz with the database up: %d", c)
+		}
+		if c, body := e.api(http.MethodGet, tok.AccessToken); c != http.StatusOK {
+			t.Fatalf("API with bob's app's token: %d %s", c, body)
+		}
+		if err := st.DB().Close(); err != nil {
+			t.Fatal(err)
+		}
+		if c := ready(); c != http.StatusServiceUnavailable {
+			t.Errorf("/readyz with deputy's database closed: %d, want 503", c)
+		}
+		if c, body := e.api(http.MethodGet, tok.AccessToken); c != http.StatusServiceUnavailable {
+			t.Errorf("API with bob's app's token, deputy's database closed: %d %s, want 503", c, body)
+		}
+	})
+}
