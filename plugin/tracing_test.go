@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,9 +12,9 @@ import (
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/storage"
 	"github.com/deputyauth/deputy/storage/storagetest"
@@ -36,30 +35,6 @@ func recordSpans() *tracetest.InMemoryExporter {
 		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans)))
 	})
 	return spans
-}
-
-// spanTree renders the spans of one trace as an indented tree of names,
-// children in start order: "root\n  child\n    grandchild\n".
-func spanTree(all tracetest.SpanStubs, id trace.TraceID) string {
-	var mine tracetest.SpanStubs
-	for _, s := range all {
-		if s.SpanContext.TraceID() == id {
-			mine = append(mine, s)
-		}
-	}
-	slices.SortFunc(mine, func(a, b tracetest.SpanStub) int { return a.StartTime.Compare(b.StartTime) })
-	var b strings.Builder
-	var walk func(parent trace.SpanID, depth int)
-	walk = func(parent trace.SpanID, depth int) {
-		for _, s := range mine {
-			if s.Parent.SpanID() == parent {
-				b.WriteString(strings.Repeat("  ", depth) + s.Name + "\n")
-				walk(s.SpanContext.SpanID(), depth+1)
-			}
-		}
-	}
-	walk(trace.SpanID{}, 0)
-	return b.String()
 }
 
 // TestSpanTrees: one client_credentials request and one mint, each under a
@@ -86,7 +61,7 @@ func TestSpanTrees(t *testing.T) {
 		if w.Code != http.StatusOK {
 			t.Fatalf("token: %d %s", w.Code, w.Body.String())
 		}
-		got := spanTree(exp.GetSpans(), root.SpanContext().TraceID())
+		got := testkit.SpanTree(exp.GetSpans(), root.SpanContext().TraceID())
 		want := "test.cc\n" +
 			"  deputy.oauth2.token\n" +
 			"    Fosite.NewAccessRequest\n" +
@@ -115,7 +90,7 @@ func TestSpanTrees(t *testing.T) {
 			t.Fatal(err)
 		}
 		root.End()
-		got = spanTree(exp.GetSpans(), root.SpanContext().TraceID())
+		got = testkit.SpanTree(exp.GetSpans(), root.SpanContext().TraceID())
 		want = "test.mint\n" +
 			"  deputy.agent_token.mint\n" +
 			"    SELECT agent_grants\n"

@@ -18,9 +18,14 @@ import (
 	"testing"
 
 	"github.com/ory/fosite"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/deputyauth/deputy/internal/testkit"
 	"github.com/deputyauth/deputy/plugin"
 	"github.com/deputyauth/deputy/scope"
 	"github.com/deputyauth/deputy/storage"
@@ -698,4 +703,62 @@ func TestReadinessInHost(t *testing.T) {
 			t.Errorf("API with bob's app's token, deputy's database closed: %d %s, want 503", c, body)
 		}
 	})
+}
+
+// TestSpansInHost: in plugin mode the host's own token endpoint, wrapped by
+// deputy's guard, records deputy's span with fosite's and deputy's storage
+// spans under it, from the global tracer provider the host set up, for
+// deputy's app and for the host's own client alike. (Not parallel: it sets
+// the process's tracer provider before the parallel tests run.)
+func TestSpansInHost(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(noop.NewTracerProvider()) })
+
+	e := startIdP(t, storagetest.SQLite.Open(t))
+	bob := e.signIn("bob", "bob-password")
+	var app plugin.App
+	if c := bob.json(http.MethodPost, "/deputy/api/apps", map[string]any{
+		"name": "bob's exporter", "grantTypes": []string{"client_credentials"}, "scopes": []string{"projects:read"},
+	}, &app); c != http.StatusCreated {
+		t.Fatalf("create app: %d", c)
+	}
+	var sec plugin.Secret
+	if c := bob.json(http.MethodPost, "/deputy/api/apps/"+app.ID+"/secrets", nil, &sec); c != http.StatusCreated {
+		t.Fatalf("create secret: %d", c)
+	}
+	tests := []struct {
+		name, id, secret, want string
+	}{
+		{"deputy's app", app.ID, sec.Secret, "test.root\n" +
+			"  deputy.oauth2.token\n" +
+			"    Fosite.NewAccessRequest\n" +
+			"      SELECT clients\n" +
+			"    Fosite.NewAccessResponse\n"},
+		// The host's storage answers first: its own clients never reach
+		// deputy's database.
+		{"the host's client", "host-cc", "host-cc-secret", "test.root\n" +
+			"  deputy.oauth2.token\n" +
+			"    Fosite.NewAccessRequest\n" +
+			"    Fosite.NewAccessResponse\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, root := tp.Tracer("test").Start(context.Background(), "test.root")
+			form := url.Values{"grant_type": {"client_credentials"}, "scope": {"projects:read"}}
+			req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/oauth2/token", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(tt.id, tt.secret)
+			w := httptest.NewRecorder()
+			e.srv.Config.Handler.ServeHTTP(w, req)
+			root.End()
+			if w.Code != http.StatusOK {
+				t.Fatalf("token: %d %s", w.Code, w.Body)
+			}
+			if got := testkit.SpanTree(exp.GetSpans(), root.SpanContext().TraceID()); got != tt.want {
+				t.Errorf("span tree:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
+	}
 }
