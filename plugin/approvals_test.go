@@ -3,10 +3,13 @@ package plugin_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/oauth2"
 
 	"github.com/deputyauth/deputy/internal/testkit"
@@ -105,8 +108,26 @@ func TestAgentClientWritesAreApprovals(t *testing.T) {
 			return gl
 		}
 
+		// Each approval at the authorization endpoint is counted as one, and
+		// a revocation on the grants page as one (deputy_consent_events_total).
+		reg := prometheus.NewRegistry()
+		if err := e.p.RegisterMetrics(reg); err != nil {
+			t.Fatal(err)
+		}
+		metrics := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		t.Cleanup(metrics.Close)
+		_, step := testkit.MetricSteps(t, func() map[string]float64 { return scrape(t, metrics.Client(), metrics.URL) })
+		codeFlow := map[string]float64{
+			`deputy_token_requests_total{grant_type="authorization_code",outcome="success"}`: 1,
+		}
+
 		tok := authorize(agent)
+		step("an agent client's authorization with a write scope", map[string]float64{
+			`deputy_consent_events_total{event="approved"}`:                                  1,
+			`deputy_token_requests_total{grant_type="authorization_code",outcome="success"}`: 1,
+		})
 		plainTok := authorize(plain)
+		step("a client that is not an agent: no approval", codeFlow)
 		if got := responseScope(tok); got != "docs:read docs:write offline_access" {
 			t.Errorf("token response scope %q", got)
 		}
@@ -146,8 +167,12 @@ func TestAgentClientWritesAreApprovals(t *testing.T) {
 			t.Fatalf("grants after re-approval: %+v", gl)
 		}
 		// Revoking it on the grants page takes the write scope away at once.
+		// From here (refreshes and checks in between are not this test's
+		// business), the revocation alone.
+		_, step = testkit.MetricSteps(t, func() map[string]float64 { return scrape(t, metrics.Client(), metrics.URL) })
 		st, body := e.call("alice", http.MethodDelete, "/agent/grants/"+url.PathEscape(gl.Grants[0].ID), nil)
 		e.must(http.StatusNoContent, st, body, nil)
+		step("a revocation on the grants page", map[string]float64{`deputy_consent_events_total{event="revoked"}`: 1})
 		check("revoked", again, "docs:read offline_access")
 		again = refresh(agent, again)
 		check("refreshed after revocation", again, "docs:read offline_access")
