@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -581,8 +582,8 @@ func TestDatabaseFaults(t *testing.T) {
 	base := longTestPostgres(t)
 	admin := openAdmin(t, base)
 	dbName, dsn := newDatabase(t, admin, base, "deputy_fault_")
-	metrics := "http://" + freeAddr(t)
-	tg := startReplica(t, dsn, newSecret(t), "", "--metrics-listen", strings.TrimPrefix(metrics, "http://"))
+	tg := startReplica(t, dsn, newSecret(t), "", "--metrics-listen", "127.0.0.1:0")
+	metrics := "http://" + waitForLog(t, tg, metricsListening)
 	db := openDB(t, dsn)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -782,8 +783,8 @@ func TestDatabaseFaults(t *testing.T) {
 	if err != nil || status != http.StatusOK || json.Unmarshal(body, &held) != nil {
 		t.Fatalf("token before the outage: %d %v %s", status, err, body)
 	}
-	if status := apiStatus(t, plain, tg.URL, held.AccessToken); status != http.StatusOK {
-		t.Fatalf("API with a fresh token before the outage: %d", status)
+	if status, _, body := apiAnswer(t, plain, tg.URL, held.AccessToken); status != http.StatusOK {
+		t.Fatalf("API with a fresh token before the outage: %d %s", status, body)
 	}
 	allowConnections(false)
 	killed := 0
@@ -805,10 +806,10 @@ func TestDatabaseFaults(t *testing.T) {
 		}
 		// The resource middleware cannot check the token: 503, never a
 		// 401 that would make the client throw a valid token away.
-		switch status := apiStatus(t, plain, tg.URL, held.AccessToken); status {
-		case http.StatusServiceUnavailable:
-			apiDown++
-		case http.StatusOK: // a backend not yet terminated
+		switch status, challenge, body := apiAnswer(t, plain, tg.URL, held.AccessToken); {
+		case status == http.StatusServiceUnavailable && challenge == "" && bytes.Contains(body, []byte(`"error":"temporarily_unavailable"`)):
+			apiDown++ // the middleware's own 503
+		case status == http.StatusOK: // a backend not yet terminated
 		default:
 			apiRefused[status]++
 		}
@@ -855,8 +856,8 @@ func TestDatabaseFaults(t *testing.T) {
 	if v := databaseAvailable(t, plain, metrics); v != "1" {
 		t.Errorf("deputy_database_available after recovery: %q, want 1", v)
 	}
-	if status := apiStatus(t, plain, tg.URL, held.AccessToken); status != http.StatusOK {
-		t.Errorf("API with the token held through the outage, after it: %d, want 200", status)
+	if status, _, body := apiAnswer(t, plain, tg.URL, held.AccessToken); status != http.StatusOK {
+		t.Errorf("API with the token held through the outage, after it: %d %s, want 200", status, body)
 	}
 	time.Sleep(500 * time.Millisecond)
 	stopWorkers()
@@ -891,14 +892,36 @@ func readiness(t *testing.T, c *http.Client, base string) int {
 	return status
 }
 
-// apiStatus is the status of a GET of the sample API with token (0 when
-// it could not be sent).
-func apiStatus(t *testing.T, c *http.Client, base, token string) int {
+var metricsListening = regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+
+// waitForLog waits until the server's log has a line re matches and
+// returns its first group.
+func waitForLog(t *testing.T, tg *target, re *regexp.Regexp) string {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if m := re.FindStringSubmatch(tg.output.String()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line matching %s:\n%s", re, tg.output.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling, not a timing assertion
+	}
+}
+
+// apiAnswer is the status, WWW-Authenticate challenge and body of a GET of
+// the sample API with token (status 0 when it could not be sent).
+func apiAnswer(t *testing.T, c *http.Client, base, token string) (int, string, []byte) {
 	t.Helper()
 	req := mustRequest(t, http.MethodGet, base+"/api/orgs/"+demoOrg+"/projects")
 	req.Header.Set("Authorization", "Bearer "+token)
-	status, _, _, _ := send(c, req)
-	return status
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body
 }
 
 // databaseAvailable is the value of deputy_database_available on the

@@ -90,6 +90,9 @@ type target struct {
 	// cliPrefix, when set, runs the CLI through another command (for
 	// example `docker compose exec -T idp deputy-idp`).
 	cliPrefix []string
+	// output is what the server process writes (its log), when the test
+	// started it.
+	output *testkit.Buffer
 }
 
 // remoteTarget returns the server at DEPUTY_URL, or nil when it is unset.
@@ -205,6 +208,7 @@ func startReplicaEnv(t testing.TB, dsn, secret, issuer string, env []string, ext
 		err := waitHealthy(t, tg.URL, exited)
 		if err == nil {
 			t.Cleanup(func() { stopServer(t, cmd, exited, out) })
+			tg.output = out
 			return tg
 		}
 		cmd.Process.Kill()

@@ -434,13 +434,7 @@ func (v boundVerifier) VerifyAccessToken(ctx context.Context, token, org string)
 			return nil, errNotComposed
 		}
 	}
-	id, err := b.verifier.VerifyAccessToken(ctx, token, org)
-	if errors.Is(err, storage.ErrUnavailable) && !errors.Is(err, resource.ErrUnavailable) {
-		// The middleware's word for it: 503, not 401 for a token that may
-		// be valid (storage.ErrUnavailable stays in the chain).
-		err = fmt.Errorf("%w: %w", resource.ErrUnavailable, err)
-	}
-	return id, err
+	return b.verifier.VerifyAccessToken(ctx, token, org)
 }
 
 // Close stops the background writer of secrets' last-used times, flushing

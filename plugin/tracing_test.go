@@ -6,12 +6,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/deputyauth/deputy/handlers/agenttoken"
 	"github.com/deputyauth/deputy/internal/testkit"
@@ -20,30 +17,13 @@ import (
 	"github.com/deputyauth/deputy/storage/storagetest"
 )
 
-// The package's tests share one global tracer provider, recording into
-// memory: deputy takes its tracers from the global provider, as a host's
-// OpenTelemetry setup would have it. Each test finds its own spans by the
-// trace of a root span it starts.
-var (
-	traceOnce sync.Once
-	spans     *tracetest.InMemoryExporter
-)
-
-func recordSpans() *tracetest.InMemoryExporter {
-	traceOnce.Do(func() {
-		spans = tracetest.NewInMemoryExporter()
-		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans)))
-	})
-	return spans
-}
-
 // TestSpanTrees: one client_credentials request and one mint, each under a
 // root span of the test's, record the tree of spans deputy (and fosite,
 // from the provider of deputy's span) start: the endpoint, fosite's
 // request and response, every storage call, the mint. Storage spans carry
 // the dialect and the statement text, never a value.
 func TestSpanTrees(t *testing.T) {
-	exp := recordSpans()
+	exp := testkit.RecordSpans()
 	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
 		e := newEnv(t, s)
 		app := e.ccApp("alice", "docs:read")

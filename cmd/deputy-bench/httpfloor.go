@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
-	"strconv"
 )
 
 // The HTTP floor is a token endpoint that does none of a token endpoint's
@@ -42,9 +42,10 @@ func httpFloorHandler() http.Handler {
 		// The size of deputy's: dpy_at_, 32 random bytes, a dot and a
 		// 32-byte signature, each in base64url.
 		var raw [64]byte
-		rand.Read(raw[:])
+		_, _ = rand.Read(raw[:]) // never fails (crypto/rand)
 		token := "dpy_at_" + base64.RawURLEncoding.EncodeToString(raw[:32]) + "." + base64.RawURLEncoding.EncodeToString(raw[32:])
-		body := `{"access_token":"` + token + `","expires_in":3599,"scope":` + strconv.Quote(r.PostForm.Get("scope")) + `,"token_type":"bearer"}`
+		scope, _ := json.Marshal(r.PostForm.Get("scope")) // a string always marshals
+		body := `{"access_token":"` + token + `","expires_in":3599,"scope":` + string(scope) + `,"token_type":"bearer"}`
 		h := w.Header()
 		h.Set("Content-Type", "application/json;charset=UTF-8")
 		h.Set("Cache-Control", "no-store")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -19,9 +20,6 @@ import (
 
 	"github.com/ory/fosite"
 	"go.opentelemetry.io/otel"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -693,16 +691,54 @@ func TestReadinessInHost(t *testing.T) {
 		if c, body := e.api(http.MethodGet, tok.AccessToken); c != http.StatusOK {
 			t.Fatalf("API with bob's app's token: %d %s", c, body)
 		}
+		refusals := func() float64 {
+			resp, err := http.Get(e.url + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			return testkit.ParseMetrics(t, resp.Body)[`deputy_resource_refusals_total{reason="unavailable",token_kind="access"}`]
+		}
+		before := refusals()
 		if err := st.DB().Close(); err != nil {
 			t.Fatal(err)
 		}
 		if c := ready(); c != http.StatusServiceUnavailable {
 			t.Errorf("/readyz with deputy's database closed: %d, want 503", c)
 		}
-		if c, body := e.api(http.MethodGet, tok.AccessToken); c != http.StatusServiceUnavailable {
-			t.Errorf("API with bob's app's token, deputy's database closed: %d %s, want 503", c, body)
+		// The middleware's own 503: no challenge, RFC 6749's error code.
+		status, challenge, body := apiAnswer(t, e.url, tok.AccessToken)
+		if status != http.StatusServiceUnavailable || challenge != "" || !strings.Contains(body, `"error":"temporarily_unavailable"`) {
+			t.Errorf("API with bob's app's token, deputy's database closed: %d %q %s, want the middleware's 503", status, challenge, body)
+		}
+		if d := refusals() - before; d != 1 {
+			t.Errorf("refusals counted as unavailable: %v, want 1", d)
+		}
+		// Token text cannot buy a 503: a forged token fails its HMAC, and an
+		// agent token with a kid nobody knows fails its key, before any
+		// lookup; both are still 401 while the database is gone.
+		unknownKid := "dpy_agt_" + base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"EdDSA","kid":"0123456789abcdef01234567","typ":"at+jwt"}`)) + ".e30.AAAA"
+		for _, forged := range []string{"ory_at_forged0123456789abcdef.forged0123456789abcdef", unknownKid} {
+			if status, challenge, body := apiAnswer(t, e.url, forged); status != http.StatusUnauthorized || !strings.Contains(challenge, `error="invalid_token"`) {
+				t.Errorf("forged token %.20s… with deputy's database closed: %d %q %s, want 401 invalid_token", forged, status, challenge, body)
+			}
 		}
 	})
+}
+
+// apiAnswer calls the sample API with token and returns the status, the
+// WWW-Authenticate challenge and the body.
+func apiAnswer(t *testing.T, base, token string) (int, string, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/projects", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), string(raw)
 }
 
 // TestSpansInHost: in plugin mode the host's own token endpoint, wrapped by
@@ -711,10 +747,8 @@ func TestReadinessInHost(t *testing.T) {
 // deputy's app and for the host's own client alike. (Not parallel: it sets
 // the process's tracer provider before the parallel tests run.)
 func TestSpansInHost(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(noop.NewTracerProvider()) })
+	t.Parallel()
+	exp := testkit.RecordSpans()
 
 	e := startIdP(t, storagetest.SQLite.Open(t))
 	bob := e.signIn("bob", "bob-password")
@@ -745,7 +779,7 @@ func TestSpansInHost(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, root := tp.Tracer("test").Start(context.Background(), "test.root")
+			ctx, root := otel.Tracer("test").Start(context.Background(), "test.root")
 			form := url.Values{"grant_type": {"client_credentials"}, "scope": {"projects:read"}}
 			req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/oauth2/token", strings.NewReader(form.Encode()))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/deputyauth/deputy/handlers/resource"
 	"github.com/deputyauth/deputy/scope"
+	"github.com/deputyauth/deputy/storage"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
 )
@@ -43,7 +44,7 @@ func (v *OpaqueVerifier) VerifyAccessToken(ctx context.Context, token string, or
 		return nil, fmt.Errorf("%w: unknown or revoked", resource.ErrInvalidToken)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("deputy: access token lookup: %w", err)
+		return nil, cannotTellNow(fmt.Errorf("deputy: access token lookup: %w", err))
 	}
 	if err := v.Strategy.ValidateAccessToken(ctx, req, token); err != nil {
 		// Expired, or a signature that does not match the token's key: both
@@ -71,7 +72,7 @@ func (v *OpaqueVerifier) VerifyAccessToken(ctx context.Context, token string, or
 		return nil, fmt.Errorf("%w: %w", resource.ErrInvalidToken, err)
 	}
 	if err != nil {
-		return nil, err
+		return nil, cannotTellNow(err)
 	}
 	return &resource.Identity{
 		Subject:      subject,
@@ -81,4 +82,15 @@ func (v *OpaqueVerifier) VerifyAccessToken(ctx context.Context, token string, or
 		Kind:         resource.KindAccess,
 		Audience:     req.GetGrantedAudience(),
 	}, nil
+}
+
+// cannotTellNow marks err, when what the verifier reads could not be
+// reached (storage.ErrUnavailable, which a host's storage and Directory
+// wrap too), as resource.ErrUnavailable: the middleware answers 503, not a
+// 401 that would tell the client to throw away a token that may be valid.
+func cannotTellNow(err error) error {
+	if errors.Is(err, storage.ErrUnavailable) && !errors.Is(err, resource.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", resource.ErrUnavailable, err)
+	}
+	return err
 }

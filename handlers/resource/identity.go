@@ -56,15 +56,15 @@ type Identity struct {
 
 // AccessTokenVerifier checks an opaque dpy_at_ access token. org is the
 // organization of the request; a token bound to another organization is
-// invalid. Errors wrapping ErrInvalidToken mean "not valid"; other errors are
-// internal.
+// invalid. Errors wrapping ErrInvalidToken mean "not valid", errors wrapping
+// ErrUnavailable "cannot tell now"; other errors are internal.
 type AccessTokenVerifier interface {
 	VerifyAccessToken(ctx context.Context, token string, org string) (*Identity, error)
 }
 
 // AgentTokenVerifier checks a dpy_agt_ agent token (with its prefix) for a
-// request in org. Errors wrapping ErrInvalidToken mean "not valid"; other
-// errors are internal.
+// request in org. Errors wrapping ErrInvalidToken mean "not valid", errors
+// wrapping ErrUnavailable "cannot tell now"; other errors are internal.
 type AgentTokenVerifier interface {
 	Verify(ctx context.Context, token, org string) (*Identity, error)
 }

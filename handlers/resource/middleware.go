@@ -172,8 +172,8 @@ func (m *Middleware) RequireScopes(scopes ...string) func(http.Handler) http.Han
 }
 
 // Authenticate verifies the request's bearer token and returns whom it
-// speaks for, answering the request itself (401, or 400 for a malformed
-// request) when there is no valid one. required are the scopes the route
+// speaks for, answering the request itself (401, 400 for a malformed
+// request, 503 when the verifier cannot tell now) when there is no valid one. required are the scopes the route
 // needs, named in the 401 challenge; a handler that checks scopes itself
 // (a tool of an MCP server) calls InsufficientScope when one is missing.
 func (m *Middleware) Authenticate(w http.ResponseWriter, r *http.Request, required ...string) (*Identity, bool) {
@@ -329,17 +329,13 @@ func (m *Middleware) challenge(w http.ResponseWriter, status int, errorCode, des
 	}
 }
 
-// retryAfterUnavailable is the Retry-After, in seconds, of the 503 for
-// ErrUnavailable: the one deputy's other endpoints send in an outage.
-const retryAfterUnavailable = "5"
-
 // unavailable answers a request whose token could not be verified now:
 // no challenge (the token was not found wanting), RFC 6749's error code.
 func (m *Middleware) unavailable(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Retry-After", retryAfterUnavailable)
+	h.Set("Retry-After", protocol.RetryAfterUnavailable)
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"the token could not be checked now; try again shortly"}` + "\n"))
 }

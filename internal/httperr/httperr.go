@@ -9,12 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/storage"
 )
-
-// RetryAfterUnavailable is the Retry-After, in seconds, of a 503 answered
-// while the database cannot be reached.
-const RetryAfterUnavailable = "5"
 
 // Class is what an unexpected error means for the answer.
 type Class struct {
@@ -63,7 +60,7 @@ func Answer(w http.ResponseWriter, r *http.Request, log *slog.Logger, what strin
 	}
 	log.Log(r.Context(), c.Level, msg, "err", err, "method", r.Method, "path", r.URL.Path)
 	if c.Status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", RetryAfterUnavailable)
+		w.Header().Set("Retry-After", protocol.RetryAfterUnavailable)
 	}
 	write(c)
 }

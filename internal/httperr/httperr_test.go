@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deputyauth/deputy/internal/protocol"
 	"github.com/deputyauth/deputy/storage"
 )
 
@@ -22,7 +23,7 @@ func TestAnswer(t *testing.T) {
 		retryAfter string
 		logLevel   string
 	}{
-		{"outage", fmt.Errorf("load: %w", storage.ErrUnavailable), Unavailable, RetryAfterUnavailable, "level=ERROR"},
+		{"outage", fmt.Errorf("load: %w", storage.ErrUnavailable), Unavailable, protocol.RetryAfterUnavailable, "level=ERROR"},
 		{"hostile input", fmt.Errorf("load: %w", storage.ErrInvalidInput), BadInput, "", "level=WARN"},
 		{"our fault", errors.New("template exploded"), Internal, "", "level=ERROR"},
 	} {

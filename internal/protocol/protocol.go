@@ -82,3 +82,8 @@ var ProtocolScopes = []string{"openid", "offline", "offline_access"}
 // the app secret that obtained the token: deputy's client-credentials
 // handler writes it, and a token whose secret was deleted is dead.
 const SecretIDFormKey = "deputy_secret_id"
+
+// RetryAfterUnavailable is the Retry-After, in seconds, of every 503 deputy
+// answers while its database cannot be reached: the OAuth endpoints, the
+// APIs and the resource middleware say the same.
+const RetryAfterUnavailable = "5"

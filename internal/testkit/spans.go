@@ -3,10 +3,33 @@ package testkit
 import (
 	"slices"
 	"strings"
+	"sync"
 
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 )
+
+var (
+	spansOnce sync.Once
+	spans     *tracetest.InMemoryExporter
+)
+
+// RecordSpans sets, once per test binary, a global tracer provider that
+// records every span into the returned exporter, as a host's OpenTelemetry
+// setup would. Once, because OpenTelemetry binds the tracers that packages
+// took from the global provider before it was set to the first provider
+// set, and to no later one. Tests find their own spans by the trace of a
+// root span they start (SpanTree), so tests running in parallel do not
+// see each other's.
+func RecordSpans() *tracetest.InMemoryExporter {
+	spansOnce.Do(func() {
+		spans = tracetest.NewInMemoryExporter()
+		otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans)))
+	})
+	return spans
+}
 
 // SpanTree renders the spans of trace id among all as an indented tree of
 // names, children in start order: "root\n  child\n    grandchild\n". Tests
