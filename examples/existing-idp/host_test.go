@@ -198,6 +198,23 @@ func (e *idp) introspect(token string) introspection {
 	return out
 }
 
+// readerApp creates an owned client_credentials app of b's for
+// projects:read, with one secret.
+func (b *browser) readerApp() (plugin.App, plugin.Secret) {
+	b.e.t.Helper()
+	var app plugin.App
+	if c := b.json(http.MethodPost, "/deputy/api/apps", map[string]any{
+		"name": b.name + "'s exporter", "grantTypes": []string{"client_credentials"}, "scopes": []string{"projects:read"},
+	}, &app); c != http.StatusCreated {
+		b.e.t.Fatalf("create app: %d", c)
+	}
+	var sec plugin.Secret
+	if c := b.json(http.MethodPost, "/deputy/api/apps/"+app.ID+"/secrets", nil, &sec); c != http.StatusCreated {
+		b.e.t.Fatalf("create secret: %d", c)
+	}
+	return app, sec
+}
+
 // api calls the sample API with token and returns the status and body.
 func (e *idp) api(method, token string) (int, string) {
 	e.t.Helper()
@@ -596,16 +613,7 @@ func TestClientAuthLimitAtHostEndpoints(t *testing.T) {
 	t.Parallel()
 	e := startIdP(t, storagetest.SQLite.Open(t))
 	bob := e.signIn("bob", "bob-password")
-	var app plugin.App
-	if c := bob.json(http.MethodPost, "/deputy/api/apps", map[string]any{
-		"name": "bob's exporter", "grantTypes": []string{"client_credentials"}, "scopes": []string{"projects:read"},
-	}, &app); c != http.StatusCreated {
-		t.Fatalf("create app: %d", c)
-	}
-	var sec plugin.Secret
-	if c := bob.json(http.MethodPost, "/deputy/api/apps/"+app.ID+"/secrets", nil, &sec); c != http.StatusCreated {
-		t.Fatalf("create secret: %d", c)
-	}
+	app, sec := bob.readerApp()
 	for i := range 40 {
 		if _, err := e.ccToken("host-cc", "host-cc-secret", "projects:read"); err != nil {
 			t.Fatalf("the IdP's client, success %d: %v", i, err)
@@ -663,16 +671,7 @@ func TestReadinessInHost(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, st *storage.Store) {
 		e := startIdP(t, st)
 		bob := e.signIn("bob", "bob-password")
-		var app plugin.App
-		if c := bob.json(http.MethodPost, "/deputy/api/apps", map[string]any{
-			"name": "bob's exporter", "grantTypes": []string{"client_credentials"}, "scopes": []string{"projects:read"},
-		}, &app); c != http.StatusCreated {
-			t.Fatalf("create app: %d", c)
-		}
-		var sec plugin.Secret
-		if c := bob.json(http.MethodPost, "/deputy/api/apps/"+app.ID+"/secrets", nil, &sec); c != http.StatusCreated {
-			t.Fatalf("create secret: %d", c)
-		}
+		app, sec := bob.readerApp()
 		tok, err := e.ccToken(app.ID, sec.Secret, "projects:read")
 		if err != nil {
 			t.Fatal(err)
@@ -752,16 +751,7 @@ func TestSpansInHost(t *testing.T) {
 
 	e := startIdP(t, storagetest.SQLite.Open(t))
 	bob := e.signIn("bob", "bob-password")
-	var app plugin.App
-	if c := bob.json(http.MethodPost, "/deputy/api/apps", map[string]any{
-		"name": "bob's exporter", "grantTypes": []string{"client_credentials"}, "scopes": []string{"projects:read"},
-	}, &app); c != http.StatusCreated {
-		t.Fatalf("create app: %d", c)
-	}
-	var sec plugin.Secret
-	if c := bob.json(http.MethodPost, "/deputy/api/apps/"+app.ID+"/secrets", nil, &sec); c != http.StatusCreated {
-		t.Fatalf("create secret: %d", c)
-	}
+	app, sec := bob.readerApp()
 	tests := []struct {
 		name, id, secret, want string
 	}{
