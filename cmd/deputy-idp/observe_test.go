@@ -209,6 +209,11 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		if resp, _ := callAPI(t, idp, http.MethodGet, tok.AccessToken); resp.StatusCode != http.StatusServiceUnavailable {
 			t.Errorf("API with the database closed: %d, want 503", resp.StatusCode)
 		}
+		// Token text cannot buy that 503: a forged token fails its HMAC
+		// before any lookup.
+		if resp, _ := callAPI(t, idp, http.MethodGet, "dpy_at_garbage0123456789.garbage0123456789"); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("API with a forged token, the database closed: %d, want 401", resp.StatusCode)
+		}
 		if resp := postForm(t, idp.browser(t), idp.URL+"/login", url.Values{"username": {"alice"}, "password": {demoAlicePassword}}); resp.StatusCode < 500 {
 			t.Errorf("login with the database closed: %d, want 5xx", resp.StatusCode)
 		}
