@@ -173,9 +173,10 @@ func (m *Middleware) RequireScopes(scopes ...string) func(http.Handler) http.Han
 
 // Authenticate verifies the request's bearer token and returns whom it
 // speaks for, answering the request itself (401, 400 for a malformed
-// request, 503 when the verifier cannot tell now) when there is no valid one. required are the scopes the route
-// needs, named in the 401 challenge; a handler that checks scopes itself
-// (a tool of an MCP server) calls InsufficientScope when one is missing.
+// request, 503 when the verifier cannot tell now) when there is no valid
+// one. required are the scopes the route needs, named in the 401
+// challenge; a handler that checks scopes itself (a tool of an MCP server)
+// calls InsufficientScope when one is missing.
 func (m *Middleware) Authenticate(w http.ResponseWriter, r *http.Request, required ...string) (*Identity, bool) {
 	return m.authenticate(w, r, scope.Normalize(required))
 }
