@@ -190,7 +190,8 @@ func (s *deputyServer) prepareAgent(ctx context.Context, st *storage.Store) erro
 	spec := tokenSpec{Endpoint: s.endpoint, ClientID: benchPlatform, Secret: s.platSec, Form: form}
 	// One mint now, so that a grant that refuses the seed is reported as
 	// such rather than as thousands of errors.
-	w := &worker{client: newHTTPClient()}
+	w := &worker{}
+	defer w.close()
 	if err := spec.op()(ctx, w); err != nil {
 		return fmt.Errorf("first mint: %w", err)
 	}
@@ -270,7 +271,7 @@ func (b *bench) runDeputy(ctx context.Context, d *database, cc, agent, verify bo
 
 func (b *bench) runHTTPGroup(ctx context.Context, d *database, group, grant string, spec tokenSpec) {
 	counter := localCounter{d.Counter}
-	sc, err := sqlPerRequest(ctx, counter, spec.op(), true, b.o.sqlSamples)
+	sc, err := sqlPerRequest(ctx, counter, spec.op(), b.o.sqlSamples)
 	if err != nil {
 		b.unavailable(group, cellPlugin, grant, d.Backend, err)
 		return

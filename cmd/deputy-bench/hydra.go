@@ -325,7 +325,10 @@ func (b *bench) runHydra(ctx context.Context) {
 		return
 	}
 	// The first token proves the setup before anything is measured.
-	if err := spec.op()(ctx, &worker{client: newHTTPClient()}); err != nil {
+	w := &worker{}
+	err = spec.op()(ctx, w)
+	w.close()
+	if err != nil {
 		fail(fmt.Errorf("hydra: first token: %w; its log:\n%s", err, h.logs))
 		return
 	}

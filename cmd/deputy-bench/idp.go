@@ -413,7 +413,8 @@ func (p *idpProcess) approve(ctx context.Context, username, password, platform s
 
 // fetchTokenScope asks for spec's token and returns the scope granted.
 func fetchTokenScope(ctx context.Context, spec tokenSpec) (string, error) {
-	w := &worker{client: newHTTPClient()}
+	w := &worker{}
+	defer w.close()
 	if err := spec.op()(ctx, w); err != nil {
 		return "", err
 	}
@@ -532,7 +533,7 @@ func (b *bench) runIdp(ctx context.Context, bin, backend string) {
 		if !b.want(g.group) || ctx.Err() != nil {
 			continue
 		}
-		sc, err := sqlPerRequest(ctx, c.proc, g.spec.op(), true, b.o.sqlSamples)
+		sc, err := sqlPerRequest(ctx, c.proc, g.spec.op(), b.o.sqlSamples)
 		if err != nil {
 			b.unavailable(g.group, cellIdp, g.grant, backend, err)
 			continue

@@ -92,11 +92,11 @@ func TestIdpRoundTrips(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				pc, err := sqlPerRequest(ctx, localCounter{qc}, tt.plugin.op(), true, 9)
+				pc, err := sqlPerRequest(ctx, localCounter{qc}, tt.plugin.op(), 9)
 				if err != nil {
 					t.Fatal(err)
 				}
-				ic, err := sqlPerRequest(ctx, proc, tt.idp.op(), true, 9)
+				ic, err := sqlPerRequest(ctx, proc, tt.idp.op(), 9)
 				if err != nil {
 					t.Fatalf("deputy-idp: %v; log:\n%s", err, proc.logs)
 				}

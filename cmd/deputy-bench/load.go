@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -21,11 +22,21 @@ import (
 type op func(ctx context.Context, w *worker) error
 
 // worker is one closed-loop client: it sends a request, waits for the answer,
-// and sends the next. Its buffer is reused so that the generator, which
-// shares the machine's cores with the server it measures, stays cheap.
+// and sends the next, on one keep-alive connection (conn, read through br,
+// dialed by the first request). Its buffer is reused so that the generator,
+// which shares the machine's cores with the server it measures, stays cheap.
 type worker struct {
-	client *http.Client
-	buf    bytes.Buffer
+	conn net.Conn
+	br   *bufio.Reader
+	buf  bytes.Buffer
+}
+
+// close drops the worker's connection; the next request dials again.
+func (w *worker) close() {
+	if w.conn != nil {
+		w.conn.Close()
+		w.conn, w.br = nil, nil
+	}
 }
 
 // loadResult is what one measured run of a cell produced.
@@ -55,14 +66,16 @@ func (r loadResult) TokensPerSec() float64 {
 //
 // measuring, if set, is called just before the measured phase and returns
 // the function called just after it.
-func runLoad(ctx context.Context, clients int, warmup, duration time.Duration, newClient func() *http.Client, o op, measuring func() func()) loadResult {
+func runLoad(ctx context.Context, clients int, warmup, duration time.Duration, o op, measuring func() func()) loadResult {
 	ws := make([]*worker, clients)
 	for i := range ws {
 		ws[i] = &worker{}
-		if newClient != nil {
-			ws[i].client = newClient()
-		}
 	}
+	defer func() {
+		for _, w := range ws {
+			w.close()
+		}
+	}()
 	if warmup > 0 {
 		phase(ctx, ws, warmup, o)
 	}
@@ -232,32 +245,115 @@ func newHTTPClient() *http.Client {
 }
 
 // tokenRequest is the op of a token endpoint cell: POST form to endpoint with
-// HTTP Basic client authentication, and a 200 with an access_token is a success.
+// HTTP Basic client authentication, and a 200 with an access_token is a
+// success.
+//
+// The request's bytes are built once and written as they are; the answer
+// is parsed by net/http (http.ReadResponse: status, headers, a
+// Content-Length or chunked body). net/http's Client would cost the
+// generator two goroutine hand-offs and a request's worth of allocations
+// per token, about half the CPU the server spends on one, on the cores the
+// server and its database share (docs/performance.md, "The load
+// generator"); a client that is cheap to run is what wrk is for the same
+// reason.
 func tokenRequest(endpoint string, clientID, secret string, form url.Values) op {
-	body := []byte(form.Encode())
-	return func(ctx context.Context, w *worker) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Accept", "application/json")
-		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
-		resp, err := w.client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		w.buf.Reset()
-		if _, err := w.buf.ReadFrom(io.LimitReader(resp.Body, 1<<16)); err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, w.buf.Bytes())
-		}
-		if !bytes.Contains(w.buf.Bytes(), []byte(`"access_token"`)) {
-			return fmt.Errorf("HTTP 200 without an access_token: %.200s", w.buf.Bytes())
-		}
-		return nil
+	raw, addr, err := tokenRequestBytes(endpoint, clientID, secret, form)
+	if err != nil {
+		return func(context.Context, *worker) error { return err }
 	}
+	dial := loopbackDialer()
+	return func(ctx context.Context, w *worker) error {
+		// A connection the server closed while it sat idle fails on the
+		// first write or read; one retry on a new connection covers it, as
+		// net/http's Transport does for a request it knows was not sent.
+		for attempt := 0; ; attempt++ {
+			reused := w.conn != nil
+			if !reused {
+				c, err := dial(ctx, "tcp", addr)
+				if err != nil {
+					return err
+				}
+				w.conn, w.br = c, bufio.NewReaderSize(c, 4096)
+			}
+			status, err := w.roundTrip(raw)
+			if err != nil {
+				w.close()
+				if reused && attempt == 0 && status == 0 {
+					continue
+				}
+				return err
+			}
+			if status != http.StatusOK {
+				return fmt.Errorf("HTTP %d: %.200s", status, w.buf.Bytes())
+			}
+			if !bytes.Contains(w.buf.Bytes(), []byte(`"access_token"`)) {
+				return fmt.Errorf("HTTP 200 without an access_token: %.200s", w.buf.Bytes())
+			}
+			return nil
+		}
+	}
+}
+
+// requestTimeout bounds one request of a worker, connection included.
+const requestTimeout = 10 * time.Second
+
+// roundTrip writes raw on the worker's connection and reads the answer's
+// body (at most 64 KiB) into w.buf. status is 0 when no answer arrived. The
+// connection is left open for the next request unless the answer said to
+// close it, in which case it is closed and the next request dials.
+func (w *worker) roundTrip(raw []byte) (status int, err error) {
+	if err := w.conn.SetDeadline(time.Now().Add(requestTimeout)); err != nil {
+		return 0, err
+	}
+	if _, err := w.conn.Write(raw); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(w.br, nil)
+	if err != nil {
+		return 0, err
+	}
+	w.buf.Reset()
+	_, err = w.buf.ReadFrom(io.LimitReader(resp.Body, 1<<16+1))
+	if err == nil && w.buf.Len() > 1<<16 {
+		err = errors.New("answer over 64 KiB")
+	}
+	resp.Body.Close()
+	if err != nil {
+		// Whatever is left of the body would be read as the next answer.
+		w.close()
+		return resp.StatusCode, err
+	}
+	if resp.Close {
+		w.close()
+	}
+	return resp.StatusCode, nil
+}
+
+// tokenRequestBytes builds the HTTP/1.1 request tokenRequest sends and the
+// address it connects to.
+func tokenRequestBytes(endpoint, clientID, secret string, form url.Values) (raw []byte, addr string, err error) {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return nil, "", fmt.Errorf("deputy-bench: %w", err)
+	}
+	if u.Scheme != "http" {
+		return nil, "", fmt.Errorf("deputy-bench: %s: only http:// endpoints on loopback", endpoint)
+	}
+	addr = u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	body := form.Encode()
+	req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
+	if err != nil {
+		return nil, "", fmt.Errorf("deputy-bench: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+	var b bytes.Buffer
+	if err := req.Write(&b); err != nil {
+		return nil, "", fmt.Errorf("deputy-bench: %w", err)
+	}
+	return b.Bytes(), addr, nil
 }

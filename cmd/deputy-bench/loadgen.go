@@ -96,7 +96,7 @@ func loadgenMain(stdin io.Reader, stdout io.Writer) int {
 		cpu0, cpu time.Duration
 		gate      error
 	)
-	r := runLoad(context.Background(), spec.Clients, spec.Warmup, spec.Duration, newHTTPClient, counted, func() func() {
+	r := runLoad(context.Background(), spec.Clients, spec.Warmup, spec.Duration, counted, func() func() {
 		if err := enc.Encode(loadgenEvent{Event: "measure"}); err != nil {
 			gate = err
 		} else if _, err := in.ReadBytes('\n'); err != nil {

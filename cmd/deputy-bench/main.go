@@ -427,7 +427,7 @@ func (b *bench) measure(ctx context.Context, c cellSpec) {
 				sent.Add(1)
 				return c.inproc(ctx, w)
 			}
-			lr = runLoad(ctx, n, b.o.warmup, b.o.duration, nil, counted, func() func() {
+			lr = runLoad(ctx, n, b.o.warmup, b.o.duration, counted, func() func() {
 				done := measuring()
 				sent.Store(0)
 				return func() {
@@ -496,11 +496,9 @@ type sqlCounts struct {
 // one sample (the last-used bookkeeping of secrets, at most once per
 // interval) does not belong to the request; the under-load figure, a mean
 // over everything, shows it.
-func sqlPerRequest(ctx context.Context, counter queryCounter, o op, viaHTTP bool, samples int) (*sqlCounts, error) {
+func sqlPerRequest(ctx context.Context, counter queryCounter, o op, samples int) (*sqlCounts, error) {
 	w := &worker{}
-	if viaHTTP {
-		w.client = newHTTPClient()
-	}
+	defer w.close()
 	// One unmeasured request first: the first use of a pool may open a
 	// connection or load keys, which no later request repeats.
 	if err := o(ctx, w); err != nil {
@@ -650,7 +648,7 @@ func (b *bench) runFloor(ctx context.Context, pg *database) {
 	}
 	o := floorOp(pg)
 	counter := localCounter{pg.Counter}
-	sc, err := sqlPerRequest(ctx, counter, o, false, b.o.sqlSamples)
+	sc, err := sqlPerRequest(ctx, counter, o, b.o.sqlSamples)
 	if err != nil {
 		b.unavailable(groupFloor, cellFloor, "insert", "postgres", err)
 		return

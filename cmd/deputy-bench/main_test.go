@@ -67,7 +67,7 @@ func TestGrantRoundTrips(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				// The median of several requests: a background write of the
 				// secrets' last-used time may land during any one of them.
-				sc, err := sqlPerRequest(ctx, localCounter{qc}, tt.op, true, 9)
+				sc, err := sqlPerRequest(ctx, localCounter{qc}, tt.op, 9)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -206,7 +206,7 @@ func TestRunLoadCountsErrors(t *testing.T) {
 		}
 		return nil
 	}
-	r := runLoad(context.Background(), 1, 0, 20*time.Millisecond, nil, o, nil)
+	r := runLoad(context.Background(), 1, 0, 20*time.Millisecond, o, nil)
 	if r.Requests == 0 {
 		t.Fatal("no requests")
 	}

@@ -150,7 +150,7 @@ func (b *bench) runVerify(ctx context.Context, d *database, srv *deputyServer) {
 			return
 		}
 		o := func(context.Context, *worker) error { return c.fn() }
-		sc, err := sqlPerRequest(ctx, localCounter{d.Counter}, o, false, b.o.sqlSamples)
+		sc, err := sqlPerRequest(ctx, localCounter{d.Counter}, o, b.o.sqlSamples)
 		if err != nil {
 			b.verifyUnavailable(c.grant, d.Backend, err)
 			continue

@@ -26,7 +26,7 @@ func TestVerifyCases(t *testing.T) {
 		}
 		for _, c := range cases {
 			o := func(context.Context, *worker) error { return c.fn() }
-			sc, err := sqlPerRequest(ctx, localCounter{qc}, o, false, 5)
+			sc, err := sqlPerRequest(ctx, localCounter{qc}, o, 5)
 			if err != nil {
 				t.Fatalf("%s: %v", c.grant, err)
 			}
