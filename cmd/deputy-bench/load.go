@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -29,6 +30,9 @@ type worker struct {
 	conn net.Conn
 	br   *bufio.Reader
 	buf  bytes.Buffer
+	// retries counts requests sent again on a new connection (tokenRequest);
+	// whoever counts requests sent adds them and resets it.
+	retries int64
 }
 
 // close drops the worker's connection; the next request dials again.
@@ -263,9 +267,6 @@ func tokenRequest(endpoint string, clientID, secret string, form url.Values) op 
 	}
 	dial := loopbackDialer()
 	return func(ctx context.Context, w *worker) error {
-		// A connection the server closed while it sat idle fails on the
-		// first write or read; one retry on a new connection covers it, as
-		// net/http's Transport does for a request it knows was not sent.
 		for attempt := 0; ; attempt++ {
 			reused := w.conn != nil
 			if !reused {
@@ -275,10 +276,16 @@ func tokenRequest(endpoint string, clientID, secret string, form url.Values) op 
 				}
 				w.conn, w.br = c, bufio.NewReaderSize(c, 4096)
 			}
-			status, err := w.roundTrip(raw)
+			status, err := w.roundTrip(ctx, raw)
 			if err != nil {
 				w.close()
-				if reused && attempt == 0 && status == 0 {
+				// A kept-alive connection the server closed before answering
+				// (it timed out while idle, say) is tried once more on a new
+				// one. The server may have read the request before closing,
+				// so the retry is counted as a request sent: the figures per
+				// request divide by what the server was asked, not by ops.
+				if reused && attempt == 0 && errors.Is(err, errUnanswered) {
+					w.retries++
 					continue
 				}
 				return err
@@ -297,36 +304,68 @@ func tokenRequest(endpoint string, clientID, secret string, form url.Values) op 
 // requestTimeout bounds one request of a worker, connection included.
 const requestTimeout = 10 * time.Second
 
-// roundTrip writes raw on the worker's connection and reads the answer's
-// body (at most 64 KiB) into w.buf. status is 0 when no answer arrived. The
-// connection is left open for the next request unless the answer said to
-// close it, in which case it is closed and the next request dials.
-func (w *worker) roundTrip(raw []byte) (status int, err error) {
+// errUnanswered is a connection that was closed or reset under a request
+// before any byte of an answer came back. A timeout is not one.
+var errUnanswered = errors.New("connection closed before an answer")
+
+// roundTrip writes raw on the worker's connection and reads the final
+// answer's status and body (at most 64 KiB, into w.buf); interim 1xx
+// answers are skipped. On an error the caller closes the connection; on
+// success it is left open for the next request unless the answer said to
+// close it. ctx ending cuts the request short.
+func (w *worker) roundTrip(ctx context.Context, raw []byte) (status int, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	if err := w.conn.SetDeadline(time.Now().Add(requestTimeout)); err != nil {
 		return 0, err
 	}
+	if ctx.Done() != nil {
+		conn := w.conn
+		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
 	if _, err := w.conn.Write(raw); err != nil {
-		return 0, err
+		return 0, unanswered(err)
 	}
-	resp, err := http.ReadResponse(w.br, nil)
-	if err != nil {
-		return 0, err
+	if _, err := w.br.Peek(1); err != nil {
+		return 0, unanswered(err)
 	}
-	w.buf.Reset()
-	_, err = w.buf.ReadFrom(io.LimitReader(resp.Body, 1<<16+1))
-	if err == nil && w.buf.Len() > 1<<16 {
-		err = errors.New("answer over 64 KiB")
+	for {
+		resp, err := http.ReadResponse(w.br, nil)
+		if err != nil {
+			return 0, err
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp.StatusCode, errors.New("HTTP 101: the connection switched protocols")
+		}
+		if resp.StatusCode < 200 {
+			continue // 100 Continue, 103 Early Hints: the final answer follows
+		}
+		w.buf.Reset()
+		_, err = w.buf.ReadFrom(io.LimitReader(resp.Body, 1<<16+1))
+		if err == nil && w.buf.Len() > 1<<16 {
+			// Not drained: the caller drops the connection instead.
+			return resp.StatusCode, errors.New("answer over 64 KiB")
+		}
+		if err != nil {
+			return resp.StatusCode, err
+		}
+		resp.Body.Close()
+		if resp.Close {
+			w.close()
+		}
+		return resp.StatusCode, nil
 	}
-	resp.Body.Close()
-	if err != nil {
-		// Whatever is left of the body would be read as the next answer.
-		w.close()
-		return resp.StatusCode, err
+}
+
+// unanswered marks err errUnanswered when it says the connection was
+// closed or reset rather than slow.
+func unanswered(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("%w: %w", errUnanswered, err)
 	}
-	if resp.Close {
-		w.close()
-	}
-	return resp.StatusCode, nil
+	return err
 }
 
 // tokenRequestBytes builds the HTTP/1.1 request tokenRequest sends and the

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -9,12 +12,16 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // The load generator's own client sends what a token request is and reads
-// every shape of answer net/http's server writes, on one connection as long
-// as the server keeps it: an answer it misreads would count a failure as a
-// token, or read the rest of one answer as the next.
+// the shapes of answer net/http's server writes (a Content-Length body, a
+// chunked one, Connection: close, an error status, a 200 without a token,
+// an interim 103 before the answer, a body over 64 KiB), on one connection
+// as long as the server keeps it: an answer it misreads would count a
+// failure as a token, or read the rest of one answer as the next. The
+// server sees each request exactly once: nothing is sent twice.
 func TestTokenRequestWire(t *testing.T) {
 	t.Parallel()
 	const token = `{"access_token":"dpy_at_x","token_type":"bearer"}`
@@ -39,6 +46,11 @@ func TestTokenRequestWire(t *testing.T) {
 			w.Header().Set("Connection", "close")
 			w.Write([]byte(token))
 		}, "", 3},
+		{"103 early hints first", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Write([]byte(token))
+		}, "", 1},
 		{"error status", func(w http.ResponseWriter, _ *http.Request) {
 			w.WriteHeader(http.StatusUnauthorized)
 			w.Write([]byte(`{"error":"invalid_client"}`))
@@ -53,8 +65,9 @@ func TestTokenRequestWire(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var conns atomic.Int64
+			var conns, calls atomic.Int64
 			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
 				if err := checkTokenRequest(r); err != "" {
 					http.Error(w, err, http.StatusBadRequest)
 					return
@@ -80,9 +93,18 @@ func TestTokenRequestWire(t *testing.T) {
 				case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 					t.Fatalf("request %d: error %v, want one with %q", i, err, tt.wantErr)
 				}
+				if w.retries != 0 {
+					t.Fatalf("request %d: %d retries", i, w.retries)
+				}
+				if tt.wantConns == 3 && w.conn != nil {
+					t.Fatalf("request %d: the connection is kept after an answer that ends it", i)
+				}
 			}
 			if got := conns.Load(); got != tt.wantConns {
 				t.Errorf("%d connections for three requests, want %d", got, tt.wantConns)
+			}
+			if got := calls.Load(); got != 3 {
+				t.Errorf("the server saw %d requests for three sent", got)
 			}
 		})
 	}
@@ -124,16 +146,73 @@ func TestTokenRequestRedialsAClosedConnection(t *testing.T) {
 	if err := o(context.Background(), w); err != nil {
 		t.Fatalf("after the server closed the connection: %v", err)
 	}
+	if w.retries != 1 {
+		t.Errorf("%d retries counted, want 1", w.retries)
+	}
+}
+
+// A server that read the request and then said nothing until the deadline
+// is not asked again: only a connection closed before any answer is.
+func TestTokenRequestDoesNotResendAfterSilence(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var requests atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					r.Body.Close()
+					if requests.Add(1) == 1 {
+						c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"access_token\":\"x\"}"))
+						continue
+					}
+					// Read, then silence until the client gives up.
+					io.Copy(io.Discard, c)
+					return
+				}
+			}()
+		}
+	}()
+	o := tokenRequest("http://"+ln.Addr().String()+"/token", "a", "b", url.Values{"grant_type": {"client_credentials"}})
+	w := &worker{}
+	defer w.close()
+	if err := o(context.Background(), w); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := o(ctx, w); err == nil {
+		t.Fatal("a request the server never answered succeeded")
+	}
+	if got := requests.Load(); got != 2 || w.retries != 0 {
+		t.Errorf("the server saw %d requests and %d retries, want 2 and 0", got, w.retries)
+	}
 }
 
 // The generator's own client refuses what it cannot send: an https URL and
 // a target that is not this machine.
 func TestTokenRequestRefuses(t *testing.T) {
 	t.Parallel()
-	for _, endpoint := range []string{"https://127.0.0.1:1/token", "http://192.0.2.1:80/token"} {
-		err := tokenRequest(endpoint, "a", "b", nil)(context.Background(), &worker{})
-		if err == nil {
-			t.Errorf("%s: no error", endpoint)
-		}
+	err := tokenRequest("https://127.0.0.1:1/token", "a", "b", nil)(context.Background(), &worker{})
+	if err == nil || !strings.Contains(err.Error(), "only http://") {
+		t.Errorf("https: %v, want the only-http:// refusal", err)
+	}
+	err = tokenRequest("http://192.0.2.1:80/token", "a", "b", nil)(context.Background(), &worker{})
+	if !errors.Is(err, errNotLoopback) {
+		t.Errorf("192.0.2.1: %v, want errNotLoopback", err)
 	}
 }

@@ -91,7 +91,10 @@ func loadgenMain(stdin io.Reader, stdout io.Writer) int {
 		o       = spec.Request.op()
 		counted = func(ctx context.Context, w *worker) error {
 			sent.Add(1)
-			return o(ctx, w)
+			err := o(ctx, w)
+			sent.Add(w.retries)
+			w.retries = 0
+			return err
 		}
 		cpu0, cpu time.Duration
 		gate      error
