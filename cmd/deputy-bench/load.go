@@ -33,6 +33,8 @@ type worker struct {
 	// retries counts requests sent again on a new connection (tokenRequest);
 	// whoever counts requests sent adds them and resets it.
 	retries int64
+	// timeout replaces requestTimeout when set (tests).
+	timeout time.Duration
 }
 
 // close drops the worker's connection; the next request dials again.
@@ -111,9 +113,10 @@ func phase(ctx context.Context, ws []*worker, d time.Duration, o op) loadResult 
 				t0 := time.Now()
 				err := o(ctx, w)
 				t1 := time.Now()
-				if t1.After(deadline) {
-					// A request that ends after the deadline is not part of
-					// the measured window: counting it would skew the rate.
+				if t1.After(deadline) || ctx.Err() != nil {
+					// A request that ends after the deadline, or that the
+					// context's end cut short, is not part of the measured
+					// window: counting it would skew the rate.
 					stop.Store(true)
 					break
 				}
@@ -279,6 +282,9 @@ func tokenRequest(endpoint string, clientID, secret string, form url.Values) op 
 			status, err := w.roundTrip(ctx, raw)
 			if err != nil {
 				w.close()
+				if ctxErr := ctx.Err(); ctxErr != nil {
+					return fmt.Errorf("%w (%v)", ctxErr, err)
+				}
 				// A kept-alive connection the server closed before answering
 				// (it timed out while idle, say) is tried once more on a new
 				// one. The server may have read the request before closing,
@@ -301,7 +307,8 @@ func tokenRequest(endpoint string, clientID, secret string, form url.Values) op 
 	}
 }
 
-// requestTimeout bounds one request of a worker, connection included.
+// requestTimeout bounds one attempt's write and read on a worker's
+// connection (worker.timeout overrides it); dialing has its own 5 s limit.
 const requestTimeout = 10 * time.Second
 
 // errUnanswered is a connection that was closed or reset under a request
@@ -317,7 +324,11 @@ func (w *worker) roundTrip(ctx context.Context, raw []byte) (status int, err err
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if err := w.conn.SetDeadline(time.Now().Add(requestTimeout)); err != nil {
+	timeout := w.timeout
+	if timeout == 0 {
+		timeout = requestTimeout
+	}
+	if err := w.conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return 0, err
 	}
 	if ctx.Done() != nil {
@@ -352,7 +363,9 @@ func (w *worker) roundTrip(ctx context.Context, raw []byte) (status int, err err
 			return resp.StatusCode, err
 		}
 		resp.Body.Close()
-		if resp.Close {
+		// Bytes after the answer (a server that wrote two) would be read
+		// as the next request's answer: the connection goes instead.
+		if resp.Close || w.br.Buffered() > 0 {
 			w.close()
 		}
 		return resp.StatusCode, nil

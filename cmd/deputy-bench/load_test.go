@@ -151,22 +151,113 @@ func TestTokenRequestRedialsAClosedConnection(t *testing.T) {
 	}
 }
 
-// A server that read the request and then said nothing until the deadline
-// is not asked again: only a connection closed before any answer is.
+// A server that read the request and then said nothing is not asked again
+// (only a connection closed before any answer is), and the context's end
+// cuts the request short instead of the worker's own deadline.
 func TestTokenRequestDoesNotResendAfterSilence(t *testing.T) {
 	t.Parallel()
+	addr, requests, _ := serveRaw(t, func(n int64, c net.Conn) bool {
+		if n == 1 {
+			c.Write([]byte(okAnswer))
+			return true
+		}
+		io.Copy(io.Discard, c) // read, then silence until the client gives up
+		return false
+	})
+	o := tokenRequest("http://"+addr+"/token", "a", "b", url.Values{"grant_type": {"client_credentials"}})
+	w := &worker{timeout: time.Hour}
+	defer w.close()
+	if err := o(context.Background(), w); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- o(ctx, w) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("error %v, want the context's", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request did not end with its context")
+	}
+	if got := requests.Load(); got != 2 || w.retries != 0 {
+		t.Errorf("the server saw %d requests and %d retries, want 2 and 0", got, w.retries)
+	}
+}
+
+// Bytes a server sends after an answer are never read as the next
+// request's answer: the connection is dropped and the next request dials.
+func TestTokenRequestDropsAConnectionWithBytesAfterTheAnswer(t *testing.T) {
+	t.Parallel()
+	addr, requests, conns := serveRaw(t, func(n int64, c net.Conn) bool {
+		if n == 1 {
+			c.Write([]byte(okAnswer + "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}"))
+			return true
+		}
+		c.Write([]byte(okAnswer))
+		return true
+	})
+	o := tokenRequest("http://"+addr+"/token", "a", "b", url.Values{"grant_type": {"client_credentials"}})
+	w := &worker{}
+	defer w.close()
+	for i := range 3 {
+		if err := o(context.Background(), w); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if r, c := requests.Load(), conns.Load(); r != 3 || c != 2 {
+		t.Errorf("%d requests on %d connections, want 3 on 2", r, c)
+	}
+}
+
+// The load generator counts every request put on the wire, a retry on a
+// new connection included: its per-request figures divide by them.
+func TestCountSentCountsRetries(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte(`{"access_token":"dpy_at_x"}`))
+	}))
+	t.Cleanup(srv.Close)
+	var sent atomic.Int64
+	o := countSent(tokenRequest(srv.URL, "a", "b", url.Values{"grant_type": {"client_credentials"}}), &sent)
+	w := &worker{}
+	defer w.close()
+	if err := o(context.Background(), w); err != nil {
+		t.Fatal(err)
+	}
+	srv.CloseClientConnections()
+	if err := o(context.Background(), w); err != nil {
+		t.Fatal(err)
+	}
+	if got := sent.Load(); got != 3 {
+		t.Errorf("sent %d, want 3 (two requests, one retried)", got)
+	}
+}
+
+// okAnswer is a token answer as a raw HTTP/1.1 response.
+const okAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"access_token\":\"x\"}"
+
+// serveRaw accepts connections on loopback and calls answer for each
+// request read (n counts them from 1, over all connections); answer writes
+// what it likes on c and says whether to read another request from it.
+// It returns the address and the counts of requests and connections.
+func serveRaw(t *testing.T, answer func(n int64, c net.Conn) bool) (addr string, requests, conns *atomic.Int64) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	var requests atomic.Int64
+	requests, conns = new(atomic.Int64), new(atomic.Int64)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			conns.Add(1)
 			go func() {
 				defer c.Close()
 				br := bufio.NewReader(c)
@@ -175,32 +266,16 @@ func TestTokenRequestDoesNotResendAfterSilence(t *testing.T) {
 					if err != nil {
 						return
 					}
+					io.Copy(io.Discard, r.Body)
 					r.Body.Close()
-					if requests.Add(1) == 1 {
-						c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"access_token\":\"x\"}"))
-						continue
+					if !answer(requests.Add(1), c) {
+						return
 					}
-					// Read, then silence until the client gives up.
-					io.Copy(io.Discard, c)
-					return
 				}
 			}()
 		}
 	}()
-	o := tokenRequest("http://"+ln.Addr().String()+"/token", "a", "b", url.Values{"grant_type": {"client_credentials"}})
-	w := &worker{}
-	defer w.close()
-	if err := o(context.Background(), w); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	if err := o(ctx, w); err == nil {
-		t.Fatal("a request the server never answered succeeded")
-	}
-	if got := requests.Load(); got != 2 || w.retries != 0 {
-		t.Errorf("the server saw %d requests and %d retries, want 2 and 0", got, w.retries)
-	}
+	return ln.Addr().String(), requests, conns
 }
 
 // The generator's own client refuses what it cannot send: an https URL and

@@ -87,15 +87,8 @@ func loadgenMain(stdin io.Reader, stdout io.Writer) int {
 		return fail(err)
 	}
 	var (
-		sent    atomic.Int64
-		o       = spec.Request.op()
-		counted = func(ctx context.Context, w *worker) error {
-			sent.Add(1)
-			err := o(ctx, w)
-			sent.Add(w.retries)
-			w.retries = 0
-			return err
-		}
+		sent      atomic.Int64
+		counted   = countSent(spec.Request.op(), &sent)
 		cpu0, cpu time.Duration
 		gate      error
 	)
@@ -185,5 +178,17 @@ func runLoadProcess(ctx context.Context, spec loadgenSpec, measuring func() func
 		default:
 			return nil, fmt.Errorf("load generator: unexpected event %q", ev.Event)
 		}
+	}
+}
+
+// countSent wraps o to add to sent every request it puts on the wire: one
+// per call, and each retry tokenRequest made on a new connection.
+func countSent(o op, sent *atomic.Int64) op {
+	return func(ctx context.Context, w *worker) error {
+		sent.Add(1)
+		err := o(ctx, w)
+		sent.Add(w.retries)
+		w.retries = 0
+		return err
 	}
 }
