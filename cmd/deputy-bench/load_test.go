@@ -269,3 +269,30 @@ func TestTokenRequestRefuses(t *testing.T) {
 		t.Errorf("192.0.2.1: %v, want errNotLoopback", err)
 	}
 }
+
+// A worker goes from one phase's context to the next (warm-up, then the
+// measured run): the end of the first never cuts short a request made with
+// the second, however late its watch runs.
+func TestTokenRequestOutlivesThePreviousContext(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte(`{"access_token":"dpy_at_x"}`))
+	}))
+	t.Cleanup(srv.Close)
+	o := tokenRequest(srv.URL, "a", "b", url.Values{"grant_type": {"client_credentials"}})
+	w := &worker{}
+	defer w.close()
+	for i := range 300 {
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := o(ctx, w); err != nil {
+			t.Fatalf("round %d, first context: %v", i, err)
+		}
+		cancel()
+		next, cancelNext := context.WithCancel(context.Background())
+		err := o(next, w)
+		cancelNext()
+		if err != nil {
+			t.Fatalf("round %d, after the first context ended: %v", i, err)
+		}
+	}
+}
