@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/deputyauth/deputy/storage/querycount"
 )
 
 // The load generator's own client sends what a token request is and reads
@@ -294,5 +296,36 @@ func TestTokenRequestOutlivesThePreviousContext(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d, after the first context ended: %v", i, err)
 		}
+	}
+}
+
+// tallyCounter counts as the driver would the statements an op runs.
+type tallyCounter struct{ n querycount.Counts }
+
+func (c *tallyCounter) Counts(context.Context) (querycount.Counts, error) { return c.n, nil }
+
+// A request sent twice (its connection closed under it) is not a sample of
+// the SQL round trips per request: both attempts may have run statements.
+func TestSQLPerRequestRetakesARetriedSample(t *testing.T) {
+	t.Parallel()
+	var (
+		c     tallyCounter
+		calls int
+	)
+	o := func(_ context.Context, w *worker) error {
+		calls++
+		c.n.StmtExec++
+		if calls%3 == 0 { // every third request is sent twice and runs twice
+			c.n.StmtExec++
+			w.retries++
+		}
+		return nil
+	}
+	got, err := sqlPerRequest(context.Background(), &c, o, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Samples != 4 || got.Total.RoundTrips() != 4 {
+		t.Errorf("%d samples, %d round trips in them; want 4 and 4 (the retried ones left out)", got.Samples, got.Total.RoundTrips())
 	}
 }
