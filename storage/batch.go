@@ -51,7 +51,8 @@ func multiRowInsert(table, columns, row string, rows int) string {
 
 // clientAtRevision is the pinned client's id while its row still has the
 // pinned revision, and no row once it has changed; lock is the flavor's
-// shareLock.
+// shareLock. With user, the pinned user (PinUser) must also still be at
+// its pinned revision (userAtRevision): two more arguments.
 //
 // FOR SHARE (PostgreSQL) closes the window between the statement's
 // snapshot and its commit: a secret's or an app's deletion, which bumps
@@ -62,40 +63,51 @@ func multiRowInsert(table, columns, row string, rows int) string {
 // outlived its secret. One shared lock per statement, so per batch of
 // tokens: concurrent lockers of one client row (and so PostgreSQL's
 // MultiXacts, change 1) come only from other processes' batches and from
-// inserts inside transactions.
-func clientAtRevision(lock string) string {
-	return `SELECT id FROM clients WHERE id = ? AND revision = ?` + lock
+// inserts inside transactions. The user's row needs no lock: a user's
+// change deletes no token (each use re-checks the user), so a token whose
+// statement began before the change committed was issued before it.
+func clientAtRevision(lock string, user bool) string {
+	q := `SELECT id FROM clients WHERE id = ? AND revision = ?`
+	if user {
+		q += ` AND ` + userAtRevision
+	}
+	return q + lock
 }
 
 // pinnedInsert is the statement of one request row into t that goes in
-// only while its client is at the pinned revision: the thirteen columns,
-// then the client's id and revision. Refused by a clause, not an error, so
-// that a stale pin is told apart from a failure.
-func pinnedInsert(t requestTable, lock string) string {
+// only while its client (and with user, the pinned user) is at the pinned
+// revision: the thirteen columns, then the client's id and revision (then
+// the user's id and revision). Refused by a clause, not an error, so that
+// a stale pin is told apart from a failure.
+func pinnedInsert(t requestTable, lock string, user bool) string {
 	return `INSERT INTO ` + string(t) + ` (` + requestColumns + `) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-		WHERE EXISTS (` + clientAtRevision(lock) + `)`
+		WHERE EXISTS (` + clientAtRevision(lock, user) + `)`
 }
 
 // accessTokenRow is one row of a batched access-token insert: unpinned,
 // the thirteen columns; pinned (pinnedAccessTokenRow), client_id is read
 // from clients at the pinned revision, NULL (and so refused: the column is
-// NOT NULL) once the client has changed.
+// NOT NULL) once the client (or the pinned user) has changed.
 const accessTokenRow = `?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
 
-func pinnedAccessTokenRow(lock string) string {
-	return `?, ?, (` + clientAtRevision(lock) + `), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
+func pinnedAccessTokenRow(lock string, user bool) string {
+	return `?, ?, (` + clientAtRevision(lock, user) + `), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`
 }
 
 // insertAccessToken writes an access token outside a transaction, together
-// with the concurrent ones (insertBatcher).
-func (s *Store) insertAccessToken(ctx context.Context, row *requestRow, args []any, revision int64, pinned bool) error {
+// with the concurrent ones (insertBatcher). pin is nil, or the client's id
+// and revision, or those and the pinned user's id and revision.
+func (s *Store) insertAccessToken(ctx context.Context, row *requestRow, args []any, pin []any) error {
 	// The span names the statement the row would have had alone; it
 	// covers the wait for the batch ahead too.
 	b, exec, query := &s.accessInserts, s.execAccessTokens, accessTokenInserts[1]
-	if pinned {
+	switch len(pin) {
+	case 2:
 		b, exec, query = &s.pinnedAccessInserts, s.execPinnedAccessTokens, pinnedAccessTokenInserts[s.flavor][1]
-		args = append(args, row.ClientID, revision) // the lone statement's order
+	case 4:
+		b, exec, query = &s.userPinnedAccessInserts, s.execUserPinnedAccessTokens, userPinnedAccessTokenInserts[s.flavor][1]
 	}
+	args = append(args, pin...) // the lone statement's order
 	ctx, span := s.startSpan(ctx, query)
 	err := b.Do(ctx, args, exec)
 	if errors.Is(err, ErrConflict) {
@@ -108,8 +120,9 @@ func (s *Store) insertAccessToken(ctx context.Context, row *requestRow, args []a
 // The statements of insertAccessToken, by number of rows; the pinned ones
 // by flavor too (its shareLock).
 var (
-	accessTokenInserts       [batch.Max + 1]string
-	pinnedAccessTokenInserts = map[*flavor]*[batch.Max + 1]string{}
+	accessTokenInserts           [batch.Max + 1]string
+	pinnedAccessTokenInserts     = map[*flavor]*[batch.Max + 1]string{}
+	userPinnedAccessTokenInserts = map[*flavor]*[batch.Max + 1]string{}
 )
 
 func init() {
@@ -118,12 +131,14 @@ func init() {
 		accessTokenInserts[k] = multiRowInsert(string(accessTable), requestColumns, accessTokenRow, k)
 	}
 	for _, f := range flavors {
-		var pinned [batch.Max + 1]string
-		pinned[1] = pinnedInsert(accessTable, f.shareLock)
-		for k := 2; k <= batch.Max; k++ {
-			pinned[k] = multiRowInsert(string(accessTable), requestColumns, pinnedAccessTokenRow(f.shareLock), k)
+		for user, m := range map[bool]map[*flavor]*[batch.Max + 1]string{false: pinnedAccessTokenInserts, true: userPinnedAccessTokenInserts} {
+			var pinned [batch.Max + 1]string
+			pinned[1] = pinnedInsert(accessTable, f.shareLock, user)
+			for k := 2; k <= batch.Max; k++ {
+				pinned[k] = multiRowInsert(string(accessTable), requestColumns, pinnedAccessTokenRow(f.shareLock, user), k)
+			}
+			m[f] = &pinned
 		}
-		pinnedAccessTokenInserts[f] = &pinned
 	}
 }
 
@@ -144,23 +159,34 @@ func concat(rows [][]any) []any {
 }
 
 func (s *Store) execPinnedAccessTokens(ctx context.Context, rows [][]any) error {
+	return s.execPinnedRows(ctx, pinnedAccessTokenInserts[s.flavor], rows)
+}
+
+func (s *Store) execUserPinnedAccessTokens(ctx context.Context, rows [][]any) error {
+	return s.execPinnedRows(ctx, userPinnedAccessTokenInserts[s.flavor], rows)
+}
+
+// execPinnedRows writes rows, each the thirteen columns and then the pin's
+// arguments, with statements, by number of rows.
+func (s *Store) execPinnedRows(ctx context.Context, statements *[batch.Max + 1]string, rows [][]any) error {
 	if len(rows) == 1 {
 		// Alone, the row is refused by a clause and not by an error, so
 		// that a stale pin is told apart from a failure.
-		err := s.execRows(ctx, pinnedAccessTokenInserts[s.flavor][1], 1, rows[0])
+		err := s.execRows(ctx, statements[1], 1, rows[0])
 		if errors.Is(err, errRowsMissing) {
 			return fmt.Errorf("storage: %s: client %q: %w", accessTable, rows[0][2], ErrStaleClient)
 		}
 		return err
 	}
-	// Each row's arguments in pinnedAccessTokenRow's order: the client's
-	// id and pinned revision (the last two) take client_id's place.
+	// Each row's arguments in pinnedAccessTokenRow's order: the pin's (the
+	// last ones) take client_id's place.
 	args := make([]any, 0, len(rows)*len(rows[0]))
 	for _, r := range rows {
-		args = append(args, r[0], r[1], r[13], r[14])
+		args = append(args, r[0], r[1])
+		args = append(args, r[13:]...)
 		args = append(args, r[3:13]...)
 	}
-	return s.execRows(ctx, pinnedAccessTokenInserts[s.flavor][len(rows)], len(rows), args)
+	return s.execRows(ctx, statements[len(rows)], len(rows), args)
 }
 
 // errRowsMissing: a statement inserted fewer rows than it was given.
@@ -207,50 +233,76 @@ type grantLookup struct {
 	signature string
 	pin       *clientPin
 
-	found    bool
-	row      joinedRequestRow
-	scopes   sql.Null[stringList]
-	expires  sql.NullTime
-	revision sql.NullInt64
+	found        bool
+	row          joinedRequestRow
+	scopes       sql.Null[stringList]
+	expires      sql.NullTime
+	revision     sql.NullInt64
+	userRevision sql.NullInt64 // withUser's statements only
 }
 
-// dest is where the columns of the lookup's row are scanned.
-func (l *grantLookup) dest() []any {
-	return append(l.row.fields(), &l.scopes, &l.expires, &l.revision)
+// dest is where the columns of the lookup's row are scanned; withUser, the
+// user's revision too.
+func (l *grantLookup) dest(withUser bool) []any {
+	d := append(l.row.fields(), &l.scopes, &l.expires, &l.revision)
+	if withUser {
+		d = append(d, &l.userRevision)
+	}
+	return d
 }
 
-// accessTokensWithGrant are the lookup's statements by number of lookups:
-// [1] a lone lookup's, the others a batch's, whose first column is the
-// index of the lookup a row answers.
-var accessTokensWithGrant [batch.Max + 1]string
+// accessTokensWithGrant are the lookup's statements by whether they read
+// the subject's user revision too (PrefetchUserRevision) and by number of
+// lookups: [1] a lone lookup's, the others a batch's, whose first column
+// is the index of the lookup a row answers.
+var accessTokensWithGrant [2][batch.Max + 1]string
 
 func init() {
-	const columns = `r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
+	for withUser, qs := range []*[batch.Max + 1]string{&accessTokensWithGrant[0], &accessTokensWithGrant[1]} {
+		columns := `r.signature, r.request_id, r.client_id, r.subject, r.requested_at, r.expires_at,
 		r.requested_scopes, r.granted_scopes, r.requested_audience, r.granted_audience, r.form_data,
 		r.session_data, r.active, ` + joinedClientColumns + `, g.scopes, g.expires_at, p.revision`
-	accessTokensWithGrant[1] = `SELECT ` + columns + `
+		userJoin := ""
+		if withUser == 1 {
+			columns += `, u.revision`
+			userJoin = `
+		LEFT JOIN user_revisions u ON u.user_id = r.subject`
+		}
+		qs[1] = `SELECT ` + columns + `
 		FROM ` + string(accessTable) + ` r JOIN clients c ON c.id = r.client_id
 		LEFT JOIN agent_grants g ON g.organization = ? AND g.user_id = r.subject AND g.client_id = ? AND g.agent_session_id = ?
-		LEFT JOIN clients p ON p.id = ?
+		LEFT JOIN clients p ON p.id = ?` + userJoin + `
 		WHERE r.signature = ?`
-	for k := 2; k <= batch.Max; k++ {
-		var q strings.Builder
-		q.WriteString(`WITH q (i, signature, organization, client_id, agent_session_id) AS (VALUES `)
-		for i := range k {
-			if i > 0 {
-				q.WriteString(", ")
+		for k := 2; k <= batch.Max; k++ {
+			var q strings.Builder
+			q.WriteString(`WITH q (i, signature, organization, client_id, agent_session_id) AS (VALUES `)
+			for i := range k {
+				if i > 0 {
+					q.WriteString(", ")
+				}
+				fmt.Fprintf(&q, "(%d, ?, ?, ?, ?)", i)
 			}
-			fmt.Fprintf(&q, "(%d, ?, ?, ?, ?)", i)
-		}
-		q.WriteString(`)
+			q.WriteString(`)
 		SELECT q.i, ` + columns + `
 		FROM q JOIN ` + string(accessTable) + ` r ON r.signature = q.signature
 		JOIN clients c ON c.id = r.client_id
 		LEFT JOIN agent_grants g ON g.organization = q.organization AND g.user_id = r.subject
 			AND g.client_id = q.client_id AND g.agent_session_id = q.agent_session_id
-		LEFT JOIN clients p ON p.id = q.client_id`)
-		accessTokensWithGrant[k] = q.String()
+		LEFT JOIN clients p ON p.id = q.client_id` + userJoin)
+			qs[k] = q.String()
+		}
 	}
+}
+
+// lookupStatements are the statements for ls: those that read the user's
+// revision when any lookup asks for it.
+func lookupStatements(ls []*grantLookup) (*[batch.Max + 1]string, bool) {
+	for _, l := range ls {
+		if l.pin.grant.withUser {
+			return &accessTokensWithGrant[1], true
+		}
+	}
+	return &accessTokensWithGrant[0], false
 }
 
 // lookUpAccessTokensWithGrant runs the lookups of one batch. A lookup whose
@@ -259,10 +311,11 @@ func (s *Store) lookUpAccessTokensWithGrant(ctx context.Context, ls []*grantLook
 	for _, l := range ls {
 		l.found = false
 	}
+	statements, withUser := lookupStatements(ls)
 	if len(ls) == 1 {
 		l := ls[0]
-		err := s.withStmt(ctx, accessTokensWithGrant[1], func(st *sqlx.Stmt) error {
-			return st.QueryRowxContext(ctx, l.pin.grant.org, l.pin.id, l.pin.grant.sessionID, l.pin.id, l.signature).Scan(l.dest()...)
+		err := s.withStmt(ctx, statements[1], func(st *sqlx.Stmt) error {
+			return st.QueryRowxContext(ctx, l.pin.grant.org, l.pin.id, l.pin.grant.sessionID, l.pin.id, l.signature).Scan(l.dest(withUser)...)
 		})
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
@@ -274,7 +327,7 @@ func (s *Store) lookUpAccessTokensWithGrant(ctx context.Context, ls []*grantLook
 	for _, l := range ls {
 		args = append(args, l.signature, l.pin.grant.org, l.pin.id, l.pin.grant.sessionID)
 	}
-	err := s.withStmt(ctx, accessTokensWithGrant[len(ls)], func(st *sqlx.Stmt) error {
+	err := s.withStmt(ctx, statements[len(ls)], func(st *sqlx.Stmt) error {
 		rows, err := st.QueryContext(ctx, args...)
 		if err != nil {
 			return err
@@ -284,7 +337,7 @@ func (s *Store) lookUpAccessTokensWithGrant(ctx context.Context, ls []*grantLook
 			i       int
 			scanned grantLookup
 		)
-		dest := append([]any{&i}, scanned.dest()...)
+		dest := append([]any{&i}, scanned.dest(withUser)...)
 		for rows.Next() {
 			if err := rows.Scan(dest...); err != nil {
 				return err
@@ -294,6 +347,7 @@ func (s *Store) lookUpAccessTokensWithGrant(ctx context.Context, ls []*grantLook
 			}
 			l := ls[i]
 			l.found, l.row, l.scopes, l.expires, l.revision = true, scanned.row, scanned.scopes, scanned.expires, scanned.revision
+			l.userRevision = scanned.userRevision
 		}
 		return rows.Err()
 	})

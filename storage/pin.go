@@ -12,6 +12,10 @@ import (
 // cache, PinClient) has changed or is gone: its row no longer has the
 // revision that was read. Nothing was written. The caller reads the client
 // again and retries, or answers as if the database were briefly away.
+//
+// It is also the answer when the user whose scopes the request took from
+// memory (PinUser) has changed: the statement cannot tell which of the two
+// moved, and the caller reads both again.
 var ErrStaleClient = errors.New("storage: the client changed during the request")
 
 type pinKey struct{}
@@ -22,6 +26,11 @@ type clientPin struct {
 	id       string
 	revision int64
 	grant    grantPrefetch
+
+	// user is the user whose scopes the request took from memory (PinUser)
+	// and the revision they were read at; "" for none.
+	user         string
+	userRevision int64
 }
 
 // grantPrefetch is an agent grant to read with the request's subject
@@ -34,6 +43,9 @@ type grantPrefetch struct {
 	scopes  stringList // nil for no grant
 	expires time.Time  // of the grant found
 	current bool       // the pinned client still had its revision
+
+	withUser     bool  // read the subject's user revision too (PrefetchUserRevision)
+	userRevision int64 // read with it: 0 for no row
 }
 
 // WithClientPin returns a context in which PinClient can record the client
@@ -75,6 +87,53 @@ func PrefetchAgentGrant(ctx context.Context, org, sessionID string) {
 	if p, ok := ctx.Value(pinKey{}).(*clientPin); ok && p.id != "" {
 		p.grant = grantPrefetch{org: org, sessionID: sessionID}
 	}
+}
+
+// PrefetchUserRevision asks that the prefetching lookup of the request in
+// ctx (PrefetchAgentGrant, which it follows) also read the revision of the
+// subject token's user (BumpUserRevision), for PrefetchedUserRevision. It
+// does nothing without a prefetch, or over a Backend that does not keep
+// user revisions (UserRevisions).
+func PrefetchUserRevision(ctx context.Context) {
+	if p, ok := ctx.Value(pinKey{}).(*clientPin); ok && p.id != "" && p.grant.org != "" && !p.grant.fetched {
+		p.grant.withUser = true
+	}
+}
+
+// PrefetchedUserRevision returns the revision of userID read by the
+// request's prefetching lookup (PrefetchUserRevision), when it read one for
+// that user and the pinned client was still current.
+func PrefetchedUserRevision(ctx context.Context, userID string) (int64, bool) {
+	p, ok := ctx.Value(pinKey{}).(*clientPin)
+	if !ok || !p.grant.fetched || !p.grant.withUser || !p.grant.current || p.grant.userID != userID || userID == "" {
+		return 0, false
+	}
+	return p.grant.userRevision, true
+}
+
+// PinUser records that the request in ctx, which pinned its client
+// (PinClient), used userID's scopes as they were at revision (UserRevision),
+// maybe from memory. From then on the store's token inserts for the pinned
+// client succeed only while the user's revision is still that one, checked
+// in the insert's own statement; otherwise ErrStaleClient. It reports
+// whether the pin was recorded: not without a client pin, nor when another
+// user is pinned already.
+func PinUser(ctx context.Context, userID string, revision int64) bool {
+	p, ok := ctx.Value(pinKey{}).(*clientPin)
+	if !ok || p.id == "" || userID == "" || p.user != "" && p.user != userID {
+		return false
+	}
+	p.user, p.userRevision = userID, revision
+	return true
+}
+
+// pinnedUser returns the user pinned in ctx (PinUser) and its revision.
+func pinnedUser(ctx context.Context) (string, int64, bool) {
+	p, ok := ctx.Value(pinKey{}).(*clientPin)
+	if !ok || p.id == "" || p.user == "" {
+		return "", 0, false
+	}
+	return p.user, p.userRevision, true
 }
 
 // pendingPrefetch returns the grant prefetch the access-token lookup in
@@ -140,4 +199,43 @@ func pinnedRevision(ctx context.Context, clientID string) (int64, bool) {
 		return 0, false
 	}
 	return p.revision, true
+}
+
+// UserRevisions is implemented by a Backend that keeps a revision per user
+// and honours user pins (PinUser, PrefetchUserRevision; the conformance
+// suite's PinnedUser). Kit mode's token endpoint keeps users' scopes in
+// memory only over a Backend that does, and only when the host reports
+// every change (plugin.Config.UserScopesCacheTTL).
+type UserRevisions interface {
+	// UserRevision returns userID's revision: 0 for a user never bumped.
+	UserRevision(ctx context.Context, userID string) (int64, error)
+	// BumpUserRevision moves userID's revision on, inside the transaction
+	// ctx carries if any.
+	BumpUserRevision(ctx context.Context, userID string) error
+}
+
+var _ UserRevisions = (*Store)(nil)
+
+// userAtRevision is true while userID (the first argument) has the
+// pinned revision (the second); a user never bumped has no row and is at 0.
+const userAtRevision = `COALESCE((SELECT revision FROM user_revisions WHERE user_id = ?), 0) = ?`
+
+// UserRevision implements UserRevisions.
+func (s *Store) UserRevision(ctx context.Context, userID string) (int64, error) {
+	var revision int64
+	err := s.getPrepared(ctx, &revision, `SELECT COALESCE((SELECT revision FROM user_revisions WHERE user_id = ?), 0)`, userID)
+	if err != nil {
+		return 0, fmt.Errorf("storage: user revision: %w", err)
+	}
+	return revision, nil
+}
+
+// BumpUserRevision implements UserRevisions.
+func (s *Store) BumpUserRevision(ctx context.Context, userID string) error {
+	_, err := s.exec(ctx, `INSERT INTO user_revisions (user_id, revision) VALUES (?, 1)
+		ON CONFLICT (user_id) DO UPDATE SET revision = user_revisions.revision + 1`, userID)
+	if err != nil {
+		return fmt.Errorf("storage: bump user revision: %w", err)
+	}
+	return nil
 }

@@ -225,11 +225,17 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 	args := []any{row.Signature, row.RequestID, row.ClientID, row.Subject, row.RequestedAt, row.ExpiresAt,
 		row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
 		row.FormData, row.SessionData, row.Active}
-	revision, pinned := pinnedRevision(ctx, row.ClientID)
-	if t == accessTable && !s.InTransaction(ctx) {
-		return s.insertAccessToken(ctx, row, args, revision, pinned)
+	var pin []any
+	if revision, ok := pinnedRevision(ctx, row.ClientID); ok {
+		pin = []any{row.ClientID, revision}
+		if user, userRevision, ok := pinnedUser(ctx); ok {
+			pin = append(pin, user, userRevision)
+		}
 	}
-	if !pinned {
+	if t == accessTable && !s.InTransaction(ctx) {
+		return s.insertAccessToken(ctx, row, args, pin)
+	}
+	if pin == nil {
 		_, err = s.execPrepared(ctx, `INSERT INTO `+string(t)+` (`+requestColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 		if errors.Is(err, ErrConflict) {
 			return fmt.Errorf("storage: %s: %w", t, ErrConflict)
@@ -239,7 +245,7 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 	// The client was read earlier, maybe from a cache (PinClient): the row
 	// goes in only if the client's row still has that revision, decided by
 	// the database in this one statement.
-	res, err := s.execPrepared(ctx, pinnedInsert(t, s.flavor.shareLock), append(args, row.ClientID, revision)...)
+	res, err := s.execPrepared(ctx, pinnedInsert(t, s.flavor.shareLock, len(pin) == 4), append(args, pin...)...)
 	if errors.Is(err, ErrConflict) {
 		return fmt.Errorf("storage: %s: %w", t, ErrConflict)
 	}
@@ -300,7 +306,8 @@ func getRequestQuery(t requestTable) string {
 // unique binding and the clients' primary key keep it one row.
 func (s *Store) getAccessTokenWithGrant(ctx context.Context, signature string, row *joinedRequestRow, pin *clientPin) error {
 	l := &grantLookup{signature: signature, pin: pin}
-	ctx, span := s.startSpan(ctx, accessTokensWithGrant[1])
+	statements, _ := lookupStatements([]*grantLookup{l})
+	ctx, span := s.startSpan(ctx, statements[1])
 	var err error
 	if s.InTransaction(ctx) {
 		err = s.lookUpAccessTokensWithGrant(ctx, []*grantLookup{l})
@@ -318,6 +325,7 @@ func (s *Store) getAccessTokenWithGrant(ctx context.Context, signature string, r
 	g := &pin.grant
 	g.fetched, g.userID = true, row.Subject
 	g.current = l.revision.Valid && l.revision.Int64 == pin.revision
+	g.userRevision = l.userRevision.Int64 // no row: 0
 	if l.scopes.Valid && l.expires.Valid {
 		g.scopes, g.expires = l.scopes.V, l.expires.Time
 	}

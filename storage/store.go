@@ -35,9 +35,9 @@ type Store struct {
 
 	health health // failures seen, for Health (observe.go)
 
-	// accessInserts and pinnedAccessInserts write concurrent access tokens
-	// together (batch.go).
-	accessInserts, pinnedAccessInserts batch.Batcher[[]any]
+	// accessInserts, pinnedAccessInserts and userPinnedAccessInserts
+	// write concurrent access tokens together (batch.go).
+	accessInserts, pinnedAccessInserts, userPinnedAccessInserts batch.Batcher[[]any]
 	// checkpoints copies a file SQLite database's log into it in the
 	// background (checkpoint.go); nil otherwise.
 	checkpoints *checkpointer

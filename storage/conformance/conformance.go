@@ -41,6 +41,7 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Store) {
 		{"ClientRevisions", testClientRevisions},
 		{"PinnedClient", testPinnedClient},
 		{"PrefetchedGrant", testPrefetchedGrant},
+		{"PinnedUser", testPinnedUser},
 		{"ClientRegistrations", testClientRegistrations},
 		{"MetadataDocumentClients", testMetadataDocumentClients},
 		{"InvalidInput", testInvalidInput},
