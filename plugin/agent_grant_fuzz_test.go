@@ -47,9 +47,16 @@ type agentIdP struct {
 
 func newAgentIdP(tb testing.TB, s *storage.Store) *agentIdP {
 	tb.Helper()
+	return newAgentIdPConfig(tb, s, nil)
+}
+
+// newAgentIdPConfig is newAgentIdP with mod, when not nil, changing the
+// plugin's config last.
+func newAgentIdPConfig(tb testing.TB, s *storage.Store, mod func(*plugin.Config)) *agentIdP {
+	tb.Helper()
 	ctx := context.Background()
 	a := &agentIdP{}
-	a.fuzzIdP = newFuzzIdP(tb, s, true)
+	a.fuzzIdP = newFuzzIdPConfig(tb, s, true, mod)
 	a.verifier = &agenttoken.AgentVerifier{Keys: a.p.Keys(), Issuer: a.p.Config().Issuer}
 
 	for _, c := range []*storage.Client{

@@ -36,7 +36,7 @@ func (p *Plugin) enableAgents(ctx context.Context) error {
 	p.minter = &agenttoken.Minter{
 		Keys:      keys,
 		Store:     cfg.Store,
-		Directory: cfg.Directory,
+		Directory: p.tokenDirectory(),
 		Catalog:   p.catalog,
 		Issuer:    cfg.Issuer,
 		// A token minted from Go without an audience is for the default

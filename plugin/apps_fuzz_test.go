@@ -55,6 +55,13 @@ type fuzzIdP struct {
 // enables agent tokens and consent.
 func newFuzzIdP(tb testing.TB, s *storage.Store, agents bool) *fuzzIdP {
 	tb.Helper()
+	return newFuzzIdPConfig(tb, s, agents, nil)
+}
+
+// newFuzzIdPConfig is newFuzzIdP with mod, when not nil, changing the
+// config last.
+func newFuzzIdPConfig(tb testing.TB, s *storage.Store, agents bool, mod func(*plugin.Config)) *fuzzIdP {
+	tb.Helper()
 	p, dir := newPlugin(tb, s, func(c *plugin.Config) {
 		// Never refuse: a fuzzer's wrong secrets must not lock the agent
 		// platform out, or every later input would stop at the 429. The
@@ -64,6 +71,9 @@ func newFuzzIdP(tb testing.TB, s *storage.Store, agents bool) *fuzzIdP {
 		// the target, so the log is where to look then.
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 		c.Agents = agents
+		if mod != nil {
+			mod(c)
+		}
 	})
 	r := mux.NewRouter()
 	mountKit(r, p)

@@ -16,9 +16,6 @@ import (
 // DefaultClientCacheTTL is Config.ClientCacheTTL's default.
 const DefaultClientCacheTTL = time.Minute
 
-// maxCachedClients bounds the memory the client cache takes.
-const maxCachedClients = 10_000
-
 // clientCache keeps deputy's own clients, with their secret hashes, in
 // memory for kit mode's token endpoint, so that a client_credentials token
 // costs one SQL round trip (the token insert) and an agent token one (the
@@ -36,8 +33,8 @@ const maxCachedClients = 10_000
 // Any other failure of a request answered from memory is retried from the
 // database too (retry), so that no refusal is ever a stale copy's.
 // A deleted secret, a narrowed or deleted app stop working at once, on
-// every replica. The owner is not cached at all: the Directory is asked on
-// every token.
+// every replica. The owner's scopes are kept only with
+// Config.UserScopesCacheTTL, under the same kind of check (userscopes.go).
 //
 // It answers only the grants whose every write or outcome goes through a
 // pinned statement (client_credentials and the agent-token grant), and only
@@ -50,6 +47,10 @@ type clientCache struct {
 
 	mu      sync.RWMutex
 	clients map[string]cachedClient
+
+	// users keeps the Directory's answers (Config.UserScopesCacheTTL);
+	// nil when off.
+	users *userScopesCache
 }
 
 type cachedClient struct {
@@ -78,6 +79,11 @@ type tokenRequest struct {
 	r         *http.Request
 	clientID  string
 	fromCache bool
+
+	// scopesKey is the user-scope answer the attempt used or kept
+	// (userScopesCache), and scopesFromCache whether it came from memory.
+	scopesKey       *userScopesKey
+	scopesFromCache bool
 }
 
 // withTokenRequest marks ctx as the token endpoint's handling of r, which
@@ -121,17 +127,21 @@ func (cc *clientCache) cached(ctx context.Context, id string) *storage.Client {
 		return nil
 	}
 	c := e.client // the slices are shared and never written
-	t.pin(ctx, &c)
+	cc.pin(ctx, t, &c)
 	t.clientID, t.fromCache = c.ID, true
 	return &c
 }
 
 // pin pins c in ctx, and for an agent-token grant asks that the subject
-// token's lookup read the session's grant with it (one round trip a mint).
-func (t *tokenRequest) pin(ctx context.Context, c *storage.Client) {
+// token's lookup read the session's grant with it (one round trip a mint),
+// and the user's revision when users' scopes are kept.
+func (cc *clientCache) pin(ctx context.Context, t *tokenRequest, c *storage.Client) {
 	storage.PinClient(ctx, c)
 	if form := t.r.PostForm; form.Get("grant_type") == protocol.GrantTypeAgentToken {
 		storage.PrefetchAgentGrant(ctx, form.Get(protocol.ParamOrganization), form.Get(protocol.ParamAgentSessionID))
+		if cc.users != nil {
+			storage.PrefetchUserRevision(ctx)
+		}
 	}
 }
 
@@ -145,40 +155,43 @@ func (cc *clientCache) remember(ctx context.Context, c *storage.Client) {
 	if !ok || c.Registration != "" {
 		return
 	}
-	t.pin(ctx, c)
+	cc.pin(ctx, t, c)
 	t.clientID, t.fromCache = c.ID, false
 	now := cc.now()
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if len(cc.clients) >= maxCachedClients {
-		// Full: drop a tenth, whichever the map yields first, so that the
-		// next misses find room without scanning again.
-		for id := range cc.clients {
-			if len(cc.clients) < maxCachedClients*9/10 {
-				break
-			}
-			delete(cc.clients, id)
-		}
-	}
+	makeRoom(cc.clients)
 	cc.clients[c.ID] = cachedClient{client: *c, expires: now.Add(cc.ttl)}
 }
 
 // retry reports whether the token request in ctx, whose attempt failed
-// with err, should start over from the database: when the client changed
-// under it (storage.ErrStaleClient), and when its client came from memory
-// at all, whatever the error. A remembered copy may be behind on anything
-// checked before the pinned statement (its scopes, its audience, its
-// owner): the answer must be the database's, and a secret deleted since
-// must be refused as invalid_client, charged to the limiter. Wrong secrets
-// never come from memory, so this costs a failing request of a real
-// client one more read. It forgets the copy and clears the pin.
+// with err, should start over from the database: when the client or the
+// pinned user changed under it (storage.ErrStaleClient), and when its
+// client or its user's scopes came from memory at all, whatever the error.
+// A remembered copy may be behind on anything checked before the pinned
+// statement (its scopes, its audience, its owner; a scope the user was
+// just given): the answer must be the database's and the Directory's, and
+// a secret deleted since must be refused as invalid_client, charged to the
+// limiter. Wrong secrets never come from memory, so this costs a failing
+// request of a real client one more read. It forgets the copies and
+// clears the pins.
 func (cc *clientCache) retry(ctx context.Context, err error) bool {
 	t, ok := ctx.Value(tokenRequestKey{}).(*tokenRequest)
-	if !ok || err == nil || t.clientID == "" || !t.fromCache && !errors.Is(err, storage.ErrStaleClient) {
+	if !ok || err == nil {
 		return false
 	}
-	cc.forget(t.clientID)
-	t.clientID, t.fromCache = "", false
+	fromMemory := t.clientID != "" && t.fromCache || t.scopesFromCache
+	pinned := t.clientID != "" || t.scopesKey != nil
+	if !fromMemory && !(pinned && errors.Is(err, storage.ErrStaleClient)) {
+		return false
+	}
+	if t.clientID != "" {
+		cc.forget(t.clientID)
+	}
+	if t.scopesKey != nil {
+		cc.users.forget(*t.scopesKey)
+	}
+	t.clientID, t.fromCache, t.scopesKey, t.scopesFromCache = "", false, nil, false
 	storage.ForgetPin(ctx)
 	return true
 }

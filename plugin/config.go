@@ -151,6 +151,24 @@ type Config struct {
 	// mode, where the host serves its token endpoint.
 	ClientCacheTTL time.Duration
 
+	// UserScopesCacheTTL is how long kit mode's token endpoint keeps the
+	// Directory's answer about a user (their scopes in an organization)
+	// between the client_credentials and agent-token requests that ask it:
+	// a SQL Directory's round trip less a token. Zero, the default, keeps
+	// it off, because it rests on the host: set it only if the host calls
+	// Plugin.UserChanged for every change to what a user holds (disabled,
+	// deleted, a membership given, changed or taken), in the change's
+	// transaction or after it commits. Then it weakens nothing: every token
+	// issued with a kept answer is checked against the user's revision in
+	// the database, in the statement that issues it (for an agent mint, in
+	// the subject token's lookup), so a change takes effect at once on
+	// every replica (plugin/userscopes.go). It needs the client cache
+	// (ClientCacheTTL not below zero) and a Store that keeps user revisions
+	// (storage.UserRevisions; *storage.Store does), and does nothing in
+	// plugin mode. deputy-idp turns it on (1 minute): its user commands
+	// report their changes.
+	UserScopesCacheTTL time.Duration
+
 	// ClientRegistration lets clients register without a person, the way
 	// MCP clients do: RFC 7591/7592 dynamic registration and Client ID
 	// Metadata Documents. Both are off by default; see ClientRegistration.

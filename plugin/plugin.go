@@ -103,6 +103,17 @@ type Plugin struct {
 	metrics *metrics // Collectors (metrics.go)
 }
 
+// tokenDirectory is the Directory of the grants kit mode's token endpoint
+// may answer from memory (client_credentials, the agent-token grant): the
+// user-scope cache when it is on (Config.UserScopesCacheTTL), which asks
+// the Directory itself everywhere else.
+func (p *Plugin) tokenDirectory() scope.Directory {
+	if p.clients != nil && p.clients.users != nil {
+		return p.clients.users
+	}
+	return p.cfg.Directory
+}
+
 // binding is a composed provider's token strategy and storage.
 type binding struct {
 	verifier *flows.OpaqueVerifier
@@ -122,6 +133,11 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	// which keep those copies honest (storage.ClientPinChecker).
 	if pc, ok := cfg.Store.(storage.ClientPinChecker); ok && pc.ChecksClientPins() {
 		p.clients = newClientCache(cfg.ClientCacheTTL)
+	}
+	// And users' scopes only over a client cache (their pins ride on the
+	// client's) and a store that keeps user revisions.
+	if revs, ok := cfg.Store.(storage.UserRevisions); ok && p.clients != nil {
+		p.clients.users = newUserScopesCache(cfg.Directory, revs, cfg.UserScopesCacheTTL)
 	}
 	// withDefaults has checked and canonicalized them.
 	if p.resources, err = flows.NewResources(cfg.Resources, cfg.DefaultResource); err != nil {
@@ -369,7 +385,7 @@ func (p *Plugin) kitFactories() []compose.Factory {
 		flows.RefreshTokenGrantFactory(p.cfg.Directory),
 		flows.RefreshApprovalFactory(p.approvals(), p.sessions),
 		flows.PKCEFactory,
-		flows.OwnedClientCredentialsFactory(p.cfg.Directory, false),
+		flows.OwnedClientCredentialsFactory(p.tokenDirectory(), false),
 		flows.UserCheckingIntrospectionFactory(p.cfg.Directory, p.sessions, p.appTokens(true), p.approvals(), false),
 		compose.OAuth2TokenRevocationFactory,
 	)

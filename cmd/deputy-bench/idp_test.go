@@ -32,8 +32,10 @@ func (b *builtIdp) cleanup() {
 }
 
 // directoryQueries is the SQL round trips deputy-idp's Directory makes per
-// token (two before it became one joined query).
-const directoryQueries = 1
+// token once warm: none, its answer kept in memory and checked in deputy's
+// own statement (plugin Config.UserScopesCacheTTL; two round trips before
+// the Directory became one joined query, one before it was kept).
+const directoryQueries = 0
 
 func testIdpBinary(t *testing.T) string {
 	t.Helper()
@@ -54,7 +56,8 @@ func testIdpBinary(t *testing.T) string {
 // endpoint) next to the plugin cell on the same dialect, reads the
 // server's query counts from its debug listener, and checks issue 14's
 // bound: a token of the shipped binary costs at most one SQL round trip
-// more than the plugin's (its Directory's query). It then drives the
+// more than the plugin's (its Directory's query), and since the Directory's
+// answers are kept, none more. It then drives the
 // shipped binary briefly from the load-generator process, as make bench
 // does, and checks that every request got its token and that the counts
 // moved. Counts only: no timing is asserted.
@@ -105,8 +108,8 @@ func TestIdpRoundTrips(t *testing.T) {
 				}
 				// Issue 14's target is at most one more: deputy-idp's SQL
 				// Directory's one query (the account and its memberships,
-				// cmd/deputy-idp/users.go). Asserted exactly, so that a
-				// change either way is seen.
+				// cmd/deputy-idp/users.go), answered from memory once warm.
+				// Asserted exactly, so that a change either way is seen.
 				if ic.PerRequest != pc.PerRequest+directoryQueries {
 					t.Errorf("deputy-idp: %.0f SQL round trips per token, plugin %.0f: want %d more (its Directory); over 9: %s",
 						ic.PerRequest, pc.PerRequest, directoryQueries, ic.Total)
@@ -132,7 +135,9 @@ func TestIdpRoundTrips(t *testing.T) {
 				if run.Requests == 0 || run.Errors != 0 || run.Sent < run.Requests {
 					t.Fatalf("load generator: %d requests, %d errors (first: %s), %d sent", run.Requests, run.Errors, run.FirstError, run.Sent)
 				}
-				if got := after.Sub(before).RoundTrips(); got < run.Requests {
+				// At most one a token; fewer where concurrent tokens were
+				// written (or read) together.
+				if got := after.Sub(before).RoundTrips(); got == 0 || got > run.Requests {
 					t.Errorf("deputy-idp: %d SQL round trips for %d tokens under load", got, run.Requests)
 				}
 				if !cpu.ServerMeasured {
@@ -162,11 +167,11 @@ func TestRunIdpCells(t *testing.T) {
 		t.Fatal("DEPUTY_REQUIRE_POSTGRES=1 but DEPUTY_TEST_DATABASE_URL is not set")
 	}
 	rep, table := runBench(t, append(args, "-cells", strings.Join(cells, ","))...)
-	// The clients come from the token endpoint's cache; deputy-idp's SQL
-	// Directory adds its query.
+	// The clients come from the token endpoint's cache, and deputy-idp's
+	// SQL Directory's answers too (directoryQueries).
 	wantSQL := map[string]float64{
-		groupCCSQLite: 1, groupAgtSQLite: 1, groupIdpCCSQLite: 2, groupIdpAgtSQLite: 2,
-		groupCCPostgres: 1, groupAgtPostgres: 1, groupIdpCCPostgres: 2, groupIdpAgtPostgres: 2,
+		groupCCSQLite: 1, groupAgtSQLite: 1, groupIdpCCSQLite: 1 + directoryQueries, groupIdpAgtSQLite: 1 + directoryQueries,
+		groupCCPostgres: 1, groupAgtPostgres: 1, groupIdpCCPostgres: 1 + directoryQueries, groupIdpAgtPostgres: 1 + directoryQueries,
 	}
 	seen := map[string]bool{}
 	for _, r := range rep.Results {

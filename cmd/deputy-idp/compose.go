@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"context"
 	"net/http"
 
@@ -23,6 +25,20 @@ type deputy struct {
 // issuer: tokens for it are good at /api/…, and nowhere else.
 const APIResourcePath = "/api"
 
+// defaultUserScopesCacheTTL is config.UserScopesCacheTTL's default.
+const defaultUserScopesCacheTTL = time.Minute
+
+// userScopesCacheTTL is plugin.Config's value for config's: 0 there is off.
+func userScopesCacheTTL(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return defaultUserScopesCacheTTL
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
 // compose builds the plugin (kit mode: deputy's store is the fosite
 // storage, deputy composes the provider) around the host's Directory and
 // sessions, with agent tokens and consent, and makes the resource
@@ -43,6 +59,8 @@ func (s *server) compose(ctx context.Context, closers *[]func()) error {
 		Agents:         true,
 		GrantLifespan:  s.cfg.GrantLifespan,
 		ClientCacheTTL: s.cfg.ClientCacheTTL,
+		// Every change to a user moves their revision on (users.go).
+		UserScopesCacheTTL: userScopesCacheTTL(s.cfg.UserScopesCacheTTL),
 		// MCP clients connect without setup: they register (RFC 7591) or
 		// name their metadata document as their client_id.
 		ClientRegistration: plugin.ClientRegistration{

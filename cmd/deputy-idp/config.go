@@ -46,6 +46,11 @@ type config struct {
 	// ClientCacheTTL is plugin.Config.ClientCacheTTL: 0 its default, below
 	// zero no cache.
 	ClientCacheTTL time.Duration
+	// UserScopesCacheTTL is plugin.Config.UserScopesCacheTTL: 0
+	// defaultUserScopesCacheTTL, below zero no cache. deputy-idp may keep
+	// users' scopes because every change to them (the users commands)
+	// moves the user's revision on in the same transaction (users.go).
+	UserScopesCacheTTL time.Duration
 	// NoClientRegistration turns off what lets MCP clients connect without
 	// setup: dynamic client registration (RFC 7591/7592) and client ID
 	// metadata documents, both on by default.

@@ -15,6 +15,23 @@ import (
 	"github.com/deputyauth/deputy/storage/querycount"
 )
 
+// parseCacheTTL reads a cache's --name flag into config's convention: 0
+// (flag unset) the default, below zero off ("0" on the command line).
+func parseCacheTTL(name, value string, stderr io.Writer) (time.Duration, bool) {
+	if value == "" {
+		return 0, true
+	}
+	d, err := time.ParseDuration(value)
+	if err != nil || d < 0 {
+		fmt.Fprintf(stderr, "serve: --%s %q must be a duration such as 1m, or 0 for no cache\n", name, value)
+		return 0, false
+	}
+	if d == 0 {
+		return -1, true
+	}
+	return d, true
+}
+
 // shutdownGrace is how long in-flight requests get after SIGINT/SIGTERM.
 const shutdownGrace = 15 * time.Second
 
@@ -32,6 +49,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		noReg    = fs.Bool("no-client-registration", envBool("DEPUTY_NO_CLIENT_REGISTRATION"), "turn off dynamic client registration and client ID metadata documents, which let MCP clients connect without setup (env DEPUTY_NO_CLIENT_REGISTRATION)")
 		loopDoc  = fs.Bool("loopback-metadata-documents", envBool("DEPUTY_LOOPBACK_METADATA_DOCUMENTS"), "fetch client ID metadata documents from loopback addresses too: development and tests only, never in production (env DEPUTY_LOOPBACK_METADATA_DOCUMENTS)")
 		cacheTTL = fs.String("client-cache-ttl", os.Getenv("DEPUTY_CLIENT_CACHE_TTL"), "how long the token endpoint keeps an app in memory between its tokens, e.g. 1m; every token is still checked against the app's row, so changes hold at once on every replica; 0 turns the cache off (env DEPUTY_CLIENT_CACHE_TTL; default 1m)")
+		usersTTL = fs.String("user-scopes-cache-ttl", os.Getenv("DEPUTY_USER_SCOPES_CACHE_TTL"), "how long the token endpoint keeps a user's scopes in memory between their apps' and agents' tokens, e.g. 1m; every token is still checked against the user's revision, which the users commands move on, so changes hold at once on every replica; 0 turns the cache off (env DEPUTY_USER_SCOPES_CACHE_TTL; default 1m)")
 		metrics  = fs.String("metrics-listen", os.Getenv("DEPUTY_METRICS_LISTEN"), "address of a separate listener serving Prometheus /metrics, e.g. 127.0.0.1:9464; off when empty (env DEPUTY_METRICS_LISTEN)")
 	)
 	common.register(fs)
@@ -51,17 +69,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		grantLifespan = d
 	}
-	var clientCacheTTL time.Duration // the plugin's default
-	if *cacheTTL != "" {
-		d, err := time.ParseDuration(*cacheTTL)
-		if err != nil || d < 0 {
-			fmt.Fprintf(stderr, "serve: --client-cache-ttl %q must be a duration such as 1m, or 0 for no cache\n", *cacheTTL)
-			return 2
-		}
-		clientCacheTTL = d
-		if d == 0 {
-			clientCacheTTL = -1 // plugin.Config: below zero is off
-		}
+	clientCacheTTL, ok := parseCacheTTL("client-cache-ttl", *cacheTTL, stderr)
+	if !ok {
+		return 2
+	}
+	userScopesCacheTTL, ok := parseCacheTTL("user-scopes-cache-ttl", *usersTTL, stderr)
+	if !ok {
+		return 2
 	}
 	lvl, err := parseLogLevel(*level)
 	if err != nil {
@@ -96,10 +110,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		GrantLifespan:  grantLifespan,
 		ClientCacheTTL: clientCacheTTL,
 		Logger:         log,
-		Out:            stdout,
-		MetricsListen:  *metrics,
-		Tracing:        tracing,
-		DebugListen:    os.Getenv(debugListenEnv),
+
+		UserScopesCacheTTL: userScopesCacheTTL,
+		Out:                stdout,
+		MetricsListen:      *metrics,
+		Tracing:            tracing,
+		DebugListen:        os.Getenv(debugListenEnv),
 
 		NoClientRegistration:      *noReg,
 		LoopbackMetadataDocuments: *loopDoc,

@@ -123,32 +123,41 @@ func (u *users) create(ctx context.Context, username, password string, admin boo
 }
 
 // setMembership gives the user exactly scopes in org, replacing what they had.
+// Like every change to what a user holds, it moves the user's revision on
+// in the same transaction (storage.UserRevisions): the token endpoints of
+// every replica then stop using the scopes they kept (plugin
+// Config.UserScopesCacheTTL).
 func (u *users) setMembership(ctx context.Context, userID, org string, scopes []string) error {
-	_, err := u.st.Exec(ctx, `INSERT INTO idp_memberships (user_id, organization, scopes)
-		VALUES (?, ?, ?) ON CONFLICT (user_id, organization) DO UPDATE SET scopes = excluded.scopes`,
-		userID, org, scope.Join(scope.Normalize(scopes)))
-	if err != nil {
-		return fmt.Errorf("set membership: %w", err)
-	}
-	return nil
+	return u.st.InTx(ctx, func(ctx context.Context) error {
+		_, err := u.st.Exec(ctx, `INSERT INTO idp_memberships (user_id, organization, scopes)
+			VALUES (?, ?, ?) ON CONFLICT (user_id, organization) DO UPDATE SET scopes = excluded.scopes`,
+			userID, org, scope.Join(scope.Normalize(scopes)))
+		if err != nil {
+			return fmt.Errorf("set membership: %w", err)
+		}
+		return u.st.BumpUserRevision(ctx, userID)
+	})
 }
 
 // setDisabled disables or re-enables an account. Disabling also ends its
 // browser sessions; its tokens stop working through the Directory.
+// The user's revision moves on in the same transaction (setMembership).
 func (u *users) setDisabled(ctx context.Context, userID string, disabled bool) error {
-	res, err := u.st.Exec(ctx, `UPDATE idp_users SET disabled = ? WHERE id = ?`, disabled, userID)
-	if err != nil {
-		return fmt.Errorf("disable user: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return scope.ErrUserNotFound
-	}
-	if disabled {
-		if _, err := u.st.Exec(ctx, `DELETE FROM idp_sessions WHERE user_id = ?`, userID); err != nil {
-			return fmt.Errorf("end sessions: %w", err)
+	return u.st.InTx(ctx, func(ctx context.Context) error {
+		res, err := u.st.Exec(ctx, `UPDATE idp_users SET disabled = ? WHERE id = ?`, disabled, userID)
+		if err != nil {
+			return fmt.Errorf("disable user: %w", err)
 		}
-	}
-	return nil
+		if n, _ := res.RowsAffected(); n == 0 {
+			return scope.ErrUserNotFound
+		}
+		if disabled {
+			if _, err := u.st.Exec(ctx, `DELETE FROM idp_sessions WHERE user_id = ?`, userID); err != nil {
+				return fmt.Errorf("end sessions: %w", err)
+			}
+		}
+		return u.st.BumpUserRevision(ctx, userID)
+	})
 }
 
 // byID loads an account; scope.ErrUserNotFound when there is none.
