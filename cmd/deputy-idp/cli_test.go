@@ -73,6 +73,24 @@ func TestCLIRoundTrip(t *testing.T) {
 		}
 		assertNotStored(t, idp, secret)
 
+		// users set-scopes, through its own connection to the database,
+		// narrows the app's next token on the server at once, though the
+		// server kept carol's scopes (its user-scope cache), and widens it
+		// back.
+		for _, tt := range []struct{ scopes, want string }{{"members:read", ""}, {"projects:read members:read", "projects:read"}} {
+			set := cliJSON(t, "users", "set-scopes", db, "--username", "carol", "--org", "initech", "--scope", tt.scopes)
+			if set["id"] != u["id"] || set["organization"] != "initech" {
+				t.Errorf("users set-scopes printed %v", set)
+			}
+			tok, err := cc.Token(ctx)
+			if err != nil {
+				t.Fatalf("token after users set-scopes %q: %v", tt.scopes, err)
+			}
+			if got, _ := tok.Extra("scope").(string); got != tt.want {
+				t.Errorf("token after users set-scopes %q: scope %q, want %q", tt.scopes, got, tt.want)
+			}
+		}
+
 		// clients create: an agent platform; its secret authenticates.
 		cl := cliJSON(t, "clients", "create", db, "--name", "Agent Platform",
 			"--grant", "authorization_code", "--grant", "refresh_token", "--grant", protocol.GrantTypeAgentToken,
@@ -141,6 +159,10 @@ func TestCLIRefusals(t *testing.T) {
 		{"clients: http redirect", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "http://evil.example/cb", "--scope", "a"}, 2, "https"},
 		{"clients: fragment", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://a.example/cb#x", "--scope", "a"}, 2, "fragment"},
 		{"users: org with a space", []string{"users", "create", db, "--username", "x", "--password", "long-enough", "--org", "acme corp"}, 2, "--org must be"},
+		{"set-scopes: missing flags", []string{"users", "set-scopes", db, "--username", "x"}, 2, "required"},
+		{"set-scopes: org with a space", []string{"users", "set-scopes", db, "--username", "x", "--org", "acme corp"}, 2, "--org must be"},
+		{"set-scopes: bad scope", []string{"users", "set-scopes", db, "--username", "x", "--org", "o", "--scope", `a"b`}, 2, "--scope"},
+		{"set-scopes: unknown user", []string{"users", "set-scopes", db, "--username", "ghost", "--org", "o", "--scope", "projects:read"}, 1, "not found"},
 		{"users: bad scope", []string{"users", "create", db, "--username", "x", "--password", "long-enough", "--org", "o", "--scope", `a"b`}, 2, "--scope"},
 		{"apps: bad scope", []string{"apps", "create", db, "--owner", "x", "--name", "n", "--scope", strings.Repeat("s", 129)}, 2, "--scope"},
 		{"clients: bad scope", []string{"clients", "create", db, "--name", "n", "--grant", "authorization_code", "--redirect-uri", "https://a.example/cb", "--scope", "é"}, 2, "--scope"},

@@ -5,6 +5,7 @@
 //
 //	deputy-idp [serve] [--listen ADDR] [--database-url URL] [--issuer URL] [--system-secret S] [--no-demo]
 //	deputy-idp users create --username U --password P --org ORG --scope "a b" [--admin]
+//	deputy-idp users set-scopes --username U --org ORG --scope "a b"
 //	deputy-idp users disable --username U [--enable]
 //	deputy-idp apps create --owner U --name N --grant client_credentials --scope "a b"
 //	deputy-idp clients create --name N --grant G [--grant G2] [--redirect-uri URI] --scope "a b" [--first-party]
@@ -33,6 +34,7 @@ func main() {
 const usage = `usage:
   deputy-idp [serve] [flags]               run the IdP (the default)
   deputy-idp users create [flags]          add a user with a membership
+  deputy-idp users set-scopes [flags]      replace a user's scopes in an organization
   deputy-idp users disable --username U    disable an account (--enable to undo)
   deputy-idp apps create [flags]           add an owned client-credentials app
   deputy-idp clients create [flags]        add an unowned OAuth2 client
@@ -61,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdServe(ctx, rest, stdout, stderr)
 	case cmd == "users" && sub == "create":
 		return cmdUsersCreate(ctx, rest, stdout, stderr)
+	case cmd == "users" && sub == "set-scopes":
+		return cmdUsersSetScopes(ctx, rest, stdout, stderr)
 	case cmd == "users" && sub == "disable":
 		return cmdUsersDisable(ctx, rest, stdout, stderr)
 	case cmd == "apps" && sub == "create":
