@@ -653,9 +653,11 @@ var attacks = []attack{
 	},
 	{
 		name:       "a client-credentials token after its owner was disabled",
-		protection: "OpaqueVerifier and the owned client-credentials grant re-check the owner with the Directory on every use",
+		protection: "OpaqueVerifier and the owned client-credentials grant re-check the owner with the Directory on every use (the token endpoint's kept answer only while the user's revision, moved on by users disable, is unchanged)",
 		// Without the re-check: the disabled user's robot keeps acting for
-		// them (200) until the token expires. Checked by reasoning.
+		// them (200) until the token expires. Without the revision moved on
+		// by the CLI (a second process), the server's kept answer issued
+		// the new token: checked by removing it (the test failed).
 		run: func(t *testing.T, e *attackEnv) {
 			name, pw := randomName("dave-"), randomName("pw-")
 			e.tg.cli(t, "users", "create", "--username", name, "--password", pw, "--org", demoOrg, "--scope", "projects:read")

@@ -182,6 +182,72 @@ func TestReplicas(t *testing.T) {
 		}
 	})
 
+	// Each replica keeps users' scopes too (plugin/userscopes.go). These
+	// change a user through the CLI, one more process on the database,
+	// after B and C have the user's scopes in memory for an owned app's
+	// tokens and an agent's mints: the change holds on them at once.
+	t.Run("user narrowed and disabled through the CLI holds on every replica at once", func(t *testing.T) {
+		name, pw := randomName("erin-"), randomName("pw-")
+		a.cli(t, "users", "create", "--username", name, "--password", pw, "--org", demoOrg, "--scope", "projects:read projects:write")
+		erin := newBrowser(t, a.URL)
+		erin.login(name, pw)
+		app := createOwnedApp(t, erin, "projects:read", "projects:write")
+		subject := plat.userToken(t, newBrowser(t, a.URL), name, pw, "projects:read", "projects:write")
+		s := randomName("sess-")
+		cc := func(r *target) (string, string) {
+			tok, err := app.config(r.URL).Token(oauthCtx())
+			if err != nil {
+				return "", tokenError(err)
+			}
+			got, _ := tok.Extra("scope").(string)
+			return got, ""
+		}
+		mint := func(r *target) (string, string) {
+			q := *plat
+			q.base = r.URL
+			tok, err := q.agentConfig(subject.AccessToken, s, demoOrg).Token(oauthCtx())
+			if err != nil {
+				return "", tokenError(err)
+			}
+			got, _ := tok.Extra("scope").(string)
+			return got, ""
+		}
+		for _, r := range []*target{b, c} {
+			for range 2 {
+				if got, code := cc(r); code != "" || got != "projects:read projects:write" {
+					t.Fatalf("warm-up token on %s: %q %s", r.URL, got, code)
+				}
+				if got, code := mint(r); code != "" || got != "projects:read" {
+					t.Fatalf("warm-up mint on %s: %q %s", r.URL, got, code)
+				}
+			}
+		}
+		a.cli(t, "users", "set-scopes", "--username", name, "--org", demoOrg, "--scope", "")
+		for _, r := range []*target{b, c} {
+			if got, code := cc(r); got != "" {
+				t.Errorf("token on %s after the user lost every scope: %q %s, want none", r.URL, got, code)
+			}
+			if got, code := mint(r); code == "" {
+				t.Errorf("mint on %s after the user lost every scope: %q, want an error", r.URL, got)
+			}
+		}
+		a.cli(t, "users", "set-scopes", "--username", name, "--org", demoOrg, "--scope", "projects:read")
+		for _, r := range []*target{b, c} {
+			if got, code := cc(r); code != "" || got != "projects:read" {
+				t.Errorf("token on %s after the user got projects:read back: %q %s", r.URL, got, code)
+			}
+		}
+		a.cli(t, "users", "disable", "--username", name)
+		for _, r := range []*target{b, c} {
+			if got, code := cc(r); code == "" {
+				t.Errorf("token on %s for a disabled owner: %q, want an error", r.URL, got)
+			}
+			if got, code := mint(r); code == "" {
+				t.Errorf("mint on %s for a disabled user: %q, want an error", r.URL, got)
+			}
+		}
+	})
+
 	t.Run("key rotation through the CLI is honoured by all", func(t *testing.T) {
 		before := plat.mint(t, user.AccessToken, session, demoOrg)
 		a.cliRaw(t, "keys", "rotate")
