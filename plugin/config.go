@@ -158,11 +158,16 @@ type Config struct {
 	// it off, because it rests on the host: set it only if the host calls
 	// Plugin.UserChanged for every change to what a user holds (disabled,
 	// deleted, a membership given, changed or taken), in the change's
-	// transaction or after it commits. Then it weakens nothing: every token
-	// issued with a kept answer is checked against the user's revision in
-	// the database, in the statement that issues it (for an agent mint, in
-	// the subject token's lookup), so a change takes effect at once on
-	// every replica (plugin/userscopes.go). It needs the client cache
+	// transaction (best: nothing can fail between them) or after it
+	// commits, once per affected user (a role or group change touches
+	// many), and the Directory must answer from data at least as fresh as
+	// that commit (not a lagging read replica, not a cache of its own).
+	// Then every token issued with a kept answer is checked against the
+	// user's revision in the database, in the statement that issues it
+	// (for an agent mint, in the subject token's lookup), so a reported
+	// change takes effect at once on every replica (plugin/userscopes.go);
+	// a change left unreported (UserChanged failed, or never called) is
+	// seen only when the answer expires. It needs the client cache
 	// (ClientCacheTTL not below zero) and a Store that keeps user revisions
 	// (storage.UserRevisions; *storage.Store does), and does nothing in
 	// plugin mode. deputy-idp turns it on (1 minute): its user commands

@@ -146,8 +146,9 @@ func (p *Plugin) token(w http.ResponseWriter, r *http.Request) {
 		reportClientAuth(r, err)
 	}
 	if errors.Is(err, storage.ErrStaleClient) {
-		// The client changed under every attempt, an administrator at work
-		// on it: answered like a database away for a moment.
+		// The client (or the user whose kept scopes an attempt used)
+		// changed under every attempt, an administrator at work on it:
+		// answered like a database away for a moment.
 		err = fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
 	}
 	if p.unavailable(w, r, "token endpoint", err) {

@@ -136,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 	}
 	// And users' scopes only over a client cache (their pins ride on the
 	// client's) and a store that keeps user revisions.
-	if revs, ok := cfg.Store.(storage.UserRevisions); ok && p.clients != nil {
+	if revs, ok := cfg.Store.(storage.UserRevisions); ok && revs.ChecksUserPins() && p.clients != nil {
 		p.clients.users = newUserScopesCache(cfg.Directory, revs, cfg.UserScopesCacheTTL)
 	}
 	// withDefaults has checked and canonicalized them.

@@ -97,7 +97,7 @@ func (c *userScopesCache) UserScopes(ctx context.Context, userID, org string) ([
 		}
 		revision, err := c.revs.UserRevision(ctx, userID)
 		if err != nil {
-			return nil, fmt.Errorf("deputy: directory: %w", err)
+			return nil, fmt.Errorf("deputy: user revision: %w", err)
 		}
 		if !storage.PinUser(ctx, userID, revision) {
 			return c.dir.UserScopes(ctx, userID, org)
@@ -163,11 +163,14 @@ func makeRoom[K comparable, V any](m map[K]V) {
 // UserChanged tells deputy that what userID holds has changed: their
 // account's state (disabled, deleted) or any of their memberships. With
 // Config.UserScopesCacheTTL set, the host must call it for every such
-// change, in the change's own transaction (the context storage.Backend's
-// InTx gives) or after it commits, never before: every replica's token
-// endpoint then stops using what it kept of the user's scopes at its next
-// token. Without the cache it costs one write and changes nothing.
-// Over a Backend that keeps no user revisions it does nothing.
+// change and every affected user, in the change's own transaction (the
+// context storage.Backend's InTx gives, when the host's tables share
+// deputy's database; then nothing can fail between the two) or after it
+// commits, never before: every replica's token endpoint then stops using
+// what it kept of the user's scopes at its next token. An error means the
+// change was not reported: retry it, or the kept answers stand until they
+// expire. Without the cache it costs one write and changes nothing. Over
+// a Backend that keeps no user revisions it does nothing.
 func (p *Plugin) UserChanged(ctx context.Context, userID string) error {
 	revs, ok := p.cfg.Store.(storage.UserRevisions)
 	if !ok {

@@ -289,3 +289,51 @@ func TestUserScopesCacheAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// changingDirectory changes alice's scopes and reports it, once, while it
+// answers the first question after armed: the change lands between the
+// revision the cache read and the token's insert.
+type changingDirectory struct {
+	*countingDirectory
+	armed  atomic.Bool
+	change func(ctx context.Context)
+}
+
+func (d *changingDirectory) UserScopes(ctx context.Context, userID, org string) ([]string, error) {
+	scopes, err := d.countingDirectory.UserScopes(ctx, userID, org)
+	if d.armed.CompareAndSwap(true, false) {
+		d.change(ctx)
+	}
+	return scopes, err
+}
+
+// TestUserScopesCacheChangeDuringTheQuestion: a change reported while the
+// Directory answers a cache miss (after the cache read the user's
+// revision, before the token is written) is not lost: the answer is kept
+// at the revision read before, so the insert refuses it and the endpoint
+// asks again. Without reading the revision first (keeping the answer at
+// the revision after the change) the token would carry the old scopes.
+func TestUserScopesCacheChangeDuringTheQuestion(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		dir := &changingDirectory{countingDirectory: newCountingDirectory()}
+		a := newAgentIdPConfig(t, s, withUserScopesCache(dir))
+		app, sec := ownedAppWithSecret(t, a.fuzzIdP, `"docs:read","docs:write"`)
+		dir.change = func(ctx context.Context) {
+			dir.Set("alice", "acme", "docs:read")
+			if err := a.p.UserChanged(context.Background(), "alice"); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := a.p.UserChanged(context.Background(), "alice"); err != nil {
+			t.Fatal(err)
+		}
+		dir.armed.Store(true)
+		if st, got := ccAs(t, a, app, sec, ""); st != http.StatusOK || got != "docs:read" {
+			t.Errorf("token whose owner was narrowed while the Directory answered: %d %q, want 200 docs:read", st, got)
+		}
+		if st, got := ccAs(t, a, app, sec, ""); st != http.StatusOK || got != "docs:read" {
+			t.Errorf("next token: %d %q, want 200 docs:read", st, got)
+		}
+	})
+}

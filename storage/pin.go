@@ -120,11 +120,22 @@ func PrefetchedUserRevision(ctx context.Context, userID string) (int64, bool) {
 // user is pinned already.
 func PinUser(ctx context.Context, userID string, revision int64) bool {
 	p, ok := ctx.Value(pinKey{}).(*clientPin)
-	if !ok || p.id == "" || userID == "" || p.user != "" && p.user != userID {
+	if !ok || p.id == "" || userID == "" {
+		return false
+	}
+	// One user at one revision a request: a second pin must not leave
+	// an answer used under the first unchecked.
+	if p.user != "" && (p.user != userID || p.userRevision != revision) {
 		return false
 	}
 	p.user, p.userRevision = userID, revision
 	return true
+}
+
+// PinnedUser returns the user pinned in ctx (PinUser) and the revision it
+// was pinned at, for a Backend that checks user pins (UserRevisions).
+func PinnedUser(ctx context.Context) (string, int64, bool) {
+	return pinnedUser(ctx)
 }
 
 // pinnedUser returns the user pinned in ctx (PinUser) and its revision.
@@ -202,11 +213,17 @@ func pinnedRevision(ctx context.Context, clientID string) (int64, bool) {
 }
 
 // UserRevisions is implemented by a Backend that keeps a revision per user
-// and honours user pins (PinUser, PrefetchUserRevision; the conformance
+// and honours user pins: its token inserts for a request with a pinned
+// user (PinnedUser) succeed only while that user is at the pinned
+// revision, ErrStaleClient otherwise, and it may read the subject's
+// revision in a prefetching lookup (PrefetchUserRevision) or leave it
+// unread, which only costs the cache its hits on mints (the conformance
 // suite's PinnedUser). Kit mode's token endpoint keeps users' scopes in
-// memory only over a Backend that does, and only when the host reports
-// every change (plugin.Config.UserScopesCacheTTL).
+// memory only over a Backend whose ChecksUserPins says so, and only when
+// the host reports every change (plugin.Config.UserScopesCacheTTL). A type
+// that embeds *Store but writes tokens its own way must not say so.
 type UserRevisions interface {
+	ChecksUserPins() bool
 	// UserRevision returns userID's revision: 0 for a user never bumped.
 	UserRevision(ctx context.Context, userID string) (int64, error)
 	// BumpUserRevision moves userID's revision on, inside the transaction
@@ -215,6 +232,9 @@ type UserRevisions interface {
 }
 
 var _ UserRevisions = (*Store)(nil)
+
+// ChecksUserPins reports that Store honours user pins.
+func (s *Store) ChecksUserPins() bool { return true }
 
 // userAtRevision is true while userID (the first argument) has the
 // pinned revision (the second); a user never bumped has no row and is at 0.

@@ -226,11 +226,16 @@ func (s *Store) createRequest(ctx context.Context, t requestTable, signature str
 		row.RequestedScopes, row.GrantedScopes, row.RequestedAudience, row.GrantedAudience,
 		row.FormData, row.SessionData, row.Active}
 	var pin []any
+	user, userRevision, userPinned := pinnedUser(ctx)
 	if revision, ok := pinnedRevision(ctx, row.ClientID); ok {
 		pin = []any{row.ClientID, revision}
-		if user, userRevision, ok := pinnedUser(ctx); ok {
+		if userPinned {
 			pin = append(pin, user, userRevision)
 		}
+	} else if userPinned {
+		// The user's scopes were taken from memory under another client's
+		// pin: nothing here checks them, so nothing goes in.
+		return fmt.Errorf("storage: %s: client %q not the pinned one: %w", t, row.ClientID, ErrStaleClient)
 	}
 	if t == accessTable && !s.InTransaction(ctx) {
 		return s.insertAccessToken(ctx, row, args, pin)

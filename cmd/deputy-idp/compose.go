@@ -1,10 +1,9 @@
 package main
 
 import (
-	"time"
-
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/gorilla/mux"
 

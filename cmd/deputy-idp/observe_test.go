@@ -300,11 +300,29 @@ func TestLogLevelFlag(t *testing.T) {
 	}
 }
 
-func TestClientCacheTTLFlag(t *testing.T) {
+func TestCacheTTLFlags(t *testing.T) {
 	t.Parallel()
-	for _, bad := range []string{"soon", "-1m", "10"} {
-		if code, _, errs := cli(t, "serve", "--client-cache-ttl", bad, "--database-url", "sqlite::memory:"); code != 2 || !strings.Contains(errs, "--client-cache-ttl") {
-			t.Errorf("serve --client-cache-ttl %s: exit %d, %q", bad, code, errs)
+	for _, flag := range []string{"--client-cache-ttl", "--user-scopes-cache-ttl"} {
+		for _, bad := range []string{"soon", "-1m", "10"} {
+			if code, _, errs := cli(t, "serve", flag, bad, "--database-url", "sqlite::memory:"); code != 2 || !strings.Contains(errs, flag) {
+				t.Errorf("serve %s %s: exit %d, %q", flag, bad, code, errs)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		value string
+		want  time.Duration
+		ok    bool
+	}{{"", 0, true}, {"0", -1, true}, {"90s", 90 * time.Second, true}, {"-1s", 0, false}} {
+		got, ok := parseCacheTTL("x", tt.value, io.Discard)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("parseCacheTTL(%q) = %v, %v; want %v, %v", tt.value, got, ok, tt.want, tt.ok)
+		}
+	}
+	// The plugin's value: the default, off, or as given.
+	for in, want := range map[time.Duration]time.Duration{0: defaultUserScopesCacheTTL, -1: 0, time.Hour: time.Hour} {
+		if got := userScopesCacheTTL(in); got != want {
+			t.Errorf("userScopesCacheTTL(%v) = %v, want %v", in, got, want)
 		}
 	}
 }

@@ -110,13 +110,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		GrantLifespan:  grantLifespan,
 		ClientCacheTTL: clientCacheTTL,
 		Logger:         log,
+		Out:            stdout,
+		MetricsListen:  *metrics,
+		Tracing:        tracing,
+		DebugListen:    os.Getenv(debugListenEnv),
 
-		UserScopesCacheTTL: userScopesCacheTTL,
-		Out:                stdout,
-		MetricsListen:      *metrics,
-		Tracing:            tracing,
-		DebugListen:        os.Getenv(debugListenEnv),
-
+		UserScopesCacheTTL:        userScopesCacheTTL,
 		NoClientRegistration:      *noReg,
 		LoopbackMetadataDocuments: *loopDoc,
 	}

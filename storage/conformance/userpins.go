@@ -129,6 +129,15 @@ func testPinnedUser(t *testing.T, s Store) {
 	if storage.PinUser(pinned, "up-dave", 0) {
 		t.Fatal("a second user pinned over the first")
 	}
+	if storage.PinUser(pinned, "up-carol", 1) {
+		t.Fatal("the user pinned again at another revision")
+	}
+	// A token of another client than the pinned one, in a request that
+	// pinned a user, is not checked by the client's clause: refused.
+	other := newOwnedClient(t, s, "up-other", "up-carol")
+	if err := s.CreateAccessTokenSession(pinned, "up-other-1", newRequest(other, "up-other-req-1", "up-carol", future)); !errors.Is(err, storage.ErrStaleClient) {
+		t.Fatalf("token of another client under a user pin: %v, want ErrStaleClient", err)
+	}
 	if err := s.CreateAccessTokenSession(pinned, "up-carol-1", newRequest(read, "up-carol-req-1", "up-carol", future)); err != nil {
 		t.Fatalf("token of a user at revision 0: %v", err)
 	}
@@ -144,6 +153,37 @@ func testPinnedUser(t *testing.T, s Store) {
 	if err := s.CreateAccessTokenSession(ctx, "up-subject", newRequest(web, "up-subject-req", "up-alice", future)); err != nil {
 		t.Fatal(err)
 	}
+	// Concurrent lookups, batched together where they meet, some asking
+	// for the revision and some not: each gets its own answer.
+	var lookups sync.WaitGroup
+	lookupErrs := make([]error, 8)
+	for i := range lookupErrs {
+		lookups.Add(1)
+		go func() {
+			defer lookups.Done()
+			pinned := storage.WithClientPin(ctx)
+			storage.PinClient(pinned, read)
+			storage.PrefetchAgentGrant(pinned, "acme", "up-sess")
+			if i%2 == 0 {
+				storage.PrefetchUserRevision(pinned)
+			}
+			if _, err := s.GetAccessTokenSession(pinned, "up-subject", session()); err != nil {
+				lookupErrs[i] = err
+				return
+			}
+			got, ok := storage.PrefetchedUserRevision(pinned, "up-alice")
+			if want := i%2 == 0; ok != want || ok && got != 2 {
+				lookupErrs[i] = fmt.Errorf("PrefetchedUserRevision = %d, %v; want 2, %v", got, ok, want)
+			}
+		}()
+	}
+	lookups.Wait()
+	for i, err := range lookupErrs {
+		if err != nil {
+			t.Errorf("concurrent lookup %d: %v", i, err)
+		}
+	}
+
 	for _, tt := range []struct {
 		name     string
 		withUser bool
