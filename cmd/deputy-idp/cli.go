@@ -74,13 +74,7 @@ func cmdUsersCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "users create: --username, --password and --org are required")
 		return 2
 	}
-	if !protocol.ValidOrganization(*org) {
-		// Tokens, approvals and agent tokens could never name it.
-		fmt.Fprintf(stderr, "users create: --org must be %s\n", protocol.OrganizationRule)
-		return 2
-	}
-	if err := checkScopeFlag(scope.Parse(*scopes)); err != nil {
-		fmt.Fprintf(stderr, "users create: %v\n", err)
+	if !membershipFlagsValid(stderr, "users create", *org, *scopes) {
 		return 2
 	}
 	st, u, err := openStore(ctx, common.databaseURL)
@@ -102,6 +96,21 @@ func cmdUsersCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	return 0
 }
 
+// membershipFlagsValid checks a membership's --org and --scope, and says
+// what is wrong on stderr as cmd.
+func membershipFlagsValid(stderr io.Writer, cmd, org, scopes string) bool {
+	if !protocol.ValidOrganization(org) {
+		// Tokens, approvals and agent tokens could never name it.
+		fmt.Fprintf(stderr, "%s: --org must be %s\n", cmd, protocol.OrganizationRule)
+		return false
+	}
+	if err := checkScopeFlag(scope.Parse(scopes)); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return false
+	}
+	return true
+}
+
 // cmdUsersSetScopes gives a user exactly the scopes named in one
 // organization, replacing what they held there (none: the membership
 // keeps no scopes). Tokens acting for them narrow at their next use, on
@@ -121,12 +130,7 @@ func cmdUsersSetScopes(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintln(stderr, "users set-scopes: --username and --org are required")
 		return 2
 	}
-	if !protocol.ValidOrganization(*org) {
-		fmt.Fprintf(stderr, "users set-scopes: --org must be %s\n", protocol.OrganizationRule)
-		return 2
-	}
-	if err := checkScopeFlag(scope.Parse(*scopes)); err != nil {
-		fmt.Fprintf(stderr, "users set-scopes: %v\n", err)
+	if !membershipFlagsValid(stderr, "users set-scopes", *org, *scopes) {
 		return 2
 	}
 	st, u, err := openStore(ctx, common.databaseURL)
