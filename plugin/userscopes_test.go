@@ -2,8 +2,11 @@ package plugin_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -334,6 +337,49 @@ func TestUserScopesCacheChangeDuringTheQuestion(t *testing.T) {
 		}
 		if st, got := ccAs(t, a, app, sec, ""); st != http.StatusOK || got != "docs:read" {
 			t.Errorf("next token: %d %q, want 200 docs:read", st, got)
+		}
+	})
+}
+
+// TestUserScopesCacheOnlyAtTheTokenEndpoint: a kept answer serves only the
+// token endpoint's client_credentials and agent-token requests. With alice
+// narrowed in the Directory and the change left unreported (so that only
+// a fresh question sees it), introspecting a token issued from the kept
+// answer shows the narrowed scopes: introspection asks the Directory.
+func TestUserScopesCacheOnlyAtTheTokenEndpoint(t *testing.T) {
+	t.Parallel()
+	storagetest.Each(t, func(t *testing.T, s *storage.Store) {
+		dir := newCountingDirectory()
+		a := newAgentIdPConfig(t, s, withUserScopesCache(dir))
+		app, sec := ownedAppWithSecret(t, a.fuzzIdP, `"docs:read","docs:write"`)
+		form := url.Values{"grant_type": {plugin.GrantTypeClientCredentials}, "organization": {"acme"}}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		for range 2 {
+			w := a.postAs(app.ID, sec.Secret, form.Encode())
+			if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &tok) != nil {
+				t.Fatalf("token: %d %s", w.Code, w.Body.String())
+			}
+		}
+		dir.Set("alice", "acme", "docs:read") // unreported
+		if st, got := ccAs(t, a, app, sec, ""); st != http.StatusOK || got != "docs:read docs:write" {
+			t.Fatalf("token endpoint, change unreported: %d %q, want the kept answer", st, got)
+		}
+		req := httptest.NewRequest(http.MethodPost, plugin.IntrospectionPath, strings.NewReader(url.Values{"token": {tok.AccessToken}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(url.QueryEscape(app.ID), url.QueryEscape(sec.Secret))
+		w := httptest.NewRecorder()
+		a.h.ServeHTTP(w, req)
+		var in struct {
+			Active bool   `json:"active"`
+			Scope  string `json:"scope"`
+		}
+		if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &in) != nil {
+			t.Fatalf("introspection: %d %s", w.Code, w.Body.String())
+		}
+		if !in.Active || in.Scope != "docs:read" {
+			t.Errorf("introspection of a token issued from the kept answer: active %v, scope %q; want the Directory's docs:read", in.Active, in.Scope)
 		}
 	})
 }
