@@ -305,6 +305,14 @@ func lookupStatements(ls []*grantLookup) (*[batch.Max + 1]string, bool) {
 	return &accessTokensWithGrant[0], false
 }
 
+// boolIndex is 1 for true, 0 for false.
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // lookUpAccessTokensWithGrant runs the lookups of one batch. A lookup whose
 // token does not exist is left not found.
 func (s *Store) lookUpAccessTokensWithGrant(ctx context.Context, ls []*grantLookup) error {

@@ -311,8 +311,7 @@ func getRequestQuery(t requestTable) string {
 // unique binding and the clients' primary key keep it one row.
 func (s *Store) getAccessTokenWithGrant(ctx context.Context, signature string, row *joinedRequestRow, pin *clientPin) error {
 	l := &grantLookup{signature: signature, pin: pin}
-	statements, _ := lookupStatements([]*grantLookup{l})
-	ctx, span := s.startSpan(ctx, statements[1])
+	ctx, span := s.startSpan(ctx, accessTokensWithGrant[boolIndex(pin.grant.withUser)][1])
 	var err error
 	if s.InTransaction(ctx) {
 		err = s.lookUpAccessTokensWithGrant(ctx, []*grantLookup{l})
